@@ -1,0 +1,126 @@
+/* Sequential Code Selection + single-trial learning for one Sparsey macrocolumn (CPU fast path).
+ *
+ * Same semantics as spiking/memory/learn.py:select_sequence_torch (the reference):
+ * query b sees the weights written by queries 0..b-1. Input sums are popcounts of packed
+ * weights (bit j%64 of word j//64) ANDed with the packed input, so one query costs
+ * QK * n_words AND+POPCNT instead of a dense dot product.
+ *
+ * params: [lambda_u, lambda_h, lambda_d, g_minus, gamma, chi, s, c]
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <stdlib.h>
+
+static inline int64_t popc(uint64_t v) { return (int64_t)__builtin_popcountll(v); }
+
+static inline double powl1(double x, double lam) { return lam == 1.0 ? x : pow(x, lam); }
+
+static int64_t sums(const uint64_t *w, const uint64_t *xp, int nw, int i) {
+    const uint64_t *row = w + (int64_t)i * nw;
+    int64_t acc = 0;
+    for (int k = 0; k < nw; ++k) acc += popc(row[k] & xp[k]);
+    return acc;
+}
+
+static int64_t write_row(uint64_t *w, const uint64_t *xp, int nw, int i) {
+    uint64_t *row = w + (int64_t)i * nw;
+    int64_t added = 0;
+    for (int k = 0; k < nw; ++k) {
+        added += popc(xp[k] & ~row[k]);
+        row[k] |= xp[k];
+    }
+    return added;
+}
+
+/* returns 0 on success */
+int sparsey_select_sequence(
+    int B, int Q, int K,
+    int nwu, const uint64_t *xp, const int64_t *nx, uint64_t *wu,
+    int use_h, uint64_t *wh, const int64_t *prev0,          /* prev0: [Q] code before query 0, or NULL */
+    int nwd, const uint64_t *dp, const int64_t *nd, uint64_t *wd,  /* nwd == 0: no top-down */
+    const uint8_t *ok, const double *params, const double *r, /* r: [B,Q] uniforms or NULL (argmax) */
+    int learn, int64_t n_set, int64_t cap,
+    int64_t *codes, double *G_out, uint8_t *written, int64_t *n_set_out)
+{
+    const int QK = Q * K;
+    const int nwh = (QK + 63) / 64;
+    const double lu = params[0], lh = params[1], ld = params[2], gm = params[3], gam = params[4],
+                 chi = params[5], s = params[6], c = params[7];
+    double *V = (double *)malloc(sizeof(double) * QK);
+    double *cdf = (double *)malloc(sizeof(double) * K);
+    uint64_t *pbits = (uint64_t *)calloc((size_t)nwh, sizeof(uint64_t));
+    int64_t *prev = (int64_t *)malloc(sizeof(int64_t) * Q);
+    if (!V || !cdf || !pbits || !prev) { free(V); free(cdf); free(pbits); free(prev); return 1; }
+    int have_prev = 0;
+    if (use_h && prev0) { memcpy(prev, prev0, sizeof(int64_t) * Q); have_prev = 1; }
+
+    for (int b = 0; b < B; ++b) {
+        int64_t *code = codes + (int64_t)b * Q;
+        written[b] = 0;
+        if (!ok[b]) {
+            for (int q = 0; q < Q; ++q) code[q] = -1;
+            G_out[b] = 0.0;
+            have_prev = 0;
+            continue;
+        }
+        const uint64_t *x = xp + (int64_t)b * nwu;
+        const int hp = use_h && have_prev;
+        if (hp) {
+            memset(pbits, 0, sizeof(uint64_t) * nwh);
+            for (int q = 0; q < Q; ++q) { int64_t u = q * K + prev[q]; pbits[u >> 6] |= 1ULL << (u & 63); }
+        }
+        const int dd = nwd > 0 && nd[b] > 0;
+        const uint64_t *d = dd ? dp + (int64_t)b * nwd : NULL;
+        double Gsum = 0.0;
+        for (int i = 0; i < QK; ++i) {
+            double v = powl1((double)sums(wu, x, nwu, i) / (double)nx[b], lu);
+            if (hp) v *= powl1((double)sums(wh, pbits, nwh, i) / (double)Q, lh);
+            if (dd) v *= powl1((double)sums(wd, d, nwd, i) / (double)nd[b], ld);
+            V[i] = v;
+        }
+        for (int q = 0; q < Q; ++q) {
+            double m = V[q * K];
+            for (int k = 1; k < K; ++k) if (V[q * K + k] > m) m = V[q * K + k];
+            Gsum += m;
+        }
+        const double G = Gsum / Q;
+        G_out[b] = G;
+        if (!r) {
+            for (int q = 0; q < Q; ++q) {
+                int best = 0;
+                for (int k = 1; k < K; ++k) if (V[q * K + k] > V[q * K + best]) best = k;
+                code[q] = best;
+            }
+        } else {
+            double z = (G - gm) / (1.0 - gm);
+            if (z < 0) z = 0;
+            const double eta = 1.0 + pow(z, gam) * chi * K;
+            for (int q = 0; q < Q; ++q) {
+                double acc = 0.0;
+                for (int k = 0; k < K; ++k) {
+                    double m = eta / (1.0 + exp(-s * (V[q * K + k] - c)));
+                    acc += m < 1.0 ? 1.0 : m;
+                    cdf[k] = acc;
+                }
+                const double thr = r[(int64_t)b * Q + q] * acc;
+                int w = 0;
+                for (int k = 0; k < K; ++k) w += cdf[k] <= thr;
+                code[q] = w < K ? w : K - 1;
+            }
+        }
+        if (learn && (cap < 0 || n_set < cap)) {
+            for (int q = 0; q < Q; ++q) {
+                const int i = q * K + (int)code[q];
+                n_set += write_row(wu, x, nwu, i);
+                if (hp) write_row(wh, pbits, nwh, i);
+                if (dd) write_row(wd, d, nwd, i);
+            }
+            written[b] = 1;
+        }
+        if (use_h) { memcpy(prev, code, sizeof(int64_t) * Q); have_prev = 1; }
+    }
+    *n_set_out = n_set;
+    free(V); free(cdf); free(pbits); free(prev);
+    return 0;
+}

@@ -1,0 +1,99 @@
+"""Loader for the C fast path of sequential code selection (``_csa_cpu.c``), built once with the
+system C compiler into ``~/.cache/spiking`` (or ``$SPIKING_CACHE``) and called through ctypes.
+
+``available()`` is False when no compiler is found; callers then use the torch reference
+(:func:`spiking.memory.learn.select_sequence_torch`), which has identical semantics.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_SRC = Path(__file__).with_name("_csa_cpu.c")
+_LIB = None
+_ERR: str | None = None
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("SPIKING_CACHE", Path.home() / ".cache" / "spiking"))
+
+
+def _build() -> ctypes.CDLL:
+    src = _SRC.read_bytes()
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise RuntimeError("no C compiler (cc/gcc) found")
+    tag = hashlib.sha1(src + cc.encode()).hexdigest()[:16]
+    out = _cache_dir() / f"sparsey_csa_{tag}.so"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp_so = Path(tmp) / out.name
+            cmd = [cc, "-O3", "-march=native", "-shared", "-fPIC", str(_SRC), "-o", str(tmp_so), "-lm"]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode != 0:
+                cmd.remove("-march=native")
+                res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise RuntimeError(f"compiling {_SRC.name} failed: {res.stderr[-2000:]}")
+            os.replace(tmp_so, out)
+    lib = ctypes.CDLL(str(out))
+    fn = lib.sparsey_select_sequence
+    P = ctypes.c_void_p
+    fn.argtypes = [ctypes.c_int] * 3 + [ctypes.c_int, P, P, P] + [ctypes.c_int, P, P] + \
+        [ctypes.c_int, P, P, P] + [P, P, P] + [ctypes.c_int, ctypes.c_int64, ctypes.c_int64] + [P, P, P, P]
+    fn.restype = ctypes.c_int
+    return lib
+
+
+def available() -> bool:
+    """True when the C fast path compiled and loaded (built on first call)."""
+    global _LIB, _ERR
+    if _LIB is None and _ERR is None:
+        if os.environ.get("SPIKING_NO_CPU_KERNEL"):
+            _ERR = "disabled by SPIKING_NO_CPU_KERNEL"
+        else:
+            try:
+                _LIB = _build()
+            except (RuntimeError, OSError) as e:   # no compiler / failed build: use the torch path
+                _ERR = str(e)
+    return _LIB is not None
+
+
+def _ptr(t: torch.Tensor | None):
+    return None if t is None else ctypes.c_void_p(t.data_ptr())
+
+
+def select_sequence_cpu(xp, nx, wu, wh, prev0, dp, nd, wd, ok, params, r, learn, n_set, cap, Q, K):
+    """Run the C loop; tensors are CPU, contiguous: packed words int64, counts int64, r float64.
+
+    Mutates ``wu``/``wh``/``wd`` (packed) in place when learning. Returns (codes, G, written, n_set)."""
+    if not available():
+        raise RuntimeError(f"C fast path unavailable: {_ERR}")
+    B = xp.shape[0]
+    codes = torch.empty(B, Q, dtype=torch.int64)
+    G = torch.empty(B, dtype=torch.float64)
+    written = torch.zeros(B, dtype=torch.uint8)
+    n_out = ctypes.c_int64(0)
+    args = [x.contiguous() if x is not None else None for x in (xp, nx, prev0, dp, nd, ok, params, r)]
+    xp, nx, prev0, dp, nd, ok, params, r = args
+    for w in (wu, wh, wd):
+        if w is not None and not w.is_contiguous():
+            raise ValueError("packed weights must be contiguous")
+    rc = _LIB.sparsey_select_sequence(
+        B, Q, K, wu.shape[1], _ptr(xp), _ptr(nx), _ptr(wu),
+        int(wh is not None), _ptr(wh), _ptr(prev0),
+        0 if wd is None else wd.shape[1], _ptr(dp), _ptr(nd), _ptr(wd),
+        _ptr(ok), _ptr(params), _ptr(r), int(learn), int(n_set), int(cap),
+        _ptr(codes), _ptr(G), _ptr(written), ctypes.byref(n_out))
+    if rc != 0:
+        raise MemoryError("sparsey_select_sequence: allocation failed")
+    return codes, G, written.bool(), int(n_out.value)

@@ -1,0 +1,185 @@
+"""Pure leaky integrate-and-fire dynamics (no state held anywhere).
+
+For input current ``X_t`` and membrane ``V`` (``V_rest = V_reset`` for hard reset, 0 for soft)::
+
+    decay_input=True :  H_t = V_{t-1} + (X_t - (V_{t-1} - V_rest)) / tau
+    decay_input=False:  H_t = V_{t-1} - (V_{t-1} - V_rest) / tau + X_t
+    S_t = Θ(H_t - V_th)                      (surrogate σ'(H_t - V_th) in the backward pass)
+    hard reset (v_reset is a number):  V_t = H_t (1 - S_t) + V_reset S_t
+    soft reset (v_reset is None)    :  V_t = H_t - V_th S_t
+
+With ``detach_reset=True`` the S_t in the reset term carries no gradient. ``V_0 = V_rest`` unless
+a state is given. These are SpikingJelly's ``LIFNode`` equations; ``docs/design.md`` maps them to
+snnTorch ``Leaky`` and Norse ``LIFBoxCell``.
+
+:func:`lif_multistep_torch` is the plain-torch reference every fast path is tested against;
+:func:`lif_multistep` dispatches to the fastest available backend.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional, Union
+
+import torch
+
+from .surrogate import Surrogate, SurrogateLike, get_surrogate
+
+__all__ = ["lif_step", "lif_multistep", "lif_multistep_torch", "check_lif_params", "check_input", "BACKENDS"]
+
+Threshold = Union[float, torch.Tensor]
+BACKENDS = ("auto", "torch", "cpu", "cupy")
+
+
+def check_lif_params(tau: float, v_threshold: Threshold, v_reset: Optional[float]) -> None:
+    """Raise ``ValueError`` naming the parameter when a LIF parameter is invalid."""
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)):
+        raise TypeError(f"tau must be a number, got {type(tau).__name__}")
+    if not math.isfinite(tau) or tau <= 0:
+        raise ValueError(f"tau must be a positive finite number, got {tau!r}")
+    if isinstance(v_threshold, torch.Tensor):
+        if v_threshold.numel() != 1:
+            raise ValueError(f"v_threshold must be a scalar, got a tensor of shape {tuple(v_threshold.shape)}")
+        if not torch.isfinite(v_threshold.detach()).all():
+            raise ValueError("v_threshold must be finite")
+    else:
+        if isinstance(v_threshold, bool) or not isinstance(v_threshold, (int, float)) or not math.isfinite(v_threshold):
+            raise ValueError(f"v_threshold must be a finite number, got {v_threshold!r}")
+    if v_reset is not None:
+        if isinstance(v_reset, bool) or not isinstance(v_reset, (int, float)) or not math.isfinite(v_reset):
+            raise ValueError(f"v_reset must be a finite number (hard reset) or None (soft reset), got {v_reset!r}")
+
+
+def check_input(x: torch.Tensor, name: str = "x", min_dim: int = 2, check_finite: bool = True) -> None:
+    """Validate a ``[T, B, ...]`` (``min_dim=2``) or ``[B, ...]`` (``min_dim=1``) float input."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() < min_dim:
+        want = "[T, batch, ...]" if min_dim == 2 else "[batch, ...]"
+        raise ValueError(f"{name} must have shape {want} (at least {min_dim} dims), got shape {tuple(x.shape)}")
+    if min_dim == 2 and x.shape[0] == 0:
+        raise ValueError(f"{name} has T = 0 time steps (shape {tuple(x.shape)}); need T >= 1")
+    if x.shape[min_dim - 1] == 0:
+        raise ValueError(f"{name} has an empty batch (shape {tuple(x.shape)})")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    if check_finite and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+
+
+def _rest(v_reset: Optional[float]) -> float:
+    return 0.0 if v_reset is None else float(v_reset)
+
+
+def lif_step(
+    x: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    tau: float = 2.0,
+    v_threshold: Threshold = 1.0,
+    v_reset: Optional[float] = 0.0,
+    decay_input: bool = True,
+    detach_reset: bool = False,
+    surrogate: Surrogate = Surrogate("sigmoid", 4.0),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LIF step: ``(S_t, V_t) = f(X_t, V_{t-1})`` per the module equations. Pure and differentiable."""
+    rest = _rest(v_reset)
+    if decay_input:
+        h = v + (x - (v - rest)) / tau
+    else:
+        h = v - (v - rest) / tau + x
+    s = surrogate.spike(h - v_threshold)
+    s_r = s.detach() if detach_reset else s
+    if v_reset is None:
+        v_new = h - v_threshold * s_r
+    else:
+        v_new = h * (1.0 - s_r) + v_reset * s_r
+    return s, v_new
+
+
+def lif_multistep_torch(
+    x: torch.Tensor,
+    v0: Optional[torch.Tensor] = None,
+    *,
+    tau: float = 2.0,
+    v_threshold: Threshold = 1.0,
+    v_reset: Optional[float] = 0.0,
+    decay_input: bool = True,
+    detach_reset: bool = False,
+    surrogate: Surrogate = Surrogate("sigmoid", 4.0),
+    return_v: bool = False,
+):
+    """Reference multi-step LIF in plain torch autograd: ``x [T, B, ...]`` → spikes ``[T, B, ...]``.
+
+    Returns ``(spikes, v_last)`` or, with ``return_v``, ``(spikes, v_seq)`` where ``v_seq[t] = V_t``
+    (after reset). Memory and time are linear in T: every step saves only its own small tensors.
+    """
+    v = torch.full_like(x[0], _rest(v_reset)) if v0 is None else v0
+    spikes, vs = [], []
+    # unbind, not x[t]: indexing a grad-requiring x in a loop makes autograd build one full-size
+    # zero gradient per step (quadratic in T); unbind's backward stacks the step gradients once.
+    for xt in x.unbind(0):
+        s, v = lif_step(
+            xt, v, tau=tau, v_threshold=v_threshold, v_reset=v_reset,
+            decay_input=decay_input, detach_reset=detach_reset, surrogate=surrogate,
+        )
+        spikes.append(s)
+        if return_v:
+            vs.append(v)
+    s_seq = torch.stack(spikes)
+    return (s_seq, torch.stack(vs)) if return_v else (s_seq, v)
+
+
+def _resolve_backend(backend: Optional[str], x: torch.Tensor) -> str:
+    name = (backend or os.environ.get("SPIKING_BACKEND") or "auto").lower()
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if name != "auto":
+        return name
+    return "torch"
+
+
+def lif_multistep(
+    x: torch.Tensor,
+    v0: Optional[torch.Tensor] = None,
+    *,
+    tau: float = 2.0,
+    v_threshold: Threshold = 1.0,
+    v_reset: Optional[float] = 0.0,
+    decay_input: bool = True,
+    detach_reset: bool = False,
+    surrogate: SurrogateLike = "sigmoid",
+    return_v: bool = False,
+    backend: Optional[str] = None,
+    check_finite: bool = True,
+):
+    """Multi-step LIF on ``x [T, B, ...]``; validated, then run by the chosen backend.
+
+    ``backend``: ``"auto"`` (default; also ``$SPIKING_BACKEND``), ``"torch"`` (reference),
+    ``"cpu"`` (fused CPU path) or ``"cupy"`` (fused CUDA kernel). A forced backend that cannot run
+    raises ``RuntimeError``. Returns ``(spikes, v_last)`` or ``(spikes, v_seq)`` with ``return_v``.
+    """
+    check_input(x, "x", min_dim=2, check_finite=check_finite)
+    check_lif_params(tau, v_threshold, v_reset)
+    sg = get_surrogate(surrogate)
+    if v0 is not None:
+        check_input(v0, "v0", min_dim=1, check_finite=check_finite)
+        if v0.shape != x.shape[1:]:
+            raise ValueError(f"v0 must have the shape of one time step {tuple(x.shape[1:])}, got {tuple(v0.shape)}")
+    kwargs = dict(
+        tau=float(tau), v_threshold=v_threshold, v_reset=v_reset, decay_input=bool(decay_input),
+        detach_reset=bool(detach_reset), surrogate=sg, return_v=bool(return_v),
+    )
+    name = _resolve_backend(backend, x)
+    if name == "torch":
+        return lif_multistep_torch(x, v0, **kwargs)
+    if name == "cpu":
+        from ..kernels import cpu
+
+        return cpu.lif_multistep_cpu(x, v0, **kwargs)
+    from ..kernels import cuda
+
+    return cuda.lif_multistep_cupy(x, v0, **kwargs)

@@ -1,0 +1,123 @@
+"""Strategy: the small object the runner drives for every learn event.
+
+Contract (docs/design.md, "Runner contracts")::
+
+    setup(model, stream, config)     once, before the first task (stores them, builds the optimizer)
+    before_task(task)                hook
+    train_step(x, y, task) -> float  forward, loss, backward, adjust_gradients, step; returns the loss
+    after_task(task)                 hook
+    unlearn(target)                  optional; the base raises NotImplementedError naming the strategy
+    state_dict() / load_state_dict(d)  everything needed to resume (the model is saved by the runner)
+
+Two further overridable pieces keep subclasses short instead of re-writing ``train_step``:
+``loss(logits, y, task)`` (e.g. EWC adds its penalty) and ``adjust_gradients(task)`` (e.g. GPM
+projects gradients between backward and step). ``batches(task, batch_size, generator)`` is what the
+runner iterates for a learn event (default: the task's own shuffled batches; joint training mixes
+tasks).
+
+The base loss is cross-entropy; in task-incremental streams (``stream.task_labels_at_test``) the
+logits of classes outside ``task.classes`` are masked to -inf, so softmax runs over the task's
+classes only:  L = CE(mask(z, task.classes), y).
+
+``config`` is the normalised run config (a dict, see ``spiking.runner.run.default_config``); the
+base reads ``lr``, ``momentum``, ``weight_decay`` and ``optimizer`` ("sgd" | "adam") from it.
+Per-strategy settings are declared in the class attribute ``options = {name: (type, default,
+help)}``; they are passed to the constructor and become attributes (``Strategy(**opts)``).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+
+
+def mask_logits(logits: torch.Tensor, classes) -> torch.Tensor:
+    """Return logits with every column not in ``classes`` set to -inf (task-IL masking)."""
+    keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    keep[list(classes)] = True
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+class Strategy:
+    """Plain fine-tuning: SGD on the current task's cross-entropy. Base of every strategy."""
+
+    name = "finetune"
+    options: dict[str, tuple[type, Any, str]] = {}
+
+    def __init__(self, **opts):
+        unknown = set(opts) - set(self.options)
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {sorted(unknown)} for strategy {self.name!r}; "
+                f"known: {sorted(self.options)}")
+        for key, (typ, default, _help) in self.options.items():
+            value = opts.get(key, default)
+            if value is not None and typ is not None and not isinstance(value, typ):
+                try:
+                    value = typ(value)
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(f"option {key!r} of strategy {self.name!r} must be "
+                                    f"{typ.__name__}, got {value!r}") from exc
+            setattr(self, key, value)
+        self.model: torch.nn.Module | None = None
+        self.stream = None
+        self.config: dict = {}
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    # ----------------------------------------------------------------- set-up
+    def setup(self, model: torch.nn.Module, stream, config: dict) -> None:
+        self.model, self.stream, self.config = model, stream, dict(config)
+        self.optimizer = self.make_optimizer()
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        kind = cfg.get("optimizer", "sgd")
+        if kind == "sgd":
+            return torch.optim.SGD(params, lr=cfg.get("lr", 0.1), momentum=cfg.get("momentum", 0.0),
+                                   weight_decay=cfg.get("weight_decay", 0.0))
+        if kind == "adam":
+            return torch.optim.Adam(params, lr=cfg.get("lr", 1e-3),
+                                    weight_decay=cfg.get("weight_decay", 0.0))
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {kind!r}")
+
+    # ------------------------------------------------------------------ hooks
+    def before_task(self, task) -> None:
+        pass
+
+    def after_task(self, task) -> None:
+        pass
+
+    def batches(self, task, batch_size: int, generator: torch.Generator | None = None) -> Iterator:
+        """Mini-batches (x, y) of one learn event; default: the task's shuffled training set."""
+        return task.train_batches(batch_size, generator=generator, shuffle=True)
+
+    # --------------------------------------------------------------- training
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, task) -> torch.Tensor:
+        if getattr(self.stream, "task_labels_at_test", False):
+            logits = mask_logits(logits, task.classes)
+        return F.cross_entropy(logits, y)
+
+    def adjust_gradients(self, task) -> None:
+        """Called between backward and the optimizer step (GPM projects here)."""
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, task) -> float:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss(self.model(x), y, task)
+        loss.backward()
+        self.adjust_gradients(task)
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def unlearn(self, target) -> None:
+        raise NotImplementedError(f"strategy {self.name!r} does not support unlearning")
+
+    # ----------------------------------------------------------------- resume
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict() if self.optimizer is not None else None}
+
+    def load_state_dict(self, d: dict) -> None:
+        if d.get("optimizer") is not None:
+            self.optimizer.load_state_dict(d["optimizer"])
