@@ -305,7 +305,8 @@ def _materialise(obj, what: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = (torch.as_tensor(v) for v in obj)
     elif isinstance(obj, TensorDataset):
         if len(obj.tensors) != 2:
-            raise ValueError(f"{what}: TensorDataset must hold exactly (x, y), got {len(obj.tensors)} tensors")
+            raise ValueError(f"{what}: TensorDataset must hold exactly (x, y), "
+                             f"got {len(obj.tensors)} tensors")
         x, y = obj.tensors
     elif isinstance(obj, Dataset):
         if len(obj) == 0:
@@ -318,7 +319,8 @@ def _materialise(obj, what: str) -> tuple[torch.Tensor, torch.Tensor]:
             ys.append(torch.as_tensor(batch[1]))
         x, y = torch.cat(xs), torch.cat(ys)
     else:
-        raise TypeError(f"{what} must be an (x, y) pair of tensors or a torch Dataset, got {type(obj).__name__}")
+        raise TypeError(f"{what} must be an (x, y) pair of tensors or a torch Dataset, "
+                        f"got {type(obj).__name__}")
     if x.ndim < 2 or x.shape[0] == 0:
         raise ValueError(f"{what}: x must be [n >= 1, ...features], got shape {tuple(x.shape)}")
     if x.dtype == torch.bool or x.is_complex():
