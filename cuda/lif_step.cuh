@@ -42,7 +42,31 @@ namespace lif {
 // Surrogate ids (spiking.neuron.surrogate.SURROGATES[...][3]).
 enum { SG_SIGMOID = 0, SG_ATAN = 1, SG_FAST_SIGMOID = 2, SG_TRIANGLE = 3 };
 
+#if defined(__CUDA_ARCH__)
 LIF_HD float lif_exp(float a) { return expf(a); }
+#else
+// Host float exp that the compiler can vectorise (libm expf is an opaque call): Cody-Waite
+// range reduction a = k ln2 + r, |r| <= ln2/2, degree-7 polynomial for e^r (Cephes
+// coefficients), 2^k via the exponent bits; within 2 ulp of expf over the clamped range.
+inline float lif_exp(float a) {
+  a = a > 88.3762626647949f ? 88.3762626647949f : a;
+  a = a < -87.3365447505531f ? -87.3365447505531f : a;
+  const float magic = 12582912.0f;                  // 1.5·2^23: adding it rounds to an integer
+  float k = (a * 1.44269504088896341f + magic) - magic;
+  float r = a - k * 0.693359375f;
+  r = r - k * -2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * (r * r) + r + 1.0f;
+  const int e = ((int)k + 127) << 23;
+  float scale; memcpy(&scale, &e, 4);
+  return y * scale;
+}
+#endif
 LIF_HD double lif_exp(double a) { return exp(a); }
 LIF_HD float lif_abs(float a) { return fabsf(a); }
 LIF_HD double lif_abs(double a) { return fabs(a); }
@@ -150,7 +174,7 @@ template <typename C> struct Params {
   C v_th;       // threshold used in z = H - V_th
   C v_th_r;     // threshold as stored in the input dtype (soft reset term V_th·S)
   C v_reset;    // hard reset value, as stored (V_reset·S in the input dtype)
-  C v_rest;     // V_reset (hard) or 0 (soft), used unrounded like a Python scalar
+  C v_rest;     // V_reset (hard) or 0 (soft), as used in V - V_rest (see make_params)
   C sg_param;   // surrogate parameter (alpha / slope / width)
   C sg_k;       // atan: π/2·alpha (computed in double like the Python reference)
   C dh_dv;      // 1 - 1/tau
@@ -164,12 +188,20 @@ LIF_HD Params<typename Store<T>::C> make_params(double tau, double v_th, bool vt
   Params<C> p;
   p.tau = (C)tau;
   p.inv_tau = (C)1 / (C)tau;
-  // a Python-float threshold enters torch ops unrounded; a tensor threshold is cast to the input
-  // dtype first (same-category 0-dim tensors do not promote)
-  p.v_th = vth_is_tensor ? Store<T>::round((C)v_th) : (C)v_th;
-  p.v_th_r = Store<T>::round((C)v_th);
-  p.v_reset = Store<T>::round((C)(hard ? v_reset : 0.0));
-  p.v_rest = (C)(hard ? v_reset : 0.0);
+  // Scalars in "tensor ± python_float" (V - V_rest, H - V_th): torch CPU rounds the scalar to
+  // the tensor dtype first, torch CUDA uses it unrounded in float (measured on CPU for fp16/bf16;
+  // ATen CUDA loops use the original scalar value). A tensor threshold is always cast to the
+  // input dtype first (a same-category 0-dim tensor does not promote). For float32/float64
+  // inputs every round() below is the identity.
+#if defined(__CUDA_ARCH__)
+  const bool round_add_scalar = false;
+#else
+  const bool round_add_scalar = true;
+#endif
+  p.v_th = (vth_is_tensor || round_add_scalar) ? Store<T>::round((C)v_th) : (C)v_th;
+  p.v_th_r = Store<T>::round((C)v_th);                      // V_th·S (mul: rounded product)
+  p.v_reset = Store<T>::round((C)(hard ? v_reset : 0.0));   // V_reset·S
+  p.v_rest = round_add_scalar ? Store<T>::round((C)(hard ? v_reset : 0.0)) : (C)(hard ? v_reset : 0.0);
   p.sg_param = (C)sg_param;
   p.sg_k = (C)(sg == SG_ATAN ? 3.141592653589793 / 2.0 * sg_param : 0.0);
   p.dh_dv = (C)(1.0 - 1.0 / tau);
@@ -210,14 +242,17 @@ LIF_HD typename Store<T>::C fire_z(typename Store<T>::C h, const Params<typename
   return Store<T>::round(h - p.v_th);
 }
 
-template <typename C> LIF_HD C heaviside(C z) { return z >= (C)0 ? (C)1 : (C)0; }
+// S = Θ(z): spike iff z >= 0
+template <typename T>
+LIF_HD bool fire(typename Store<T>::C h, const Params<typename Store<T>::C>& p) {
+  return fire_z<T>(h, p) >= (typename Store<T>::C)0;
+}
 
 template <typename T, bool HARD>
-LIF_HD typename Store<T>::C reset(typename Store<T>::C h, typename Store<T>::C s,
-                                  const Params<typename Store<T>::C>& p) {
-  typedef typename Store<T>::C C;
-  if (HARD) return s != (C)0 ? p.v_reset : h;                // h(1-s) + v_reset s, s in {0,1}
-  return s != (C)0 ? Store<T>::round(h - p.v_th_r) : h;      // h - v_th s
+LIF_HD typename Store<T>::C reset(typename Store<T>::C h, bool fired, const Params<typename Store<T>::C>& p) {
+  if (HARD) return fired ? p.v_reset : h;                   // h(1-s) + v_reset s, s in {0,1}
+  const typename Store<T>::C r = Store<T>::round(h - p.v_th_r);
+  return fired ? r : h;                                     // h - v_th s
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -247,11 +282,11 @@ LIF_HD typename Store<T>::C backward_step(typename Store<T>::C h, typename Store
                                           typename Store<T>::C* gvth) {
   typedef typename Store<T>::C C;
   C z = fire_z<T>(h, p);
-  C s = heaviside(z);
+  C s = z >= (C)0 ? (C)1 : (C)0;
   C sg = surrogate_grad<SG>(z, p);
   C dvdh, dvdth;
   if (HARD) {
-    C m = p.v_rest - h;  // d/dS of h(1-S) + V_reset S, V_reset unrounded like the Python scalar
+    C m = p.v_reset - h;  // d/dS of h(1-S) + V_reset S
     dvdh = ((C)1 - s) + (DETACH ? (C)0 : m * sg);
     dvdth = DETACH ? (C)0 : -(m * sg);
   } else {

@@ -98,3 +98,10 @@ def test_summarize_falls_back_to_task_boundaries():
     assert s["WF10"] == pytest.approx((0.35 + 0.1) / 2)
     assert s["BWT"] == pytest.approx(-0.2) and s["forgetting"] == pytest.approx(0.225)
     assert M.summarize([[0.5]], [0.1])["BWT"] is None  # NaN -> JSON null
+
+
+def test_curves_missing_evaluations_are_an_error():
+    with pytest.raises(ValueError, match="no evaluation of task 0"):
+        M.min_acc({0: [(1, 0.5)], 1: [(5, 0.4)]}, [3, 7])
+    with pytest.raises(ValueError, match="iteration order"):
+        M.min_acc({0: [(2, 0.5), (1, 0.4)]}, [3])

@@ -124,3 +124,18 @@ int sparsey_select_sequence(
     free(V); free(cdf); free(pbits); free(prev);
     return 0;
 }
+
+/* out[a, b] = popcount(A_a AND B_b): code overlaps of packed one-hot codes (or packed input sums). */
+void sparsey_and_popcount(int na, int nb, int nw, const uint64_t *A, const uint64_t *Bm, int32_t *out)
+{
+    for (int a = 0; a < na; ++a) {
+        const uint64_t *ra = A + (int64_t)a * nw;
+        int32_t *o = out + (int64_t)a * nb;
+        for (int b = 0; b < nb; ++b) {
+            const uint64_t *rb = Bm + (int64_t)b * nw;
+            int64_t acc = 0;
+            for (int k = 0; k < nw; ++k) acc += popc(ra[k] & rb[k]);
+            o[b] = (int32_t)acc;
+        }
+    }
+}

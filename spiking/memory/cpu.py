@@ -14,7 +14,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 _SRC = Path(__file__).with_name("_csa_cpu.c")
@@ -51,6 +50,8 @@ def _build() -> ctypes.CDLL:
     fn.argtypes = [ctypes.c_int] * 3 + [ctypes.c_int, P, P, P] + [ctypes.c_int, P, P] + \
         [ctypes.c_int, P, P, P] + [P, P, P] + [ctypes.c_int, ctypes.c_int64, ctypes.c_int64] + [P, P, P, P]
     fn.restype = ctypes.c_int
+    lib.sparsey_and_popcount.argtypes = [ctypes.c_int] * 3 + [P, P, P]
+    lib.sparsey_and_popcount.restype = None
     return lib
 
 
@@ -97,3 +98,15 @@ def select_sequence_cpu(xp, nx, wu, wh, prev0, dp, nd, wd, ok, params, r, learn,
     if rc != 0:
         raise MemoryError("sparsey_select_sequence: allocation failed")
     return codes, G, written.bool(), int(n_out.value)
+
+
+def and_popcount(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``out[i, j] = popcount(a_i AND b_j)`` for packed int64 rows ``a [A, nw]``, ``b [B, nw]`` -> int32 ``[A, B]``."""
+    if not available():
+        raise RuntimeError(f"C fast path unavailable: {_ERR}")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"a has {a.shape[1]} words per row, b has {b.shape[1]}")
+    a, b = a.contiguous(), b.contiguous()
+    out = torch.empty(a.shape[0], b.shape[0], dtype=torch.int32)
+    _LIB.sparsey_and_popcount(a.shape[0], b.shape[0], a.shape[1], _ptr(a), _ptr(b), _ptr(out))
+    return out

@@ -139,7 +139,9 @@ def _resolve_backend(backend: Optional[str], x: torch.Tensor) -> str:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
     if name != "auto":
         return name
-    return "torch"
+    from ..kernels import auto_backend
+
+    return auto_backend(x)
 
 
 def lif_multistep(

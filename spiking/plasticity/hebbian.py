@@ -21,6 +21,7 @@ gradient, and the cheaper one is chosen by :func:`cheaper_form`.
 
 from __future__ import annotations
 
+import time
 from typing import Optional
 
 import torch
@@ -137,19 +138,31 @@ def project_weight_grad(grad: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
     return (G - (G @ H.t()) @ H).reshape(grad.shape)
 
 
-def projected_weight_grad(delta: torch.Tensor, x: torch.Tensor, H: Optional[torch.Tensor]) -> torch.Tensor:
+def projected_weight_grad(delta: torch.Tensor, x: torch.Tensor, H: Optional[torch.Tensor],
+                          stats: Optional[dict] = None) -> torch.Tensor:
     """Linear weight gradient from the saved input, projected: ``δᵀ x⊥`` (``H=None``: ``δᵀ x``).
 
     ``delta [*, out]`` and ``x [*, N]`` are flattened to rows. The form (input or gradient) with
     fewer multiply-adds is used; both are the same linear map (see the module docstring).
+    ``stats``: a dict whose ``"projection_s"`` accumulates the time spent projecting.
     """
     d = delta.reshape(-1, delta.shape[-1])
     xs = x.reshape(-1, x.shape[-1])
     if H is None or H.shape[0] == 0:
         return d.t() @ xs
+    t0 = time.perf_counter()
     if cheaper_form(d.shape[0], d.shape[1]) == "input":
-        return d.t() @ project_input(xs, H)
-    return project_weight_grad(d.t() @ xs, H)
+        xs = project_input(xs, H)
+        spent = time.perf_counter() - t0
+        g = d.t() @ xs
+    else:
+        g = d.t() @ xs
+        t0 = time.perf_counter()
+        g = project_weight_grad(g, H)
+        spent = time.perf_counter() - t0
+    if stats is not None:
+        stats["projection_s"] = stats.get("projection_s", 0.0) + spent
+    return g
 
 
 def cheaper_form(rows: int, out_features: int) -> str:

@@ -19,7 +19,8 @@ current iteration and k the current task (1-based); by default k = T and t = t_T
                                                                 window of w evaluations)
     WP^w       = mean_i max(0, max_{m<n, n−m<w} A_n − A_m)
 
-Undefined values (BWT with T = 1, no evaluation in a range, ...) are NaN.
+Undefined values (BWT, FWT, forgetting with T = 1; min-ACC with k = 1; WF/WP with no task
+evaluated twice) are NaN; curves lacking an evaluation min-ACC / WC-ACC need raise ValueError.
 """
 from __future__ import annotations
 

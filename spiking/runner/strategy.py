@@ -7,7 +7,9 @@ Contract (docs/design.md, "Runner contracts")::
     train_step(x, y, task) -> float  forward, loss, backward, adjust_gradients, step; returns the loss
     after_task(task)                 hook
     unlearn(target)                  optional; the base raises NotImplementedError naming the strategy
-    state_dict() / load_state_dict(d)  everything needed to resume (the model is saved by the runner)
+    state_dict() / load_state_dict(d)  everything needed to resume (the model is saved by the runner);
+                                     tensors and plain containers only: checkpoints are read back
+                                     with torch.load(weights_only=True)
 
 Two further overridable pieces keep subclasses short instead of re-writing ``train_step``:
 ``loss(logits, y, task)`` (e.g. EWC adds its penalty) and ``adjust_gradients(task)`` (e.g. GPM
@@ -18,6 +20,10 @@ tasks).
 The base loss is cross-entropy; in task-incremental streams (``stream.task_labels_at_test``) the
 logits of classes outside ``task.classes`` are masked to -inf, so softmax runs over the task's
 classes only:  L = CE(mask(z, task.classes), y).
+
+Optional class/instance extras the runner uses when present: ``build_model(cfg, stream)``
+(classmethod: the network this strategy needs when the caller gives none) and ``report() -> dict``
+(stored as ``strategy_report`` in results.json).
 
 ``config`` is the normalised run config (a dict, see ``spiking.runner.run.default_config``); the
 base reads ``lr``, ``momentum``, ``weight_decay`` and ``optimizer`` ("sgd" | "adam") from it.
@@ -37,6 +43,22 @@ def mask_logits(logits: torch.Tensor, classes) -> torch.Tensor:
     keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
     keep[list(classes)] = True
     return logits.masked_fill(~keep, float("-inf"))
+
+
+def class_table(stream) -> torch.Tensor:
+    """bool [n_tasks, n_outputs]: row t marks the output units of task t."""
+    table = torch.zeros(len(stream), stream.n_outputs, dtype=torch.bool)
+    for t in stream:
+        table[t.index, list(t.classes)] = True
+    return table
+
+
+def mixed_task_loss(logits: torch.Tensor, y: torch.Tensor, task_ids: torch.Tensor, stream) -> torch.Tensor:
+    """Cross-entropy for a batch mixing tasks (replay, joint); task-IL masks each row to its task."""
+    if getattr(stream, "task_labels_at_test", False):
+        keep = class_table(stream).to(logits.device)[task_ids.to(logits.device)]
+        logits = logits.masked_fill(~keep, float("-inf"))
+    return F.cross_entropy(logits, y)
 
 
 class Strategy:

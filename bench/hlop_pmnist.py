@@ -1,0 +1,197 @@
+"""Benchmark: HLOP on permuted MNIST in the paper's configuration, through the runner.
+
+    python bench/hlop_pmnist.py                                   # HLOP-DSR, seeds 2022,1,2, paper config
+    python bench/hlop_pmnist.py --train-method bptt --seeds 1,2,3
+    python bench/hlop_pmnist.py --methods finetune,ewc,gpm,multitask   # the table's other rows, same network
+    python bench/hlop_pmnist.py --tasks 3 --train-subset 10000      # reduced (recorded as such in the JSON)
+    python bench/hlop_pmnist.py --merge a.json b.json --out c.json  # one summary over runs made separately
+
+Paper configuration: 10 tasks, 784-800-800-10, 1 epoch, batch 64, SGD lr 0.1, lateral neurons
+[80, 200, 100] then +70, +70, +50×3, +30×3, +10 per layer. Each (method, seed) runs in its own
+process so its wall time and peak RSS (``ru_maxrss``) are its own. Writes JSON with the command,
+machine, versions, per-seed numbers, mean ± std (ddof = 1) and medians, and for HLOP the share of
+training time spent in Hebbian updates and projection.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_LATERAL = "paper"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--methods", default="hlop")
+    p.add_argument("--train-method", default="dsr", choices=("dsr", "bptt", "ottt"))
+    p.add_argument("--seeds", default="2022,1,2")
+    p.add_argument("--tasks", type=int, default=10)
+    p.add_argument("--train-subset", type=int, default=None)
+    p.add_argument("--hidden", default="800,800")
+    p.add_argument("--lateral", default=PAPER_LATERAL)
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
+    p.add_argument("--out", default=None, help="JSON path (default bench/results/hlop_pmnist_<train-method>[_reduced].json)")
+    p.add_argument("--merge", nargs="+", default=None, help="combine result JSONs of one configuration into --out")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one run, JSON to this path
+    p.add_argument("--method", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def worker(args) -> None:
+    """One (method, seed) run in this process; writes its numbers to ``args.worker``."""
+    import torch  # noqa: PLC0415
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from spiking.runner.run import run  # noqa: PLC0415
+    from spiking.runner.strategies.hlop import HLOPStrategy  # noqa: PLC0415
+
+    hidden = [int(h) for h in args.hidden.split(",")]
+    options = {"train_method": args.train_method}
+    if args.method == "hlop":
+        options["lateral"] = args.lateral
+    models = []
+
+    def model_fn(stream):
+        models.append(HLOPStrategy.build_model({"options": options, "hidden": hidden}, stream))
+        return models[-1]
+
+    cfg = dict(method=args.method, dataset="pmnist", tasks=args.tasks, train_subset=args.train_subset,
+               hidden=hidden, epochs=1, batch_size=64, lr=0.1, seed=args.seed,
+               options=options if args.method == "hlop" else {})
+    t0 = time.perf_counter()
+    res = run(cfg, model_fn=model_fn)
+    wall = time.perf_counter() - t0
+    log = getattr(models[-1], "hlop_log", None)
+    train_s = float(sum(res["train_time_s"]))
+    out = {"method": args.method, "seed": args.seed, "ACC": 100 * res["ACC"], "BWT": 100 * res["BWT"],
+           "acc_matrix": res["acc_matrix"], "wall_s": wall, "train_s": train_s, "eval_s": res["eval_time_s"],
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "threads": torch.get_num_threads()}
+    if log:
+        out.update(hebbian_s=log["hebbian_s"], projection_s=log["projection_s"],
+                   hlop_share_of_train=(log["hebbian_s"] + log["projection_s"]) / train_s,
+                   lateral_sizes=log["lateral_sizes"], subspace_energy=log["subspace_energy"])
+    Path(args.worker).write_text(json.dumps(out))
+
+
+def mean_std(vals):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return None
+    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else None,
+            "median": statistics.median(vals), "n": len(vals)}
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
+            "python": platform.python_version(), "loadavg_start": os.getloadavg()}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    if args.merge:
+        if not args.out:
+            raise SystemExit("--merge needs --out")
+        merge(args.merge, Path(args.out))
+        return 0
+    import torch  # noqa: PLC0415
+
+    from spiking.runner.outputs import versions  # noqa: PLC0415
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    reduced = args.tasks != 10 or args.train_subset is not None or args.hidden != "800,800" or args.lateral != PAPER_LATERAL
+    out = Path(args.out or ROOT / "bench" / "results" /
+               f"hlop_pmnist_{args.train_method}{'_reduced' if reduced else ''}.json")
+    info = {"command": " ".join(["python", "bench/hlop_pmnist.py", *(argv if argv is not None else sys.argv[1:])]),
+            "machine": machine(), "versions": versions(), "torch_threads_default": torch.get_num_threads(),
+            "config": {"tasks": args.tasks, "train_subset": args.train_subset, "hidden": args.hidden,
+                       "epochs": 1, "batch_size": 64, "lr": 0.1, "optimizer": "sgd", "lateral": args.lateral,
+                       "train_method": args.train_method, "paper_configuration": not reduced},
+            "runs": [], "summary": {}}
+    for method in methods:
+        for seed in seeds:
+            with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+                path = f.name
+            cmd = [sys.executable, __file__, "--worker", path, "--method", method, "--seed", str(seed),
+                   "--train-method", args.train_method, "--tasks", str(args.tasks), "--hidden", args.hidden,
+                   "--lateral", args.lateral]
+            if args.train_subset:
+                cmd += ["--train-subset", str(args.train_subset)]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            subprocess.run(cmd, check=True, cwd=ROOT)
+            r = json.loads(Path(path).read_text())
+            os.unlink(path)
+            info["runs"].append(r)
+            print(f"{method} seed {seed}: ACC {r['ACC']:.2f} BWT {r['BWT']:.2f} wall {r['wall_s']:.0f} s "
+                  f"(train {r['train_s']:.0f} s, eval {r['eval_s']:.0f} s) peak RSS {r['peak_rss_mb']:.0f} MB"
+                  + (f", Hebbian+projection {100 * r['hlop_share_of_train']:.1f} % of training"
+                     if "hlop_share_of_train" in r else ""), flush=True)
+        info["summary"] = summarize(info["runs"])
+        info["machine"]["loadavg_end"] = os.getloadavg()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(info, indent=1))  # after every method: partial results survive
+    report(info, out)
+    return 0
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Per method: mean, sample std, median and count of every measured quantity over seeds."""
+    out = {}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        rows = [r for r in runs if r["method"] == method]
+        out[method] = {k: mean_std([r.get(k) for r in rows]) for k in
+                       ("ACC", "BWT", "wall_s", "train_s", "eval_s", "peak_rss_mb",
+                        "hebbian_s", "projection_s", "hlop_share_of_train")}
+    return out
+
+
+def merge(paths: list[str], out: Path) -> None:
+    """Combine the runs of several result files of the same configuration into one summary."""
+    infos = [json.loads(Path(p).read_text()) for p in paths]
+    for p, i in zip(paths[1:], infos[1:]):
+        if i["config"] != infos[0]["config"]:
+            raise ValueError(f"merge: {p} has another configuration than {paths[0]}")
+    info = {"merged_from": [{"path": p, "command": i["command"], "machine": i["machine"],
+                             "torch_threads_default": i["torch_threads_default"]} for p, i in zip(paths, infos)],
+            "versions": infos[0]["versions"], "config": infos[0]["config"],
+            "runs": [r for i in infos for r in i["runs"]]}
+    info["summary"] = summarize(info["runs"])
+    out.write_text(json.dumps(info, indent=1))
+    report(info, out)
+
+
+def report(info: dict, out: Path) -> None:
+    for method, s in info["summary"].items():
+        fmt = lambda d: "-" if d is None else f"{d['mean']:.2f} ± {d['std']:.2f}" if d["std"] is not None else f"{d['mean']:.2f}"
+        print(f"{method:<10} ACC {fmt(s['ACC'])}  BWT {fmt(s['BWT'])}  wall {fmt(s['wall_s'])} s  "
+              f"peak RSS {fmt(s['peak_rss_mb'])} MB")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,431 @@
+"""LIF throughput: spiking's fused kernels against snnTorch, Norse, SpikingJelly and plain torch.
+
+One run measures every implementation on every workload with interleaved repetitions (rep 1 of
+all implementations, then rep 2, ...), so machine noise hits all of them alike; it reports the
+median and min-max wall time, neuron-updates/s (T·B·N / time) and the ratio of ours to the
+fastest peer measured in the same run, and writes JSON (command, machine, versions) to
+bench/results/lif_throughput_{cpu,gpu}.json.
+
+Workloads (all LIF: tau = 2, V_th = 1, hard reset to 0, each library's default surrogate unless
+stated):
+  lif_fwd        LIF only, x [100, 64, 4096], forward under no_grad
+  lif_fwd_bwd    LIF only, same x, forward + backward (upstream gradient given)
+  net            Linear(784,1000) -> LIF -> Linear(1000,10) over T = 25, batch 128; the image is
+                 fed at every step (fc1 on all T·B rows), logits averaged over T, CE + backward
+  net_static     the same net with fc1 computed once per image (direct encoding: the input is
+                 constant over T, so fc1(x) is too); every implementation gets the same treatment
+  gpu_linear_n   (GPU only) Linear(n,n) -> LIF, batch 16, T = 500, n in {4096, 8192, 16384},
+                 forward + backward (Open Neuromorphic benchmark shape)
+
+Usage: python bench/lif_throughput.py [--quick] [--reps 7] [--threads N] [--device cpu|cuda] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import spiking  # noqa: E402
+from spiking.neuron.module import LIF  # noqa: E402
+
+TAU = 2.0
+OURS = {"cpu": "spiking-cpu", "cuda": "spiking-cupy"}
+NOT_PEERS = {"spiking-cpu", "spiking-cupy", "spiking-torch"}
+
+
+# ---------------------------------------------------------------------------------------------
+# implementations: each factory returns a fresh module mapping x [T, B, N] -> spikes [T, B, N].
+# Per-step loops use x.unbind(0): indexing x[t] of a grad-requiring x makes autograd build a
+# full-size zero gradient per step (O(T^2) traffic), which would make the peers look far slower.
+
+
+class OursLIF(nn.Module):
+    def __init__(self, backend: str):
+        super().__init__()
+        self.lif = LIF(tau=TAU, v_threshold=1.0, v_reset=0.0, backend=backend, check_inputs=False)
+
+    def forward(self, x):
+        return self.lif(x)
+
+
+class TorchLoopLIF(nn.Module):
+    """A plain per-step torch loop (SpikingJelly equations, sigmoid surrogate alpha = 4)."""
+
+    class _Spike(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, z):
+            ctx.save_for_backward(z)
+            return (z >= 0).to(z.dtype)
+
+        @staticmethod
+        def backward(ctx, g):
+            (z,) = ctx.saved_tensors
+            s = torch.sigmoid(4.0 * z)
+            return g * 4.0 * s * (1.0 - s)
+
+    def forward(self, x):
+        v = torch.zeros_like(x[0])
+        out = []
+        for xt in x.unbind(0):
+            h = v + (xt - v) / TAU
+            s = self._Spike.apply(h - 1.0)
+            v = h * (1.0 - s)
+            out.append(s)
+        return torch.stack(out)
+
+
+class SnnTorchLIF(nn.Module):
+    """snnTorch Leaky (beta = 1 - 1/tau, reset "zero", default atan surrogate), loop over T."""
+
+    def __init__(self):
+        super().__init__()
+        import snntorch as snn
+
+        self.leaky = snn.Leaky(beta=1.0 - 1.0 / TAU, threshold=1.0, reset_mechanism="zero")
+
+    def forward(self, x):
+        mem = torch.zeros_like(x[0])
+        out = []
+        for xt in x.unbind(0):
+            spk, mem = self.leaky(xt, mem)
+            out.append(spk)
+        return torch.stack(out)
+
+
+class NorseLIF(nn.Module):
+    """Norse LIFBoxCell (tau_mem_inv = 500 at dt = 1e-3 is tau = 2 steps, default SuperSpike), loop over T."""
+
+    def __init__(self):
+        super().__init__()
+        from norse.torch import LIFBoxCell, LIFBoxParameters
+
+        p = LIFBoxParameters(tau_mem_inv=torch.tensor(1.0 / (TAU * 1e-3)), v_leak=torch.tensor(0.0),
+                             v_th=torch.tensor(1.0), v_reset=torch.tensor(0.0))
+        self.cell = LIFBoxCell(p, dt=1e-3)
+
+    def forward(self, x):
+        state = None
+        out = []
+        for xt in x.unbind(0):
+            z, state = self.cell(xt, state)
+            out.append(z)
+        return torch.stack(out)
+
+
+class SpikingJellyLIF(nn.Module):
+    """SpikingJelly LIFNode, multi-step (default Sigmoid surrogate); backend given when supported."""
+
+    def __init__(self, backend: Optional[str] = None):
+        super().__init__()
+        from spikingjelly.activation_based import functional, neuron
+
+        kw = {"backend": backend} if backend else {}
+        self.node = neuron.LIFNode(tau=TAU, v_threshold=1.0, v_reset=0.0, step_mode="m", **kw)
+        self._reset = functional.reset_net
+
+    def forward(self, x):
+        self._reset(self.node)
+        return self.node(x)
+
+
+def _try(factory: Callable[[], nn.Module]) -> Optional[Callable[[], nn.Module]]:
+    try:
+        factory()
+    except Exception as exc:  # library not installed / backend not available
+        print(f"  skipped: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", flush=True)
+        return None
+    return factory
+
+
+def implementations(device: str) -> dict[str, Callable[[], nn.Module]]:
+    cands: dict[str, Callable[[], nn.Module]] = {}
+    if device == "cpu":
+        cands["spiking-cpu"] = lambda: OursLIF("cpu")
+    else:
+        cands["spiking-cupy"] = lambda: OursLIF("cupy")
+    cands["spiking-torch"] = lambda: OursLIF("torch")
+    cands["torch-loop"] = TorchLoopLIF
+    cands["snntorch"] = SnnTorchLIF
+    cands["norse-lifbox"] = NorseLIF
+    cands["spikingjelly"] = SpikingJellyLIF
+    if device == "cuda":
+        cands["spikingjelly-cupy"] = lambda: SpikingJellyLIF("cupy")
+    out = {}
+    for name, f in cands.items():
+        print(f"implementation {name}", flush=True)
+        g = _try(f)
+        if g is not None:
+            out[name] = g
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# workloads: each returns (setup(factory) -> step callable, neuron updates per step)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def lif_fwd(shape, device):
+    x = torch.randn(shape, device=device) * 0.8 + 0.6
+
+    def setup(factory):
+        m = factory().to(device)
+
+        def step():
+            with torch.no_grad():
+                m(x)
+        return step
+    return setup, shape[0] * shape[1] * shape[2]
+
+
+def lif_fwd_bwd(shape, device):
+    x = (torch.randn(shape, device=device) * 0.8 + 0.6).requires_grad_()
+    g = torch.randn(shape, device=device)
+
+    def setup(factory):
+        m = factory().to(device)
+
+        def step():
+            x.grad = None
+            m(x).backward(g)
+        return step
+    return setup, shape[0] * shape[1] * shape[2]
+
+
+class Net(nn.Module):
+    def __init__(self, lif: nn.Module, n_in: int, n_hidden: int, n_out: int, steps: int, static: bool):
+        super().__init__()
+        self.fc1, self.lif, self.fc2 = nn.Linear(n_in, n_hidden), lif, nn.Linear(n_hidden, n_out)
+        self.steps, self.static = steps, static
+
+    def forward(self, x):  # x [B, n_in]
+        if self.static:
+            cur = self.fc1(x).unsqueeze(0).expand(self.steps, -1, -1)
+        else:
+            cur = self.fc1(x.unsqueeze(0).expand(self.steps, -1, -1))
+        return self.fc2(self.lif(cur)).mean(0)
+
+
+def net(steps, batch, device, static):
+    torch.manual_seed(0)
+    x = torch.rand(batch, 784, device=device) * 2.0
+    y = torch.randint(0, 10, (batch,), device=device)
+
+    def setup(factory):
+        torch.manual_seed(1)
+        m = Net(factory(), 784, 1000, 10, steps, static).to(device)
+
+        def step():
+            m.zero_grad(set_to_none=True)
+            F.cross_entropy(m(x), y).backward()
+        return step
+    return setup, steps * batch * 1000
+
+
+def gpu_linear(n, steps, batch, device):
+    torch.manual_seed(0)
+    x = torch.randn(steps, batch, n, device=device)
+
+    def setup(factory):
+        torch.manual_seed(1)
+        fc = nn.Linear(n, n, bias=False).to(device)
+        nn.init.normal_(fc.weight, std=2.0 / n ** 0.5)
+        lif = factory().to(device)
+
+        def step():
+            fc.zero_grad(set_to_none=True)
+            lif(fc(x)).sum().backward()
+        return step
+    return setup, steps * batch * n
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def measure(workload_name, setup, updates, impls, reps, device):
+    """Interleaved repetitions: every rep runs each implementation once (after one warm-up each)."""
+    steps = {}
+    for name, factory in impls.items():
+        try:
+            steps[name] = setup(factory)
+            steps[name]()  # warm-up (JIT builds, allocator)
+            _sync(device)
+        except Exception as exc:
+            print(f"  {workload_name}/{name} failed: {exc.__class__.__name__}: {exc}", flush=True)
+    times = {name: [] for name in steps}
+    for _ in range(reps):
+        for name, step in steps.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    res = {}
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        res[name] = {"median_s": med, "min_s": min(ts), "max_s": max(ts), "times_s": ts,
+                     "updates_per_s_median": updates / med, "updates_per_s_min_max": [updates / max(ts),
+                                                                                      updates / min(ts)]}
+    ours = OURS[device]
+    peers = {k: v for k, v in res.items() if k not in NOT_PEERS}
+    summary = {}
+    if ours in res and peers:
+        best = min(peers, key=lambda k: peers[k]["median_s"])
+        summary = {"fastest_peer": best, "ours": ours,
+                   "ratio_ours_vs_fastest_peer": peers[best]["median_s"] / res[ours]["median_s"]}
+        if "spiking-torch" in res:
+            summary["ratio_ours_vs_our_torch_reference"] = res["spiking-torch"]["median_s"] / res[ours]["median_s"]
+    for name, r in sorted(res.items(), key=lambda kv: kv[1]["median_s"]):
+        print(f"  {workload_name:>18s} {name:>18s}: {r['median_s'] * 1e3:9.2f} ms "
+              f"[{r['min_s'] * 1e3:.2f}-{r['max_s'] * 1e3:.2f}]  {r['updates_per_s_median'] / 1e6:9.1f} M updates/s",
+              flush=True)
+    if summary:
+        print(f"  {workload_name:>18s} ours / fastest peer ({summary['fastest_peer']}): "
+              f"{summary['ratio_ours_vs_fastest_peer']:.2f}x", flush=True)
+    return {"neuron_updates": updates, "results": res, "summary": summary}
+
+
+def _versions():
+    out = {"python": platform.python_version(), "torch": torch.__version__, "spiking": spiking.__version__}
+    from importlib import metadata
+
+    for mod in ("numpy", "snntorch", "norse", "spikingjelly", "cupy"):
+        try:
+            m = __import__(mod)
+        except Exception:
+            out[mod] = None
+            continue
+        v = getattr(m, "__version__", None)
+        if v is None:
+            try:
+                v = metadata.version(mod)
+            except metadata.PackageNotFoundError:
+                v = "installed (version unknown)"
+        out[mod] = v
+    return out
+
+
+def _machine(device):
+    cpu_model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"platform": platform.platform(), "cpu": cpu_model, "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "device": device}
+    try:
+        info["load_avg_at_start"] = os.getloadavg()
+    except OSError:
+        pass
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def copy_bandwidth(device, nbytes=1 << 30, reps=5):
+    """Measured device copy bandwidth (read + write bytes / s): the roofline reference."""
+    a = torch.empty(nbytes // 4, device=device)
+    b = torch.empty_like(a)
+    ts = []
+    for _ in range(reps + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        b.copy_(a)
+        _sync(device)
+        ts.append(time.perf_counter() - t0)
+    return 2 * nbytes / statistics.median(ts[1:])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--reps", type=int, default=7, help="interleaved repetitions per implementation")
+    ap.add_argument("--quick", action="store_true", help="small shapes and 2 reps (smoke test)")
+    ap.add_argument("--workloads", default="all", help="comma list: lif_fwd,lif_fwd_bwd,net,net_static,gpu_linear")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch.set_num_threads (default: torch's choice); on a loaded shared machine 1 thread "
+                         "avoids OpenMP barrier stalls that slow per-step torch loops many-fold")
+    ap.add_argument("--out", default=None, help="JSON path (default bench/results/lif_throughput_{device}.json)")
+    args = ap.parse_args(argv)
+    device = args.device
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    reps = 2 if args.quick else args.reps
+    lif_shape = (20, 8, 1024) if args.quick else (100, 64, 4096)
+    net_steps, net_batch = (5, 16) if args.quick else (25, 128)
+    gpu_ns = (1024,) if args.quick else (4096, 8192, 16384)
+    gpu_steps = 20 if args.quick else 500
+    wanted = set(args.workloads.split(",")) if args.workloads != "all" else None
+
+    t_start = time.time()
+    impls = implementations(device)
+    workloads = {
+        "lif_fwd": lambda: lif_fwd(lif_shape, device),
+        "lif_fwd_bwd": lambda: lif_fwd_bwd(lif_shape, device),
+        "net": lambda: net(net_steps, net_batch, device, static=False),
+        "net_static": lambda: net(net_steps, net_batch, device, static=True),
+    }
+    if device == "cuda":
+        for n in gpu_ns:
+            workloads[f"gpu_linear_{n}"] = lambda n=n: gpu_linear(n, gpu_steps, 16, device)
+    results = {}
+    for wname, make in workloads.items():
+        if wanted is not None and not any(wname.startswith(w) for w in wanted):
+            continue
+        print(f"workload {wname}", flush=True)
+        setup, updates = make()
+        results[wname] = measure(wname, setup, updates, impls, reps, device)
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+    doc = {
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "machine": _machine(device),
+        "versions": _versions(),
+        "config": {"reps": reps, "quick": args.quick, "lif_shape": lif_shape, "net_steps": net_steps,
+                   "net_batch": net_batch, "tau": TAU, "timing": "wall clock per step, median of interleaved reps",
+                   "ours": OURS[device], "peers": sorted(k for k in impls if k not in NOT_PEERS),
+                   "notes": "ours runs LIF(check_inputs=False) like the peers (no NaN scan); spiking-torch is "
+                            "our reference path, not a peer; surrogates are each library's default"},
+        "workloads": results,
+        "wall_s": None,
+    }
+    if device == "cuda" and "lif_fwd_bwd" in results and OURS[device] in results["lif_fwd_bwd"]["results"]:
+        bw = copy_bandwidth(device)
+        r = results["lif_fwd_bwd"]
+        # fwd reads x, writes spikes and h; bwd reads h and grad_spikes, writes grad_x: 6 values/update
+        bytes_moved = 6 * 4 * r["neuron_updates"]
+        achieved = bytes_moved / r["results"][OURS[device]]["median_s"]
+        doc["roofline"] = {"copy_bandwidth_Bps": bw, "lif_fwd_bwd_achieved_Bps": achieved,
+                           "fraction_of_copy_bandwidth": achieved / bw}
+    doc["wall_s"] = time.time() - t_start
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / (
+        f"lif_throughput_{device}{'_quick' if args.quick else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
+    print(f"wrote {out} ({doc['wall_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Fused LIF backends: :mod:`.cpu` (C++ extension) and :mod:`.cuda` (CuPy kernels from ``cuda/lif.cu``).
+
+Both run the per-neuron step ``cuda/lif_step.cuh`` and are imported lazily by
+:func:`spiking.neuron.functional.lif_multistep`, which asks :func:`auto_backend` what
+``backend="auto"`` means for a given input.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import torch
+
+__all__ = ["auto_backend"]
+
+_log = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+
+def _once(key: str, message: str, warn: bool) -> None:
+    if key in _warned:
+        return
+    _warned.add(key)
+    if warn:
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    _log.warning(message) if warn else _log.info(message)
+
+
+def auto_backend(x: torch.Tensor) -> str:
+    """The backend ``"auto"`` picks for ``x``: ``"cupy"`` for CUDA tensors when CuPy and a GPU are
+    usable, ``"cpu"`` (fused C++ path) for CPU tensors of a supported dtype when the extension
+    builds, else ``"torch"``. A CPU fallback to ``"torch"`` caused by a failed build is warned about
+    once (``RuntimeWarning``); CUDA without CuPy is logged once at INFO level.
+    """
+    if x.device.type == "cuda":
+        from . import cuda
+
+        ok, why = cuda.available()
+        if ok:
+            return "cupy"
+        _once("cupy", f"spiking: LIF on CUDA uses the torch reference path ({why})", warn=False)
+        return "torch"
+    if x.device.type == "cpu":
+        from . import cpu
+
+        if x.dtype not in cpu.SUPPORTED_DTYPES:
+            return "torch"
+        ok, why = cpu.available()
+        if ok:
+            return "cpu"
+        _once("cpu", f"spiking: falling back to the torch reference LIF: {why}", warn=True)
+        return "torch"
+    return "torch"

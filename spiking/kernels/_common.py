@@ -1,0 +1,178 @@
+"""Argument handling shared by the fused LIF backends (:mod:`.cpu`, :mod:`.cuda`).
+
+Both backends take the arguments of :func:`spiking.neuron.functional.lif_multistep_torch` and
+flatten ``x [T, B, ...]`` to ``[T, N]`` (N = neurons). The kernels save only ``h_seq`` (H_t) for
+backward; see ``cuda/lif.cu``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from ..neuron.surrogate import Surrogate, get_surrogate
+
+# cuda/ holds lif_step.cuh and lif.cu; it sits at the repository root next to spiking/.
+CUDA_DIR = Path(__file__).resolve().parents[2] / "cuda"
+
+
+def cuda_source_dir() -> Path:
+    """Directory with ``lif_step.cuh`` / ``lif.cu``; ``RuntimeError`` if the sources are missing."""
+    if not (CUDA_DIR / "lif_step.cuh").is_file():
+        raise RuntimeError(
+            f"LIF kernel sources not found: expected {CUDA_DIR / 'lif_step.cuh'} "
+            "(the fused backends build from the repository's cuda/ directory)"
+        )
+    return CUDA_DIR
+
+
+@dataclass(frozen=True)
+class LifConfig:
+    """Static configuration of one fused LIF call (everything but the tensors)."""
+
+    tau: float
+    v_threshold: float          # used when the threshold is a plain number
+    v_reset: float              # hard-reset value (ignored for soft reset)
+    hard: bool
+    decay_input: bool
+    detach_reset: bool
+    sg_id: int
+    sg_param: float
+    return_v: bool
+
+
+def make_config(
+    tau: float,
+    v_threshold: Union[float, torch.Tensor],
+    v_reset: Optional[float],
+    decay_input: bool,
+    detach_reset: bool,
+    surrogate: Union[str, Surrogate, tuple],
+    return_v: bool,
+) -> tuple[LifConfig, Optional[torch.Tensor]]:
+    """Return the static config and the threshold tensor (``None`` for a plain-number threshold)."""
+    sg = get_surrogate(surrogate)
+    vth_t = v_threshold if isinstance(v_threshold, torch.Tensor) else None
+    cfg = LifConfig(
+        tau=float(tau),
+        v_threshold=0.0 if vth_t is not None else float(v_threshold),
+        v_reset=0.0 if v_reset is None else float(v_reset),
+        hard=v_reset is not None,
+        decay_input=bool(decay_input),
+        detach_reset=bool(detach_reset),
+        sg_id=sg.kernel_id,
+        sg_param=float(sg.param),
+        return_v=bool(return_v),
+    )
+    return cfg, vth_t
+
+
+def needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
+    """True when autograd is recording and any of the tensors requires grad."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def check_v0(x: torch.Tensor, v0: Optional[torch.Tensor]) -> None:
+    if v0 is None:
+        return
+    if v0.dtype != x.dtype:
+        raise TypeError(f"v0 must have the dtype of x ({x.dtype}), got {v0.dtype}")
+    if v0.device != x.device:
+        raise ValueError(f"v0 must be on the device of x ({x.device}), got {v0.device}")
+    if tuple(v0.shape) != tuple(x.shape[1:]):
+        raise ValueError(f"v0 must have the shape of one time step {tuple(x.shape[1:])}, got {tuple(v0.shape)}")
+
+
+def make_ops(tag: str, forward_impl, backward_impl):
+    """Register ``spiking::lif_{tag}_forward`` / ``_backward`` custom ops with autograd; return the forward op.
+
+    ``forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v)``
+    returns ``(spikes, v_out, h_seq)`` (``h_seq`` empty unless ``save_h``); ``backward_impl(h_seq,
+    grad_s, grad_v, vth, v_threshold, tau, v_reset, hard, decay_input, detach_reset, sg_id,
+    sg_param, return_v, need_v0, need_vth)`` returns ``(grad_x, grad_v0, grad_vth)`` (empty
+    tensors where not needed; ``grad_vth`` float64). Custom ops keep ``torch.compile`` graphs whole.
+    """
+
+    @torch.library.custom_op(f"spiking::lif_{tag}_forward", mutates_args=())
+    def forward_op(
+        x: torch.Tensor, v0: Optional[torch.Tensor], vth: Optional[torch.Tensor], v_threshold: float,
+        tau: float, v_reset: float, hard: bool, decay_input: bool, detach_reset: bool, sg_id: int,
+        sg_param: float, save_h: bool, return_v: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v)
+
+    @forward_op.register_fake
+    def _(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, detach_reset, sg_id, sg_param, save_h,
+          return_v):
+        v = torch.empty_like(x) if return_v else x.new_empty(x.shape[1:])
+        h = torch.empty_like(x) if save_h else x.new_empty((0,))
+        return torch.empty_like(x), v, h
+
+    @torch.library.custom_op(f"spiking::lif_{tag}_backward", mutates_args=())
+    def backward_op(
+        h_seq: torch.Tensor, grad_s: Optional[torch.Tensor], grad_v: Optional[torch.Tensor],
+        vth: Optional[torch.Tensor], v_threshold: float, tau: float, v_reset: float, hard: bool,
+        decay_input: bool, detach_reset: bool, sg_id: int, sg_param: float, return_v: bool,
+        need_v0: bool, need_vth: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return backward_impl(h_seq, grad_s, grad_v, vth, v_threshold, tau, v_reset, hard, decay_input,
+                             detach_reset, sg_id, sg_param, return_v, need_v0, need_vth)
+
+    @backward_op.register_fake
+    def _(h_seq, grad_s, grad_v, vth, v_threshold, tau, v_reset, hard, decay_input, detach_reset, sg_id,
+          sg_param, return_v, need_v0, need_vth):
+        gv0 = h_seq.new_empty(h_seq.shape[1:]) if need_v0 else h_seq.new_empty((0,))
+        gvth = h_seq.new_empty((), dtype=torch.float64) if need_vth else h_seq.new_empty((0,), dtype=torch.float64)
+        return torch.empty_like(h_seq), gv0, gvth
+
+    def setup_context(ctx, inputs, output):
+        (x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, detach_reset, sg_id, sg_param, save_h,
+         return_v) = inputs
+        # unused outputs (h_seq always, often v) get None, not a materialised [T, N] zero gradient
+        ctx.set_materialize_grads(False)
+        ctx.cfg = (v_threshold, tau, v_reset, hard, decay_input, detach_reset, sg_id, sg_param, return_v)
+        ctx.save_h = save_h
+        ctx.save_for_backward(output[2], vth)
+
+    def backward(ctx, g_s, g_v, g_h):
+        h_seq, vth = ctx.saved_tensors
+        if not ctx.save_h:
+            raise RuntimeError(f"lif_{tag}: backward called but the forward ran without grad and saved no state")
+        v_threshold, tau, v_reset, hard, decay_input, detach_reset, sg_id, sg_param, return_v = ctx.cfg
+        need_v0 = bool(ctx.needs_input_grad[1])
+        need_vth = vth is not None and bool(ctx.needs_input_grad[2])
+        gx, gv0, gvth = backward_op(
+            h_seq, _as_grad(g_s, h_seq), _as_grad(g_v, h_seq), vth, v_threshold, tau, v_reset, hard, decay_input,
+            detach_reset, sg_id, sg_param, return_v, need_v0, need_vth,
+        )
+        grad_v0 = gv0 if need_v0 else None
+        grad_vth = gvth.to(vth.dtype).reshape(vth.shape) if need_vth else None
+        return (gx, grad_v0, grad_vth) + (None,) * 10
+
+    forward_op.register_autograd(backward, setup_context=setup_context)
+    return forward_op
+
+
+def _as_grad(g: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Tensor]:
+    """Incoming gradient in the saved dtype, contiguous (``None`` stays ``None``)."""
+    if g is None:
+        return None
+    return g.to(like.dtype).contiguous()
+
+
+def run_fused(forward_op, x: torch.Tensor, v0: Optional[torch.Tensor], cfg: LifConfig, vth: Optional[torch.Tensor]):
+    """Flatten ``x`` to ``[T, N]`` (contiguous), call the fused op, restore the shapes."""
+    shape = x.shape
+    x2 = x.contiguous().reshape(shape[0], -1)
+    v02 = v0.contiguous().reshape(-1) if v0 is not None else None
+    save_h = needs_grad(x, v0, vth)
+    s, v, _ = forward_op(
+        x2, v02, vth, cfg.v_threshold, cfg.tau, cfg.v_reset, cfg.hard, cfg.decay_input, cfg.detach_reset,
+        cfg.sg_id, cfg.sg_param, save_h, cfg.return_v,
+    )
+    s = s.reshape(shape)
+    v = v.reshape(shape) if cfg.return_v else v.reshape(shape[1:])
+    return s, v

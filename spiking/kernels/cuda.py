@@ -1,0 +1,203 @@
+"""Fused multi-step LIF on the GPU: ``cuda/lif.cu`` through CuPy, as torch custom ops.
+
+* Loading: ``cupy.RawModule`` (NVRTC, ``-fmad=false`` so every op rounds like torch) with the
+  source of ``cuda/lif.cu`` and ``cuda/lif_step.cuh`` inlined; one module per configuration
+  (``lif_forward<T, HARD, DECAY_INPUT>``, ``lif_backward<T, SURROGATE, HARD, DETACH>``),
+  compiled on first use, cached in-process per device (and on disk by CuPy).
+* Launch: on torch's current CUDA stream (``cupy.cuda.ExternalStream``), so the kernels are
+  ordered with the surrounding torch work; tensors are passed as raw device pointers of
+  contiguous torch tensors, never copied or converted.
+* Autograd: ``spiking::lif_cupy_forward`` / ``spiking::lif_cupy_backward`` custom ops
+  (``torch.library.custom_op`` with ``register_autograd`` / ``register_fake``), so
+  ``torch.compile`` treats the LIF as one opaque node. A learnable threshold is read from device
+  memory (no host sync); its gradient is a per-block reduction plus one ``atomicAdd`` per block.
+* Forward saves only ``h_seq`` (H_t) when a gradient is needed; backward recomputes spikes and
+  σ' from it in one reverse-time loop (see ``cuda/lif.cu``).
+
+Asking for this backend without CuPy, without a GPU or with CPU tensors raises ``RuntimeError``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from ._common import check_v0, cuda_source_dir, make_config, make_ops, run_fused
+
+__all__ = ["lif_multistep_cupy", "available", "kernel_source", "SUPPORTED_DTYPES", "BLOCK"]
+
+SUPPORTED_DTYPES = {
+    torch.float32: "float",
+    torch.float64: "double",
+    torch.float16: "lif::f16",
+    torch.bfloat16: "lif::bf16",
+}
+BLOCK = 256
+NVRTC_OPTIONS = ("--std=c++14", "-fmad=false")
+
+_lock = threading.Lock()
+_functions: dict = {}
+_source: Optional[str] = None
+
+
+def _import_cupy():
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a CuPy that cannot load its CUDA libraries
+        raise RuntimeError(
+            f"backend 'cupy' needs CuPy (e.g. `pip install cupy-cuda12x`), which failed to import: {exc}"
+        ) from exc
+    return cupy
+
+
+def available() -> tuple[bool, str]:
+    """``(True, "")`` when CuPy imports and torch sees a CUDA device, else ``(False, reason)``."""
+    if not torch.cuda.is_available():
+        return False, "torch sees no CUDA device"
+    try:
+        _import_cupy()
+    except RuntimeError as exc:
+        return False, str(exc)
+    return True, ""
+
+
+def kernel_source() -> str:
+    """``cuda/lif.cu`` with ``lif_step.cuh`` inlined (NVRTC then needs no include path)."""
+    global _source
+    if _source is None:
+        d = cuda_source_dir()
+        header = (d / "lif_step.cuh").read_text()
+        body = (d / "lif.cu").read_text()
+        include = '#include "lif_step.cuh"'
+        if include not in body:
+            raise RuntimeError(f"{d / 'lif.cu'} no longer includes lif_step.cuh; update spiking/kernels/cuda.py")
+        _source = body.replace(include, header)
+    return _source
+
+
+def _function(name: str, device_index: int):
+    """The compiled kernel ``name`` (a template-id name expression) for one device, cached."""
+    key = (name, device_index)
+    fn = _functions.get(key)
+    if fn is not None:
+        return fn
+    cupy = _import_cupy()
+    with _lock:
+        fn = _functions.get(key)
+        if fn is None:
+            with cupy.cuda.Device(device_index):
+                module = cupy.RawModule(code=kernel_source(), options=NVRTC_OPTIONS, name_expressions=[name])
+                fn = module.get_function(name)
+            _functions[key] = fn
+    return fn
+
+
+def _b(flag: bool) -> str:
+    return "true" if flag else "false"
+
+
+def _ptr(t: Optional[torch.Tensor]) -> np.uint64:
+    return np.uint64(0 if t is None or t.numel() == 0 else t.data_ptr())
+
+
+def _launch(fn, x: torch.Tensor, n: int, args: tuple) -> None:
+    cupy = _import_cupy()
+    dev = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    stream = torch.cuda.current_stream(x.device)
+    grid = (max(1, (n + BLOCK - 1) // BLOCK),)
+    with cupy.cuda.Device(dev):
+        with cupy.cuda.ExternalStream(stream.cuda_stream):
+            fn(grid, (BLOCK,), args)
+
+
+def _vth64(vth: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Tensor]:
+    """Threshold as a float64 device scalar (read by the kernel: no host synchronisation)."""
+    if vth is None:
+        return None
+    return vth.detach().to(device=like.device, dtype=torch.float64).reshape(()).contiguous()
+
+
+def _check_cuda(t: torch.Tensor, name: str) -> None:
+    if not t.is_cuda:
+        raise RuntimeError(f"backend 'cupy' needs CUDA tensors, but {name} is on {t.device}")
+
+
+def _forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v):
+    _check_cuda(x, "x")
+    steps, n = x.shape[0], x[0].numel()
+    name = f"lif_forward<{SUPPORTED_DTYPES[x.dtype]},{_b(hard)},{_b(decay_input)}>"
+    fn = _function(name, x.device.index or 0)
+    x = x.contiguous()
+    v0 = v0.contiguous() if v0 is not None else None
+    s = torch.empty_like(x)
+    h = torch.empty_like(x) if save_h else x.new_empty((0,))
+    v = torch.empty_like(x) if return_v else x.new_empty(x.shape[1:])
+    vth64 = _vth64(vth, x)
+    args = (
+        _ptr(x), _ptr(v0), _ptr(vth64), _ptr(s), _ptr(h if save_h else None), _ptr(v),
+        np.float64(tau), np.float64(v_threshold), np.float64(v_reset), np.int64(n), np.int32(steps),
+        np.int32(1 if return_v else 0),
+    )
+    _launch(fn, x, n, args)
+    return s, v, h
+
+
+def _backward_impl(h_seq, grad_s, grad_v, vth, v_threshold, tau, v_reset, hard, decay_input, detach_reset,
+                   sg_id, sg_param, return_v, need_v0, need_vth):
+    _check_cuda(h_seq, "h_seq")
+    steps, n = h_seq.shape[0], h_seq[0].numel()
+    name = f"lif_backward<{SUPPORTED_DTYPES[h_seq.dtype]},{int(sg_id)},{_b(hard)},{_b(detach_reset)}>"
+    fn = _function(name, h_seq.device.index or 0)
+    gx = torch.empty_like(h_seq)
+    gv0 = h_seq.new_empty(h_seq.shape[1:]) if need_v0 else h_seq.new_empty((0,))
+    gvth = (h_seq.new_zeros((), dtype=torch.float64) if need_vth else h_seq.new_empty((0,), dtype=torch.float64))
+    vth64 = _vth64(vth, h_seq)
+    args = (
+        _ptr(h_seq), _ptr(grad_s), _ptr(grad_v), _ptr(vth64), _ptr(gx), _ptr(gv0 if need_v0 else None),
+        _ptr(gvth if need_vth else None), np.float64(tau), np.float64(v_threshold), np.float64(v_reset),
+        np.float64(sg_param), np.int32(1 if decay_input else 0), np.int64(n), np.int32(steps),
+        np.int32(1 if return_v else 0),
+    )
+    _launch(fn, h_seq, n, args)
+    return gx, gv0, gvth
+
+
+_forward_op = make_ops("cupy", _forward_impl, _backward_impl)
+
+
+def lif_multistep_cupy(
+    x: torch.Tensor,
+    v0: Optional[torch.Tensor] = None,
+    *,
+    tau: float = 2.0,
+    v_threshold: Union[float, torch.Tensor] = 1.0,
+    v_reset: Optional[float] = 0.0,
+    decay_input: bool = True,
+    detach_reset: bool = False,
+    surrogate="sigmoid",
+    return_v: bool = False,
+):
+    """Fused CUDA LIF with the arguments and results of ``lif_multistep_torch``.
+
+    Returns ``(spikes, v_last)`` or, with ``return_v``, ``(spikes, v_seq)``; differentiable in
+    ``x``, ``v0`` and a tensor ``v_threshold``. ``RuntimeError`` without CuPy, without a GPU, or
+    for tensors not on a CUDA device.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not torch.cuda.is_available():
+        raise RuntimeError("backend 'cupy' needs a CUDA GPU, but torch sees none")
+    _import_cupy()
+    _check_cuda(x, "x")
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"x: backend 'cupy' supports dtypes {tuple(SUPPORTED_DTYPES)}, got {x.dtype}")
+    if x.dim() < 2:
+        raise ValueError(f"x must have shape [T, batch, ...], got {tuple(x.shape)}")
+    check_v0(x, v0)
+    cfg, vth = make_config(tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, return_v)
+    if vth is not None and vth.device != x.device:
+        raise RuntimeError(f"backend 'cupy': v_threshold is on {vth.device} but x is on {x.device}")
+    return run_fused(_forward_op, x, v0, cfg, vth)

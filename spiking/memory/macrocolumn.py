@@ -1,0 +1,451 @@
+"""A Sparsey macrocolumn: Q competitive modules of K binary units over N binary inputs, storing
+episodic traces in superposition with single-trial learning and exact forgetting.
+
+    mac = Macrocolumn(784, Q=32, K=16, seed=0)
+    code, tid = mac.store(x)            # x [N] (or a batch [B, N]) in {0, 1}
+    code, G = mac.recall(x)             # learning off, argmax V; G = familiarity
+    x_hat = mac.complete(partial_x)     # pattern completion back to the input space
+    mac.forget(tid)                     # exact: weights = what the other traces alone wrote
+
+Signals (see :mod:`spiking.memory.csa`): U from the inputs, H from the MAC's own code at t-1
+(sequences, ``horizontal=True``), D from an optional top-down binary vector of size ``n_top``.
+
+Forgetting: every synapse keeps the number of traces that wrote it (:class:`CountedSynapses`), so
+``forget(id)`` leaves exactly the weights the remaining traces' codes would have written alone.
+What it cannot undo: codes chosen *after* the forgotten trace was stored were selected while its
+weights were present (they may differ from the codes a memory that never saw it would have picked),
+and traces stored while the MAC was frozen by the critical period wrote nothing.
+
+Critical period: once the fraction of input weights set reaches ``theta_sat`` the MAC stops writing
+(``frozen``); stores still return codes and ids (``written`` is False for them).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import cpu as _cpu
+from . import cuda as _cuda
+from .csa import CSAParams, code_units, combine, gate, normalise, pack_bits, select, unpack_bits
+from .learn import select_sequence_torch
+from .synapses import CountedSynapses
+from .traces import TraceTable
+
+__all__ = ["Macrocolumn"]
+
+_PARAM_NAMES = set(CSAParams.__dataclass_fields__)
+
+
+class Macrocolumn:
+    """Sparsey MAC. Extra keyword arguments are :class:`CSAParams` fields (``s``, ``c``, ``chi``, ...)."""
+
+    def __init__(self, n_inputs: int, Q: int = 32, K: int = 16, *, n_top: int = 0, horizontal: bool = True,
+                 theta_sat: float | None = 0.5, seed: int = 0, device: str | torch.device = "cpu",
+                 backend: str = "auto", params: CSAParams | None = None, **csa):
+        for name, v in (("n_inputs", n_inputs), ("Q", Q), ("K", K)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if K < 2:
+            raise ValueError(f"K must be >= 2, got {K}")
+        if not isinstance(n_top, int) or n_top < 0:
+            raise ValueError(f"n_top must be an int >= 0, got {n_top!r}")
+        if theta_sat is not None and not 0.0 < theta_sat <= 1.0:
+            raise ValueError(f"theta_sat must lie in (0, 1] or be None, got {theta_sat}")
+        if backend not in ("auto", "c", "torch"):
+            raise ValueError(f"backend must be 'auto', 'c' or 'torch', got {backend!r}")
+        unknown = set(csa) - _PARAM_NAMES
+        if unknown:
+            raise TypeError(f"unknown CSA parameter(s) {sorted(unknown)}; known: {sorted(_PARAM_NAMES)}")
+        if params is not None and csa:
+            raise TypeError("pass either params or individual CSA keyword arguments, not both")
+        self.params = params if params is not None else CSAParams(**csa)
+        self.N, self.Q, self.K, self.n_top = n_inputs, Q, K, n_top
+        self.QK = Q * K
+        self.horizontal, self.theta_sat, self.seed = horizontal, theta_sat, seed
+        self.device = torch.device(device)
+        self.backend = backend
+        self.U = CountedSynapses(self.N, self.QK, self.device)
+        self.H = CountedSynapses(self.QK, self.QK, self.device) if horizontal else None
+        self.D = CountedSynapses(n_top, self.QK, self.device) if n_top else None
+        self.generator = torch.Generator().manual_seed(seed)
+        self.n_set = 0
+        nw, nwd = (self.N + 63) // 64, (n_top + 63) // 64
+        # trace table (row = id): packed input, code, previous code (-1: none), packed top, flags
+        self.traces = TraceTable({"x": ((nw,), torch.int64), "code": ((Q,), torch.int64),
+                                  "prev": ((Q,), torch.int64), "top": ((nwd,), torch.int64),
+                                  "written": ((), torch.bool), "alive": ((), torch.bool)})
+
+    _tx = property(lambda self: self.traces["x"])
+    _tcode = property(lambda self: self.traces["code"])
+    _tprev = property(lambda self: self.traces["prev"])
+    _ttop = property(lambda self: self.traces["top"])
+    _twritten = property(lambda self: self.traces["written"])
+    _talive = property(lambda self: self.traces["alive"])
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def cap(self) -> int:
+        """Number of set input weights at which the MAC freezes (-1: never)."""
+        return -1 if self.theta_sat is None else math.ceil(self.theta_sat * self.N * self.QK)
+
+    @property
+    def frozen(self) -> bool:
+        return self.cap >= 0 and self.n_set >= self.cap
+
+    def fill(self) -> float:
+        """Fraction of input weights set."""
+        return self.n_set / (self.N * self.QK)
+
+    def __len__(self) -> int:
+        return int(self._talive.sum())
+
+    def ids(self) -> torch.Tensor:
+        """Ids of the stored (not forgotten) traces."""
+        return torch.nonzero(self._talive).reshape(-1)
+
+    def trace(self, tid: int) -> dict:
+        """Input (bool [N]), code [Q], previous code or None, written flag of a stored trace."""
+        self._check_ids(tid)
+        prev = self._tprev[tid]
+        return {"x": unpack_bits(self._tx[tid], self.N), "code": self._tcode[tid].clone(),
+                "prev": None if bool((prev < 0).all()) else prev.clone(), "written": bool(self._twritten[tid])}
+
+    def nbytes(self) -> int:
+        """Bytes held by the synapses (counts + packed views)."""
+        return sum(s.nbytes() for s in (self.U, self.H, self.D) if s is not None)
+
+    # ------------------------------------------------------------------ validation
+    def _as_binary(self, x, n: int, name: str) -> tuple[torch.Tensor, bool]:
+        if not isinstance(x, torch.Tensor):
+            try:
+                x = torch.as_tensor(x)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise TypeError(f"{name} must be a tensor or array of 0/1 values: {e}") from None
+        if x.dim() not in (1, 2) or x.shape[-1] != n:
+            raise ValueError(f"{name} must have shape [{n}] or [B, {n}], got {tuple(x.shape)}")
+        if x.dtype != torch.bool:
+            if x.is_complex() or not bool(((x == 0) | (x == 1)).all()):
+                raise ValueError(f"{name} must be binary (0/1 or bool)")
+        single = x.dim() == 1
+        return x.reshape(-1, n).to(self.device, torch.float32), single
+
+    def _check_ids(self, ids):
+        t = torch.as_tensor(ids).reshape(-1)
+        if t.dtype.is_floating_point or t.dtype == torch.bool:
+            raise TypeError(f"id must be an int or ints, got {ids!r}")
+        n = len(self._talive)
+        bad = [int(i) for i in t.tolist() if not (0 <= i < n) or not bool(self._talive[i])]
+        if bad:
+            raise ValueError(f"id {bad[0]} is not a stored trace (unknown or already forgotten)")
+        return t
+
+    def _top(self, top, B: int):
+        if top is None:
+            return None
+        if self.D is None:
+            raise ValueError("top was given but this Macrocolumn has n_top=0")
+        t, _ = self._as_binary(top, self.n_top, "top")
+        if t.shape[0] == 1 and B > 1:
+            t = t.expand(B, -1)
+        if t.shape[0] != B:
+            raise ValueError(f"top has {t.shape[0]} rows for {B} inputs")
+        return t
+
+    def _use_c(self) -> bool:
+        if self.backend == "torch" or self.device.type != "cpu":
+            return False
+        ok = _cpu.available()
+        if self.backend == "c" and not ok:
+            raise RuntimeError(f"backend='c' but the C fast path is unavailable: {_cpu._ERR}")
+        return ok
+
+    def _param_vec(self) -> torch.Tensor:
+        p = self.params
+        return torch.tensor([p.lambda_u, p.lambda_h, p.lambda_d, p.g_minus, p.gamma, p.chi, p.s, p.c],
+                            dtype=torch.float64)
+
+    # ------------------------------------------------------------------ learning
+    def _run(self, x, top, chain: bool, r, learn: bool):
+        """Sequential CSA over the rows of x (chain: H from the previous row). Returns codes, G, written."""
+        B = x.shape[0]
+        nx = x.sum(1)
+        ok = gate(nx, self.params)
+        use_h = chain and self.H is not None
+        xp = pack_bits(x.bool())
+        if self._use_c():
+            codes, G, written, self.n_set = _cpu.select_sequence_cpu(
+                xp, nx.to(torch.int64), self.U.packed, self.H.packed if use_h else None, None,
+                pack_bits(top.bool()) if top is not None else None,
+                top.sum(1).to(torch.int64) if top is not None else None,
+                self.D.packed if top is not None else None,
+                ok.to(torch.uint8), self._param_vec(), r, learn, self.n_set,
+                self.cap if learn else -1, self.Q, self.K)
+            packed_current = True
+        else:
+            wu = self.U.binary().to(torch.float64)
+            wh = self.H.binary().to(torch.float64) if use_h else None
+            wd = self.D.binary().to(torch.float64) if top is not None else None
+            codes, G, written, self.n_set = select_sequence_torch(
+                x.double(), wu, wh, None, None if top is None else top.double(), wd, ok, self.params,
+                None if r is None else r.to(self.device), learn, self.n_set, self.cap if learn else -1,
+                self.Q, self.K)
+            codes, G, written = codes.cpu(), G.cpu(), written.cpu()
+            packed_current = False
+        if learn and bool(written.any()):
+            w = written.to(x.device)
+            cw = codes[written].to(self.device)
+            units = code_units(cw, self.K)
+            self.U.add(x[w], units, packed_current=packed_current)
+            if use_h:
+                idx = torch.nonzero(written).reshape(-1)
+                has_prev = idx > 0
+                if has_prev.any():
+                    prev = codes[idx[has_prev] - 1]
+                    keep = (prev >= 0).all(1)   # previous frame gated out: no H trace
+                    pre = torch.zeros(int(keep.sum()), self.QK, device=self.device)
+                    pre.scatter_(1, code_units(prev[keep], self.K).to(self.device), 1.0)
+                    self.H.add(pre, units[has_prev.to(units.device)][keep.to(units.device)],
+                               packed_current=packed_current)
+            if top is not None:
+                tw = top[w]
+                has = tw.sum(1) > 0
+                if has.any():
+                    self.D.add(tw[has], units[has], packed_current=packed_current)
+        return codes, G.float(), written, ok.cpu(), xp.cpu()
+
+    def _record(self, xp, codes, written, ok, top, chain: bool) -> torch.Tensor:
+        """Append trace rows for participating queries; returns ids (-1 for gated-out inputs)."""
+        B = xp.shape[0]
+        n0 = len(self._talive)
+        ids = torch.full((B,), -1, dtype=torch.int64)
+        keep = torch.nonzero(ok).reshape(-1)
+        ids[keep] = torch.arange(n0, n0 + len(keep))
+        prev = torch.full((B, self.Q), -1, dtype=torch.int64)
+        if chain and self.H is not None and B > 1:
+            prev[1:] = codes[:-1]
+            prev[1:][~ok[:-1]] = -1
+        tp = (pack_bits(top[keep.to(top.device)].bool()).cpu() if top is not None
+              else torch.zeros(len(keep), self._ttop.shape[1], dtype=torch.int64))
+        self.traces.append(x=xp[keep], code=codes[keep], prev=prev[keep], top=tp, written=written[keep],
+                           alive=torch.ones(len(keep), dtype=torch.bool))
+        return ids
+
+    def _draws(self, B: int) -> torch.Tensor:
+        return torch.rand(B, self.Q, generator=self.generator, dtype=torch.float64)
+
+    def store(self, x, top=None):
+        """Store one input ``[N]`` or a batch ``[B, N]`` (sequentially, each row its own trace, no H).
+
+        Returns (code ``[Q]`` / ``[B, Q]`` int64, id int / ``[B]``); gated-out inputs get code -1, id -1."""
+        xb, single = self._as_binary(x, self.N, "x")
+        topb = self._top(top, xb.shape[0])
+        codes, _, written, ok, xp = self._run(xb, topb, False, self._draws(xb.shape[0]), True)
+        ids = self._record(xp, codes, written, ok, topb, False)
+        return (codes[0], int(ids[0])) if single else (codes, ids)
+
+    def store_sequence(self, xs, top=None):
+        """Store a sequence ``[T, N]``: frame t's code is chosen with H from frame t-1's code and the
+        H synapses (code_{t-1} -> code_t) are learned. Returns (codes ``[T, Q]``, ids ``[T]``)."""
+        if isinstance(xs, (list, tuple)) and len(xs) == 0:
+            raise ValueError("xs is an empty sequence")
+        if isinstance(xs, torch.Tensor) and (xs.dim() == 0 or xs.shape[0] == 0):
+            raise ValueError("xs is an empty sequence")
+        if isinstance(xs, (list, tuple)):
+            xs = torch.stack([torch.as_tensor(v) for v in xs])
+        xb, single = self._as_binary(xs, self.N, "xs")
+        if single:
+            raise ValueError(f"xs must be a sequence [T, {self.N}], got shape {tuple(xb.shape[1:])}")
+        topb = self._top(top, xb.shape[0])
+        codes, _, written, ok, xp = self._run(xb, topb, True, self._draws(xb.shape[0]), True)
+        return codes, self._record(xp, codes, written, ok, topb, True)
+
+    # ------------------------------------------------------------------ retrieval
+    def _V(self, x, prev=None, top=None):
+        """V ``[B, Q, K]`` and participation mask for a batch (matmul input sums, float32)."""
+        nx = x.sum(1)
+        U = normalise(x @ self.U.dense(), nx).view(-1, self.Q, self.K)
+        H = D = None
+        if prev is not None:
+            if self.H is None:
+                raise ValueError("prev was given but this Macrocolumn has horizontal=False")
+            p = torch.as_tensor(prev, dtype=torch.int64, device=self.device).reshape(-1, self.Q)
+            if bool(((p < 0) | (p >= self.K)).any()):
+                raise ValueError(f"prev must hold winners in [0, {self.K})")
+            onehot = torch.zeros(p.shape[0], self.QK, device=self.device)
+            onehot.scatter_(1, code_units(p, self.K), 1.0)
+            H = (onehot @ self.H.dense() / self.Q).view(-1, self.Q, self.K)
+        if top is not None:
+            nd = top.sum(1)
+            D = normalise(top @ self.D.dense(), nd).view(-1, self.Q, self.K)
+            D = torch.where((nd > 0).view(-1, 1, 1), D, torch.ones_like(D))
+        return combine(U, H, D, self.params), gate(nx, self.params)
+
+    def recall(self, x, prev=None, top=None, sums: str = "auto"):
+        """Retrieve with learning off: argmax V per CM. Returns (code, G) for one input or a batch;
+        gated-out inputs give code -1 and G = 0. ``prev``: previous code(s) for the H signal.
+
+        ``sums``: "matmul" (float32 BLAS on the cached dense view), "packed" (popcount on the
+        bit-packed view: C loop on CPU, CuPy kernel on CUDA) or "auto" = packed whenever the C / CuPy
+        path is available and no ``prev`` is given (measured faster in bench/sparsey.py), else matmul."""
+        if sums not in ("auto", "matmul", "packed"):
+            raise ValueError(f"sums must be 'auto', 'matmul' or 'packed', got {sums!r}")
+        xb, single = self._as_binary(x, self.N, "x")
+        topb = self._top(top, xb.shape[0])
+        if sums == "auto":
+            fast = _cuda.available() if self.device.type == "cuda" else (prev is None and _cpu.available())
+            sums = "packed" if fast else "matmul"
+        if sums == "packed" and prev is not None:
+            raise ValueError("sums='packed' does not take prev (H signals use the matmul path)")
+        if sums == "packed":
+            code, G = self._recall_packed(xb, topb)
+        else:
+            code, G = self._recall_matmul(xb, prev, topb)
+        return (code[0], float(G[0])) if single else (code, G)
+
+    def _recall_packed(self, xb, topb):
+        nx = xb.sum(1)
+        ok = gate(nx, self.params)
+        if self.device.type == "cuda":
+            u = _cuda.packed_sums(pack_bits(xb.bool()), self.U.packed)
+            hd = None
+            if topb is not None:
+                nd = topb.sum(1)
+                D = normalise(topb @ self.D.dense(), nd)
+                hd = torch.where((nd > 0).view(-1, 1), D.pow(self.params.lambda_d), torch.ones_like(D))
+            code, G = _cuda.select(u, torch.where(ok, nx, torch.zeros_like(nx)), self.Q, self.K, self.params, None, hd)
+            return code.cpu(), G.cpu()
+        if not _cpu.available():
+            raise RuntimeError(f"sums='packed' on CPU needs the C fast path: {_cpu._ERR}")
+        code, G, _, _ = _cpu.select_sequence_cpu(
+            pack_bits(xb.bool()), nx.to(torch.int64), self.U.packed, None, None,
+            pack_bits(topb.bool()) if topb is not None else None,
+            topb.sum(1).to(torch.int64) if topb is not None else None,
+            self.D.packed if topb is not None else None,
+            ok.to(torch.uint8), self._param_vec(), None, False, self.n_set, -1, self.Q, self.K)
+        return code, G.float()
+
+    def _recall_matmul(self, xb, prev, topb):
+        codes, Gs = [], []
+        step = 4096
+        for i in range(0, xb.shape[0], step):
+            pv = None
+            if prev is not None:
+                pt = torch.as_tensor(prev).reshape(-1, self.Q)
+                pv = pt if pt.shape[0] == 1 else pt[i:i + step]
+            V, ok = self._V(xb[i:i + step], pv, None if topb is None else topb[i:i + step])
+            code, G = select(V, self.K, self.params)
+            code[~ok] = -1
+            G = torch.where(ok, G, torch.zeros_like(G))
+            codes.append(code.cpu())
+            Gs.append(G.cpu())
+        return torch.cat(codes), torch.cat(Gs)
+
+    def familiarity(self, x, top=None):
+        """Familiarity G in [0, 1] of one input (float) or a batch (``[B]``)."""
+        return self.recall(x, top=top)[1]
+
+    def decode(self, code, min_fraction: float = 1.0) -> torch.Tensor:
+        """Input pattern read back from code(s): x̂_j = [Σ_{i∈code} W_ji >= min_fraction · Q]."""
+        if not 0.0 < min_fraction <= 1.0:
+            raise ValueError(f"min_fraction must lie in (0, 1], got {min_fraction}")
+        c = torch.as_tensor(code, dtype=torch.int64)
+        single = c.dim() == 1
+        c = c.reshape(-1, self.Q).to(self.device)
+        valid = c >= 0
+        onehot = torch.zeros(c.shape[0], self.QK, device=self.device)
+        onehot.scatter_(1, code_units(c.clamp_min(0), self.K), valid.float())
+        votes = onehot @ self.U.dense().t()                       # [B, N]
+        need = (min_fraction * valid.sum(1, keepdim=True)).ceil().clamp_min(1)
+        out = (votes >= need).cpu()
+        return out[0] if single else out
+
+    def complete(self, x, min_fraction: float = 1.0, top=None) -> torch.Tensor:
+        """Pattern completion: recall the code of a partial/noisy cue, then decode it to inputs."""
+        code, _ = self.recall(x, top=top)
+        return self.decode(code, min_fraction)
+
+    def replay(self, x_first, steps: int, min_fraction: float = 1.0):
+        """Sequence replay from the first frame: code_0 = recall(x_first); code_t = argmax_CM H^λH
+        from code_{t-1} (no bottom-up input). Returns (codes ``[steps, Q]``, inputs ``[steps, N]`` bool)."""
+        if self.H is None:
+            raise ValueError("replay needs horizontal=True")
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        code, _ = self.recall(x_first)
+        if code.dim() != 1:
+            raise ValueError("x_first must be a single input [N]")
+        codes = [code]
+        Hw = self.H.dense()
+        for _ in range(steps - 1):
+            if bool((code < 0).any()):
+                break
+            onehot = torch.zeros(1, self.QK, device=self.device)
+            onehot[0, code_units(code.to(self.device), self.K)] = 1.0
+            Hs = (onehot @ Hw / self.Q).view(1, self.Q, self.K)
+            V = combine(torch.ones_like(Hs), Hs, None, self.params)
+            code = select(V, self.K, self.params)[0][0].cpu()
+            codes.append(code)
+        codes = torch.stack(codes)
+        return codes, self.decode(codes, min_fraction)
+
+    # ------------------------------------------------------------------ forgetting
+    def forget(self, ids) -> None:
+        """Remove stored trace(s) exactly: afterwards every weight equals what the remaining traces'
+        codes would have written alone (per-synapse counts are decremented)."""
+        t = self._check_ids(ids)
+        if len(torch.unique(t)) != len(t):
+            raise ValueError(f"ids contains duplicates: {t.tolist()}")
+        w = t[self._twritten[t]]
+        if len(w):
+            units = code_units(self._tcode[w], self.K).to(self.device)
+            self.U.remove(unpack_bits(self._tx[w], self.N).to(self.device), units)
+            if self.H is not None:
+                prev = self._tprev[w]
+                has = (prev >= 0).all(1)
+                if has.any():
+                    pre = torch.zeros(int(has.sum()), self.QK, device=self.device)
+                    pre.scatter_(1, code_units(prev[has], self.K).to(self.device), 1.0)
+                    self.H.remove(pre, units[has.to(units.device)])
+            if self.D is not None:
+                top = unpack_bits(self._ttop[w], self.n_top).to(self.device)
+                has = top.any(1)
+                if has.any():
+                    self.D.remove(top[has].float(), units[has])
+        self._talive[t] = False
+        self.n_set = self.U.n_set()
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "config": {"n_inputs": self.N, "Q": self.Q, "K": self.K, "n_top": self.n_top,
+                       "horizontal": self.horizontal, "theta_sat": self.theta_sat, "seed": self.seed},
+            "params": self.params.as_dict(),
+            "U": self.U.state_dict(), "H": None if self.H is None else self.H.state_dict(),
+            "D": None if self.D is None else self.D.state_dict(),
+            "generator": self.generator.get_state(),
+            "traces": self.traces.state_dict(),
+        }
+
+    def load_state_dict(self, d: dict) -> None:
+        cfg = d["config"]
+        mine = {"n_inputs": self.N, "Q": self.Q, "K": self.K, "n_top": self.n_top, "horizontal": self.horizontal}
+        for k, v in mine.items():
+            if cfg[k] != v:
+                raise ValueError(f"state_dict has {k}={cfg[k]}, this Macrocolumn has {k}={v}")
+        self.theta_sat, self.seed = cfg["theta_sat"], cfg["seed"]
+        self.params = CSAParams(**d["params"])
+        self.U.load_state_dict(d["U"])
+        if self.H is not None:
+            self.H.load_state_dict(d["H"])
+        if self.D is not None:
+            self.D.load_state_dict(d["D"])
+        self.generator.set_state(d["generator"])
+        self.traces.load_state_dict(d["traces"])
+        self.n_set = self.U.n_set()
+
+    @classmethod
+    def from_state_dict(cls, d: dict, device="cpu", backend="auto") -> "Macrocolumn":
+        mac = cls(**d["config"], device=device, backend=backend, params=CSAParams(**d["params"]))
+        mac.load_state_dict(d)
+        return mac

@@ -1,0 +1,287 @@
+"""HLOP: lateral subspace banks on a model's Linear/Conv2d layers (Xiao et al., ICLR 2024).
+
+:class:`LateralBank` holds one layer's lateral weights ``H [M, N]`` with rows grouped by task;
+:class:`HLOP` attaches banks to a model. Per task k (0-based):
+
+* ``before_task(k)``: every bank grows by ``schedule[k]`` rows (orthonormal init within the new
+  block); the projectors used for training are the rows merged after earlier tasks.
+* each training batch: the layer's weight gradient uses ``x⊥ = x − Hᵀ(Hx)`` (forward and the
+  back-propagated error untouched), then ``hebbian_step()`` runs the Oja-subspace rule
+  (:func:`~spiking.plasticity.hebbian.hebbian_update`) on the new rows with the layer's input.
+* ``after_task(k)``: the new rows are merged into the frozen set; after the first task every 1-D
+  parameter (thresholds, norms, biases) is frozen.
+
+The lateral neurons never change the forward pass or inference.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .hebbian import hebbian_update, orthogonal_rows, project_weight_grad, subspace_energy
+from .layers import HLOPLinear
+
+__all__ = ["LateralBank", "HLOP", "PAPER_PMNIST_SCHEDULE", "layer_rows"]
+
+# lateral neurons per layer [fc1, fc2, head] added before each permuted-MNIST task (paper)
+PAPER_PMNIST_SCHEDULE = [[80, 200, 100]] + [[70] * 3] * 2 + [[50] * 3] * 3 + [[30] * 3] * 3 + [[10] * 3]
+
+
+class LateralBank:
+    """Lateral weights of one layer: ``H [M, N]``, ``groups`` = rows per task, ``n_frozen`` merged rows.
+
+    Args:
+        in_features: N, the layer's input width (conv: ``C·kh·kw``).
+        lr: Hebbian rate η. iters: iterations per batch. clip: bound on ΔH entries.
+        momentum: m ← momentum·m + (1 − momentum)·ΔH.
+        quantise: ``(s, Ts)`` for lateral spiking neurons, ``None`` for analog responses.
+    """
+
+    def __init__(self, in_features: int, lr: float = 0.01, iters: int = 5, clip: float = 10.0,
+                 momentum: float = 0.9, quantise: Optional[tuple[float, float]] = None,
+                 dtype=torch.float32, device=None):
+        if in_features < 1:
+            raise ValueError(f"in_features must be >= 1, got {in_features}")
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr!r}")
+        self.in_features, self.lr, self.iters, self.clip = int(in_features), float(lr), int(iters), float(clip)
+        self.momentum, self.quantise = float(momentum), quantise
+        self.H = torch.zeros(0, in_features, dtype=dtype, device=device)
+        self.m = torch.zeros_like(self.H)
+        self.groups: list[int] = []
+        self.n_frozen = 0
+
+    @property
+    def size(self) -> int:
+        return self.H.shape[0]
+
+    @property
+    def frozen(self) -> torch.Tensor:
+        """The merged rows used for projection ``[n_frozen, N]``."""
+        return self.H[: self.n_frozen]
+
+    def add_group(self, k: int, generator: Optional[torch.Generator] = None) -> None:
+        """Add ``k`` learning rows (orthonormal among themselves); earlier learning rows are merged first."""
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        self.merge()
+        k = min(k, self.in_features - self.size)
+        if k == 0:
+            self.groups.append(0)
+            return
+        new = orthogonal_rows(k, self.in_features, generator, dtype=self.H.dtype).to(self.H.device)
+        self.H = torch.cat([self.H, new])
+        self.m = torch.cat([self.m, torch.zeros_like(new)])
+        self.groups.append(k)
+
+    def update(self, X: torch.Tensor) -> None:
+        """Oja-subspace iterations on rows ``[B, N]`` (any leading shape) for the learning rows."""
+        hebbian_update(self.H, self.m, X.detach(), self.n_frozen, self.lr, self.iters, self.clip,
+                       self.momentum, self.quantise)
+
+    def merge(self) -> None:
+        """Freeze every row (end of a task)."""
+        self.n_frozen = self.size
+        self.m.zero_()
+
+    def energy(self, X: torch.Tensor, frozen_only: bool = True) -> float:
+        """Share of ``X``'s energy in the span of the (frozen) rows; 0 when the bank is empty."""
+        H = self.frozen if frozen_only else self.H
+        return subspace_energy(X, H) if H.shape[0] else 0.0
+
+    def state_dict(self) -> dict:
+        return {"H": self.H.clone(), "m": self.m.clone(), "groups": list(self.groups), "n_frozen": self.n_frozen}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.H, self.m = d["H"].clone(), d["m"].clone()
+        self.groups, self.n_frozen = list(d["groups"]), int(d["n_frozen"])
+
+
+def layer_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The input rows a layer's weight sees: ``[*, in]`` for Linear, unfolded patches for Conv2d."""
+    if isinstance(module, nn.Conv2d):
+        p = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=module.padding, stride=module.stride)
+        return p.transpose(1, 2).reshape(-1, p.shape[1])
+    return x.reshape(-1, x.shape[-1])
+
+
+def _in_features(module: nn.Module) -> int:
+    if isinstance(module, nn.Conv2d):
+        return module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+    return module.in_features
+
+
+class HLOP:
+    """Attach lateral banks to ``layers`` of ``model`` (default: every Linear and Conv2d).
+
+    Args:
+        model: the network. layers: names of the protected modules (in order).
+        schedule: rows added per layer before each task: ``schedule[k][l]`` (the last entry repeats);
+            an int gives the same number for every layer and task.
+        lr: Hebbian rate, one float or one per layer. iters, clip, momentum: see :class:`LateralBank`.
+        quantise: ``(s, Ts)`` lateral spiking neurons, or ``None``.
+        freeze_1d: freeze parameters with ``ndim <= 1`` after the first task.
+        seed: seed of the orthogonal initialisation.
+
+    :class:`~spiking.plasticity.layers.HLOPLinear` layers project their saved input (and supply
+    ``hebb_input``); other layers get a hook that projects the weight gradient ``G (I − HᵀH)`` and
+    a forward hook that keeps their input for the Hebbian rule. Both are the same linear map.
+    """
+
+    def __init__(self, model: nn.Module, layers: Optional[Sequence[str]] = None,
+                 schedule: Union[int, Sequence[Sequence[int]]] = PAPER_PMNIST_SCHEDULE,
+                 lr: Union[float, Sequence[float]] = 0.01, iters: int = 5, clip: float = 10.0,
+                 momentum: float = 0.9, quantise: Optional[tuple[float, float]] = None,
+                 freeze_1d: bool = True, seed: int = 0):
+        self.model = model
+        named = dict(model.named_modules())
+        if layers is None:
+            layers = [n for n, m in named.items() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        if not layers:
+            raise ValueError("layers: the model has no Linear/Conv2d layer to protect")
+        missing = [n for n in layers if n not in named]
+        if missing:
+            raise ValueError(f"layers: no module named {missing} in the model")
+        self.layers = list(layers)
+        self.modules = {n: named[n] for n in self.layers}
+        for n, m in self.modules.items():
+            if not isinstance(m, (nn.Linear, nn.Conv2d)):
+                raise TypeError(f"layers: {n!r} is a {type(m).__name__}, HLOP protects Linear/Conv2d only")
+            if isinstance(m, nn.Conv2d) and (m.groups != 1 or m.padding_mode != "zeros"):
+                raise ValueError(f"layers: Conv2d {n!r} must have groups=1 and zero padding for HLOP")
+        lrs = [float(lr)] * len(self.layers) if isinstance(lr, (int, float)) else [float(v) for v in lr]
+        if len(lrs) != len(self.layers):
+            raise ValueError(f"lr must be one float or one per layer ({len(self.layers)}), got {len(lrs)}")
+        if isinstance(schedule, int):
+            schedule = [[schedule] * len(self.layers)]
+        self.schedule = [list(s) for s in schedule]
+        if not self.schedule or any(len(s) != len(self.layers) for s in self.schedule):
+            raise ValueError(f"schedule must list {len(self.layers)} sizes per task, got {schedule!r}")
+        p = next(iter(model.parameters()))
+        self.banks = {n: LateralBank(_in_features(m), lr=l, iters=iters, clip=clip, momentum=momentum,
+                                     quantise=quantise, dtype=p.dtype, device=p.device)
+                      for (n, m), l in zip(self.modules.items(), lrs)}
+        self.freeze_1d = freeze_1d
+        self.generator = torch.Generator().manual_seed(seed)
+        self.tasks_seen = 0
+        self._inputs: dict[str, torch.Tensor] = {}
+        self._handles = []
+        self.stats = {"projection_s": 0.0, "hebbian_s": 0.0}
+        for n, m in self.modules.items():
+            if isinstance(m, HLOPLinear):
+                m.stats = self.stats
+            else:
+                self._handles.append(m.register_forward_pre_hook(self._capture(n)))
+                self._handles.append(m.weight.register_hook(self._grad_hook(n)))
+
+    # ------------------------------------------------------------------ hooks
+    def _capture(self, name):
+        def hook(module, args):
+            if module.training:
+                self._inputs[name] = args[0].detach()
+        return hook
+
+    def _grad_hook(self, name):
+        def hook(grad):
+            H = self.banks[name].frozen
+            if not H.shape[0]:
+                return grad
+            t0 = time.perf_counter()
+            out = project_weight_grad(grad, H)
+            self.stats["projection_s"] += time.perf_counter() - t0
+            return out
+        return hook
+
+    def remove(self) -> None:
+        """Detach every hook and projector from the model."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        for m in self.modules.values():
+            if isinstance(m, HLOPLinear):
+                m.projector, m.stats = None, None
+
+    # ------------------------------------------------------------------ tasks
+    def sizes_for(self, k: int) -> list[int]:
+        return self.schedule[min(k, len(self.schedule) - 1)]
+
+    def before_task(self, k: int) -> None:
+        for (name, bank), size in zip(self.banks.items(), self.sizes_for(k)):
+            bank.add_group(size, self.generator)
+        self._sync_projectors()
+
+    def after_task(self, k: int) -> None:
+        for bank in self.banks.values():
+            bank.merge()
+        if self.freeze_1d and self.tasks_seen == 0:
+            for p in self.model.parameters():
+                if p.dim() <= 1:
+                    p.requires_grad_(False)
+        self.tasks_seen += 1
+        self._sync_projectors()
+
+    def _sync_projectors(self) -> None:
+        for n, m in self.modules.items():
+            if isinstance(m, HLOPLinear):
+                H = self.banks[n].frozen
+                m.projector = H.clone() if H.shape[0] else None
+
+    def hebbian_input(self, name: str) -> Optional[torch.Tensor]:
+        """The rows the Hebbian rule sees for layer ``name`` from the latest training forward."""
+        m = self.modules[name]
+        if isinstance(m, HLOPLinear):
+            x = m.hebb_input
+            return None if x is None else x.reshape(-1, x.shape[-1])
+        x = self._inputs.get(name)
+        return None if x is None else layer_rows(m, x)
+
+    def hebbian_step(self) -> None:
+        """One Hebbian update (``iters`` iterations) of every bank on its latest input, then clear it."""
+        t0 = time.perf_counter()
+        for name, bank in self.banks.items():
+            X = self.hebbian_input(name)
+            if X is None:
+                raise RuntimeError(f"no training input recorded for layer {name!r}; run a training forward first")
+            bank.update(X)
+        self.clear_inputs()
+        self.stats["hebbian_s"] += time.perf_counter() - t0
+
+    def clear_inputs(self) -> None:
+        self._inputs.clear()
+        for m in self.modules.values():
+            if isinstance(m, HLOPLinear):
+                m.hebb_input = None
+
+    # ------------------------------------------------------------ reporting
+    def sizes(self) -> dict[str, int]:
+        return {n: b.size for n, b in self.banks.items()}
+
+    def energy(self, frozen_only: bool = True) -> dict[str, float]:
+        """Subspace energy of each layer's latest recorded input (see :meth:`LateralBank.energy`)."""
+        out = {}
+        for name, bank in self.banks.items():
+            X = self.hebbian_input(name)
+            if X is None:
+                raise RuntimeError(f"no input recorded for layer {name!r}")
+            out[name] = bank.energy(X, frozen_only)
+        return out
+
+    def state_dict(self) -> dict:
+        return {"banks": {n: b.state_dict() for n, b in self.banks.items()}, "tasks_seen": self.tasks_seen,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, d: dict) -> None:
+        for n, b in self.banks.items():
+            b.load_state_dict(d["banks"][n])
+        self.tasks_seen = int(d["tasks_seen"])
+        self.generator.set_state(d["generator"])
+        if self.freeze_1d and self.tasks_seen > 0:
+            for p in self.model.parameters():
+                if p.dim() <= 1:
+                    p.requires_grad_(False)
+        self._sync_projectors()

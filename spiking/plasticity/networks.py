@@ -1,0 +1,145 @@
+"""Spiking MLPs for HLOP with the three training methods behind one switch (``method``).
+
+All take the analog image as a constant (direct) input current, so the first layer's current
+``I¹ = W¹x`` is computed once per sample. Logits are the readout averaged over T.
+
+| method | neuron | T | gradient | projected input | Hebbian input |
+|---|---|---|---|---|---|
+| ``dsr`` | :class:`~spiking.neuron.dsr.DSRLIF` | 20 | through the rate (one step) | each step's o_t (summed) | weighted rate Σw_t o_t/Σw_t |
+| ``bptt`` | :class:`~spiking.LIF` soft reset, detached | 6 | BPTT, sigmoid surrogate 4 | each s_t | raw s_t, all T·B rows |
+| ``ottt`` | same LIF, state detached between steps | 6 | per-step CE/T, ΔW_t = δ_t â_tᵀ | trace â_t | concat(s_t, â_t) |
+
+``loss_backward(x, y, loss_fn)`` runs forward and backward of one batch for the method (OTTT
+calls backward once per step) and returns the loss; ``forward(x)`` gives logits.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..neuron.dsr import DSRLIF, weighted_rate
+from ..neuron.module import LIF
+from .layers import HLOPLinear
+
+__all__ = ["HLOPMLP", "METHODS", "method_defaults"]
+
+METHODS = ("dsr", "bptt", "ottt")
+
+
+def method_defaults(method: str) -> dict:
+    """The paper's neuron settings for ``method``."""
+    if method == "dsr":
+        return dict(T=20, v_threshold=0.3, tau=1.0, dt=0.05, alpha=0.3, v_floor=5e-4)
+    if method in ("bptt", "ottt"):
+        return dict(T=6, tau=2.0, v_threshold=1.0, surrogate_alpha=4.0, trace_lambda=0.5)
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+class HLOPMLP(nn.Module):
+    """Bias-free spiking MLP ``sizes[0]-…-sizes[-1]`` (hidden layers spiking, linear readout).
+
+    ``method``: ``"dsr"`` | ``"bptt"`` | ``"ottt"``; keyword overrides of :func:`method_defaults`.
+    """
+
+    def __init__(self, sizes: Sequence[int] = (784, 800, 800, 10), method: str = "dsr", **overrides):
+        super().__init__()
+        cfg = method_defaults(method)
+        unknown = set(overrides) - set(cfg)
+        if unknown:
+            raise ValueError(f"unknown option(s) {sorted(unknown)} for method {method!r}; known: {sorted(cfg)}")
+        cfg.update(overrides)
+        if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
+            raise ValueError(f"sizes must list at least two positive widths, got {sizes!r}")
+        self.method, self.cfg, self.T = method, cfg, int(cfg["T"])
+        self.sizes = tuple(int(s) for s in sizes)
+        self.fcs = nn.ModuleList(HLOPLinear(a, b) for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+        n_hidden = len(self.sizes) - 2
+        if method == "dsr":
+            self.neurons = nn.ModuleList(
+                DSRLIF(T=self.T, v_threshold=cfg["v_threshold"], tau=cfg["tau"], dt=cfg["dt"],
+                       alpha=cfg["alpha"], v_floor=cfg["v_floor"]) for _ in range(n_hidden))
+        else:
+            self.neurons = nn.ModuleList(
+                LIF(tau=cfg["tau"], v_threshold=cfg["v_threshold"], v_reset=None, decay_input=False,
+                    detach_reset=True, surrogate=("sigmoid", cfg["surrogate_alpha"]), check_inputs=False)
+                for _ in range(n_hidden))
+
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], -1)
+        if x.shape[1] != self.sizes[0]:
+            raise ValueError(f"x must have {self.sizes[0]} features per sample, got {x.shape[1]}")
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._flat(x)
+        if self.method == "dsr":
+            return self._forward_dsr(x)
+        return self._forward_lif(x)
+
+    # -------------------------------------------------------------- DSR
+    def _forward_dsr(self, x: torch.Tensor) -> torch.Tensor:
+        record = self.training
+        fc, tau, dt = self.fcs, self.cfg["tau"], self.cfg["dt"]
+        if record:
+            fc[0].hebb_input = x.detach()
+        I_mean = fc[0](x)                      # constant current: one matmul per sample
+        I_seq = None
+        for layer, neuron in zip(fc[1:], self.neurons):
+            spikes, rate = neuron(I_mean, I_seq)  # binary S; the output o_t = S_t·V_th/Δt
+            value = neuron.spike_value()
+            if record:
+                layer.hebb_input = weighted_rate(spikes, tau, dt) * value
+            if layer is not fc[-1]:
+                with torch.no_grad():           # the actual per-step currents drive the next neurons
+                    I_seq = (spikes.reshape(-1, spikes.shape[-1]) @ layer.weight.t()).mul_(value)
+                    I_seq = I_seq.reshape(self.T, x.shape[0], -1)
+            I_mean = layer(rate)                # rate graph: mean_t of the layer's current
+        return I_mean
+
+    # -------------------------------------------------------------- BPTT
+    def _forward_lif(self, x: torch.Tensor) -> torch.Tensor:
+        record = self.training
+        fc = self.fcs
+        if record:
+            fc[0].hebb_input = x.detach()
+        I = fc[0](x).unsqueeze(0).expand(self.T, *x.shape[:1], self.sizes[1])
+        for layer, neuron in zip(fc[1:], self.neurons):
+            s = neuron(I)
+            if record:
+                layer.hebb_input = s.detach()
+            I = layer(s)
+        return I.mean(0)
+
+    # -------------------------------------------------------------- OTTT
+    def _ottt_backward(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> float:
+        lam, fc, T = self.cfg["trace_lambda"], self.fcs, self.T
+        traces: list[Optional[torch.Tensor]] = [None] * len(fc)
+        v: list[Optional[torch.Tensor]] = [None] * len(self.neurons)
+        hebb: list[list[torch.Tensor]] = [[] for _ in fc]
+        total = 0.0
+        for _ in range(T):
+            inp = x
+            for i, layer in enumerate(fc):
+                traces[i] = inp.detach() if traces[i] is None else lam * traces[i] + inp.detach()
+                hebb[i] += [inp.detach(), traces[i]]
+                out = layer(inp, traces[i])
+                if i < len(self.neurons):
+                    inp, v[i] = self.neurons[i].step(out, None if v[i] is None else v[i].detach())
+            loss = loss_fn(out, y) / T
+            loss.backward()
+            total += float(loss.detach())
+        for layer, rows in zip(fc, hebb):
+            layer.hebb_input = torch.cat(rows)
+        return total
+
+    def loss_backward(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> float:
+        """Forward and backward of one training batch (gradients accumulate); returns the loss."""
+        x = self._flat(x)
+        if self.method == "ottt":
+            return self._ottt_backward(x, y, loss_fn)
+        loss = loss_fn(self.forward(x), y)
+        loss.backward()
+        return float(loss.detach())

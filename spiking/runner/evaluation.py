@@ -1,0 +1,124 @@
+"""Evaluation: accuracy and loss of a model on a task's test data, spike counts per spiking layer.
+
+    acc  = (1/n) Σ 1[argmax z_i = y_i],   loss = (1/n) Σ CE(z_i, y_i)
+    task-IL (stream.task_labels_at_test): z is masked to task.classes before argmax and CE.
+
+Spike counts: forward hooks on every ``spiking.LIF``, any module with ``is_spiking = True``,
+snnTorch's ``SpikingNeuron`` and Norse's ``SNN``/``SNNCell`` layers add the sum of their output spikes; reported per evaluated
+sample (an energy proxy: spikes/sample per layer, summed over T).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+
+from .strategy import mask_logits
+
+
+def _peer_neuron_classes() -> tuple:
+    """snnTorch's SpikingNeuron and Norse's SNN / SNNCell base classes, where installed."""
+    found = []
+    try:
+        from snntorch._neurons.neurons import SpikingNeuron  # noqa: PLC0415
+        found.append(SpikingNeuron)
+    except Exception:  # snntorch absent or moved
+        pass
+    try:
+        from norse.torch.module.snn import SNN, SNNCell  # noqa: PLC0415
+        found += [SNN, SNNCell]
+    except Exception:  # norse absent or moved
+        pass
+    return tuple(found)
+
+
+def spiking_layers(model: torch.nn.Module) -> "OrderedDict[str, torch.nn.Module]":
+    """Named submodules whose outputs are spikes."""
+    from ..neuron import LIF  # noqa: PLC0415
+    peers = _peer_neuron_classes()
+    out = OrderedDict()
+    for name, m in model.named_modules():
+        if isinstance(m, (LIF, *peers)) or getattr(m, "is_spiking", False):
+            out[name or type(m).__name__] = m
+    return out
+
+
+class SpikeCounter:
+    """Context manager: while active, sums the spikes emitted by each spiking layer of ``model``."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.layers = spiking_layers(model)
+        self.counts = {name: 0.0 for name in self.layers}
+        self._handles = []
+
+    def _hook(self, name):
+        def hook(_module, _inputs, output):
+            s = output[0] if isinstance(output, (tuple, list)) else output
+            self.counts[name] += float(s.detach().sum())
+        return hook
+
+    def __enter__(self):
+        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in self.layers.items()]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        return False
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes=None,
+             batch_size: int = 1000, device="cpu") -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on (x, y); ``classes`` masks logits (task-IL)."""
+    if x.shape[0] == 0:
+        raise ValueError("x must hold at least one sample")
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    try:
+        for i in range(0, x.shape[0], batch_size):
+            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+            z = model(xb)
+            if classes is not None:
+                z = mask_logits(z, classes)
+            loss_sum += float(F.cross_entropy(z, yb, reduction="sum"))
+            correct += int((z.argmax(1) == yb).sum())
+    finally:
+        model.train(was_training)
+    n = x.shape[0]
+    return correct / n, loss_sum / n
+
+
+class Evaluator:
+    """Evaluates a stream's tasks: full test sets, or fixed seeded subsets (cached) per task."""
+
+    def __init__(self, stream, batch_size: int = 1000, device="cpu", subset: int = 1000,
+                 subset_seed: int = 0, test_subset: int | None = None):
+        self.stream, self.batch_size, self.device = stream, batch_size, device
+        self.subset, self.subset_seed, self.test_subset = subset, subset_seed, test_subset
+        self._subsets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _classes(self, task):
+        return task.classes if self.stream.task_labels_at_test else None
+
+    def n_full(self, task) -> int:
+        return task.n_test if self.test_subset is None else min(self.test_subset, task.n_test)
+
+    def full(self, model, task) -> tuple[float, float]:
+        """The task's full test set (or the fixed ``test_subset``-sample subset if set)."""
+        if self.test_subset is None:
+            x, y = task.test_data()
+        else:
+            x, y = task.test_subset(self.n_full(task), seed=self.subset_seed + 1)
+        return evaluate(model, x, y, self._classes(task), self.batch_size, self.device)
+
+    def on_subset(self, model, task) -> tuple[float, float]:
+        """A fixed seeded subset of ``subset`` test samples (cached)."""
+        if task.index not in self._subsets:
+            n = min(self.subset, task.n_test)
+            self._subsets[task.index] = task.test_subset(n, seed=self.subset_seed)
+        x, y = self._subsets[task.index]
+        return evaluate(model, x, y, self._classes(task), self.batch_size, self.device)

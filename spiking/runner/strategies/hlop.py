@@ -1,0 +1,144 @@
+"""HLOP strategy (Xiao et al., ICLR 2024): Hebbian lateral subspaces + orthogonally projected updates.
+
+Per task k: ``before_task`` grows every layer's lateral bank (``lateral`` schedule); every batch
+runs forward/backward with the weight gradients built from ``x⊥ = x − Hᵀ(Hx)`` (H = banks merged
+after earlier tasks), the optimizer step, then the Oja-subspace Hebbian update of the new rows;
+``after_task`` merges the banks, freezes 1-D parameters after the first task and logs each
+layer's bank size and the share of the task's input energy inside the merged subspace.
+
+``train_method`` selects the network's neuron and gradient (``spiking.plasticity.networks``):
+``dsr`` (default, T = 20), ``bptt`` or ``ottt`` (T = 6). The runner builds that network through
+:meth:`HLOPStrategy.build_model`; any other model is accepted with ``train_method=bptt`` (its
+Linear/Conv2d weights get gradient-projection hooks and the Hebbian rule sees their raw inputs).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ...plasticity.hlop import HLOP, PAPER_PMNIST_SCHEDULE
+from ...plasticity.networks import HLOPMLP, METHODS, method_defaults
+from ..strategy import Strategy
+
+__all__ = ["HLOPStrategy", "parse_lateral"]
+
+
+def parse_lateral(text: str, n_layers: int) -> list[list[int]]:
+    """``"paper"`` → the paper's permuted-MNIST schedule (3 layers); ``"a,b,c"`` → that many rows per
+    layer for every task; ``"a,b,c/d,e,f/..."`` → one entry per task (the last repeats)."""
+    if text == "paper":
+        if n_layers != 3:
+            raise ValueError(f"lateral: the 'paper' schedule is for 3 layers, the model has {n_layers}; "
+                             f"give counts like '50,50,...'")
+        return [list(s) for s in PAPER_PMNIST_SCHEDULE]
+    try:
+        sched = [[int(v) for v in part.split(",")] for part in text.split("/")]
+    except ValueError:
+        raise ValueError(f"lateral must be 'paper' or comma/slash-separated ints, got {text!r}") from None
+    if any(len(s) != n_layers or min(s) < 0 for s in sched):
+        raise ValueError(f"lateral must give {n_layers} non-negative counts per task, got {text!r}")
+    return sched
+
+
+class HLOPStrategy(Strategy):
+    """Hebbian learning based orthogonal projection on every Linear/Conv2d layer."""
+
+    name = "hlop"
+    options = {
+        "train_method": (str, "dsr", "dsr | bptt | ottt (neuron model and gradient)"),
+        "timesteps": (int, 0, "time steps T; 0 = the method's paper value (DSR 20, BPTT/OTTT 6)"),
+        "lateral": (str, "paper", "lateral neurons added per layer per task: 'paper' or 'a,b,c[/d,e,f...]'"),
+        "hebb_lr_first": (float, 0.001, "Hebbian rate of the first (input) layer's bank"),
+        "hebb_lr": (float, 0.01, "Hebbian rate of the other banks"),
+        "hebb_iters": (int, 5, "Hebbian iterations per batch"),
+        "lateral_spiking": (int, 0, "1: quantised lateral spiking neurons (s = 20, Ts = 40)"),
+        "energy_samples": (int, 1000, "training samples per task for the subspace-energy log"),
+    }
+
+    def __init__(self, **opts):
+        super().__init__(**opts)
+        if self.train_method not in METHODS:
+            raise ValueError(f"train_method must be one of {METHODS}, got {self.train_method!r}")
+        if self.timesteps < 0 or self.hebb_iters < 1 or self.energy_samples < 1:
+            raise ValueError("timesteps must be >= 0, hebb_iters and energy_samples >= 1, got "
+                             f"{self.timesteps}, {self.hebb_iters}, {self.energy_samples}")
+        if self.lateral_spiking not in (0, 1):
+            raise ValueError(f"lateral_spiking must be 0 or 1, got {self.lateral_spiking}")
+        self.hlop: HLOP | None = None
+        self.log: dict = {}
+
+    # ------------------------------------------------------------------ model
+    @classmethod
+    def build_model(cls, cfg: dict, stream) -> HLOPMLP:
+        """The HLOP network for ``cfg['options']['train_method']`` with sizes [input, *hidden, outputs]."""
+        opts = {k: v for k, v in cls.options.items()}
+        given = cfg.get("options", {})
+        method = given.get("train_method", opts["train_method"][1])
+        T = int(given.get("timesteps", 0)) or method_defaults(method)["T"]
+        sizes = [int(math.prod(stream.input_shape)), *cfg.get("hidden", [800, 800]), stream.n_outputs]
+        return HLOPMLP(sizes, method=method, T=T)
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, model, stream, config):
+        if isinstance(model, HLOPMLP):
+            if model.method != self.train_method:
+                raise ValueError(f"train_method is {self.train_method!r} but the model was built for "
+                                 f"{model.method!r}")
+        elif self.train_method != "bptt":
+            raise ValueError(f"train_method {self.train_method!r} needs the HLOP network "
+                             f"(HLOPStrategy.build_model); a generic model supports train_method='bptt'")
+        super().setup(model, stream, config)
+        layers = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+        lrs = [self.hebb_lr_first] + [self.hebb_lr] * (len(layers) - 1)
+        self.hlop = HLOP(model, layers=layers, schedule=parse_lateral(self.lateral, len(layers)), lr=lrs,
+                         iters=self.hebb_iters, quantise=(20.0, 40.0) if self.lateral_spiking else None,
+                         seed=int(config.get("seed", 0)))
+        self.log = {"layers": layers, "lateral_sizes": [], "subspace_energy": [],
+                    "hebbian_s": 0.0, "projection_s": 0.0}
+        model.hlop_log = self.log  # readable by callers holding the model
+
+    def before_task(self, task):
+        self.hlop.before_task(task.index)
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, x, y, task):
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        if isinstance(self.model, HLOPMLP):
+            loss = self.model.loss_backward(x, y, lambda z, t: self.loss(z, t, task))
+        else:
+            out = self.loss(self.model(x), y, task)
+            out.backward()
+            loss = float(out.detach())
+        self.adjust_gradients(task)
+        self.optimizer.step()
+        self.hlop.hebbian_step()
+        self.log["hebbian_s"] = self.hlop.stats["hebbian_s"]
+        self.log["projection_s"] = self.hlop.stats["projection_s"]
+        return loss
+
+    @torch.no_grad()
+    def after_task(self, task):
+        self.hlop.after_task(task.index)
+        g = torch.Generator().manual_seed(int(self.config.get("seed", 0)) * 1000 + task.index)
+        x, _ = next(iter(task.train_batches(self.energy_samples, generator=g)))
+        self.model.train()
+        self.model(x.to(self.config.get("device", "cpu")))
+        self.log["lateral_sizes"].append(self.hlop.sizes())
+        self.log["subspace_energy"].append(self.hlop.energy())
+        self.hlop.clear_inputs()
+
+    def report(self) -> dict:
+        """Bank sizes and subspace energy per layer after each task, Hebbian/projection seconds."""
+        return dict(self.log)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self):
+        return {**super().state_dict(), "hlop": self.hlop.state_dict(), "log": dict(self.log)}
+
+    def load_state_dict(self, d):
+        super().load_state_dict(d)
+        self.hlop.load_state_dict(d["hlop"])
+        self.log.update(d["log"])
+        self.hlop.stats.update(hebbian_s=self.log["hebbian_s"], projection_s=self.log["projection_s"])
