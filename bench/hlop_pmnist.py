@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,9 @@ def parse_args(argv=None):
     p.add_argument("--hidden", default="800,800")
     p.add_argument("--lateral", default=PAPER_LATERAL)
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
+    p.add_argument("--device", default="cpu", help="torch device of every run (cpu, cuda)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time, each in its own process (timings are then not comparable to --jobs 1)")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/hlop_pmnist_<train-method>[_reduced].json)")
     p.add_argument("--merge", nargs="+", default=None, help="combine result JSONs of one configuration into --out")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one run, JSON to this path
@@ -68,7 +72,7 @@ def worker(args) -> None:
         return models[-1]
 
     cfg = dict(method=args.method, dataset="pmnist", tasks=args.tasks, train_subset=args.train_subset,
-               hidden=hidden, epochs=1, batch_size=64, lr=0.1, seed=args.seed,
+               hidden=hidden, epochs=1, batch_size=64, lr=0.1, seed=args.seed, device=args.device,
                options=options if args.method == "hlop" else {})
     t0 = time.perf_counter()
     res = run(cfg, model_fn=model_fn)
@@ -78,7 +82,10 @@ def worker(args) -> None:
     out = {"method": args.method, "seed": args.seed, "ACC": 100 * res["ACC"], "BWT": 100 * res["BWT"],
            "acc_matrix": res["acc_matrix"], "wall_s": wall, "train_s": train_s, "eval_s": res["eval_time_s"],
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-           "threads": torch.get_num_threads()}
+           "threads": torch.get_num_threads(), "device": args.device}
+    if args.device.startswith("cuda"):
+        out["gpu"] = torch.cuda.get_device_name()
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     if log:
         out.update(hebbian_s=log["hebbian_s"], projection_s=log["projection_s"],
                    hlop_share_of_train=(log["hebbian_s"] + log["projection_s"]) / train_s,
@@ -132,29 +139,40 @@ def main(argv=None) -> int:
                        "epochs": 1, "batch_size": 64, "lr": 0.1, "optimizer": "sgd", "lateral": args.lateral,
                        "train_method": args.train_method, "paper_configuration": not reduced},
             "runs": [], "summary": {}}
-    for method in methods:
-        for seed in seeds:
-            with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-                path = f.name
-            cmd = [sys.executable, __file__, "--worker", path, "--method", method, "--seed", str(seed),
-                   "--train-method", args.train_method, "--tasks", str(args.tasks), "--hidden", args.hidden,
-                   "--lateral", args.lateral]
-            if args.train_subset:
-                cmd += ["--train-subset", str(args.train_subset)]
-            if args.threads:
-                cmd += ["--threads", str(args.threads)]
-            subprocess.run(cmd, check=True, cwd=ROOT)
-            r = json.loads(Path(path).read_text())
-            os.unlink(path)
-            info["runs"].append(r)
-            print(f"{method} seed {seed}: ACC {r['ACC']:.2f} BWT {r['BWT']:.2f} wall {r['wall_s']:.0f} s "
-                  f"(train {r['train_s']:.0f} s, eval {r['eval_s']:.0f} s) peak RSS {r['peak_rss_mb']:.0f} MB"
-                  + (f", Hebbian+projection {100 * r['hlop_share_of_train']:.1f} % of training"
-                     if "hlop_share_of_train" in r else ""), flush=True)
-        info["summary"] = summarize(info["runs"])
-        info["machine"]["loadavg_end"] = os.getloadavg()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(info, indent=1))  # after every method: partial results survive
+    def one(method: str, seed: int) -> dict:
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+            path = f.name
+        cmd = [sys.executable, __file__, "--worker", path, "--method", method, "--seed", str(seed),
+               "--train-method", args.train_method, "--tasks", str(args.tasks), "--hidden", args.hidden,
+               "--lateral", args.lateral, "--device", args.device]
+        if args.train_subset:
+            cmd += ["--train-subset", str(args.train_subset)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        r = json.loads(Path(path).read_text())
+        os.unlink(path)
+        print(f"{method} seed {seed}: ACC {r['ACC']:.2f} BWT {r['BWT']:.2f} wall {r['wall_s']:.0f} s "
+              f"(train {r['train_s']:.0f} s, eval {r['eval_s']:.0f} s) peak RSS {r['peak_rss_mb']:.0f} MB"
+              + (f", Hebbian+projection {100 * r['hlop_share_of_train']:.1f} % of training"
+                 if "hlop_share_of_train" in r else ""), flush=True)
+        return r
+
+    info["config"].update(device=args.device, jobs=args.jobs)
+    jobs = [(m, s) for m in methods for s in seeds]
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [pool.submit(one, m, s) for m, s in jobs]
+        for fut in as_completed(futures):
+            try:
+                info["runs"].append(fut.result())
+            except subprocess.CalledProcessError as exc:
+                print(f"run failed: {exc}", flush=True)
+                info.setdefault("failed", []).append(" ".join(map(str, exc.cmd[3:])))
+            info["runs"].sort(key=lambda r: (methods.index(r["method"]), seeds.index(r["seed"])))
+            info["summary"] = summarize(info["runs"])
+            info["machine"]["loadavg_end"] = os.getloadavg()
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(info, indent=1))  # after every run: partial results survive
     report(info, out)
     return 0
 

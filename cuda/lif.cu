@@ -31,6 +31,7 @@ __global__ void lif_forward(const T* __restrict__ x, const T* __restrict__ v0, c
                                                HARD, DECAY_INPUT, 1.0, -1);
   C v = v0 ? S::load(v0[i]) : S::round(p.v_rest);
   long long k = i;
+#pragma unroll 4  // independent x loads of later steps can be issued early (latency hiding)
   for (int t = 0; t < steps; ++t, k += n) {
     const C h = lif::charge<T, DECAY_INPUT>(S::load(x[k]), v, p);
     const bool fired = lif::fire<T>(h, p);
@@ -77,6 +78,7 @@ __global__ void lif_backward(const T* __restrict__ h_seq, const T* __restrict__ 
   if (active) {
     C gh_next = (C)0;
     long long k = (long long)(steps - 1) * n + i;
+#pragma unroll 4
     for (int t = steps - 1; t >= 0; --t, k -= n) {
       C gv = gh_next * p.dh_dv;
       if (grad_v) {

@@ -65,10 +65,18 @@ def test_float32_matches_reference(shape, sg, hard, decay, detach):
     s_ref, v_ref, g_ref = _run("torch", x, v0, vth, kw)
     s, v, g = _run("cupy", x, v0, vth, kw)
     assert torch.equal(s, s_ref)
-    assert torch.equal(v, v_ref)
+    # the membrane may differ in the last bit: torch's CUDA elementwise kernels and ours round
+    # the charge equation's intermediate ops differently (measured on an H200: <= 4e-7 at T = 7);
+    # spikes stay equal
+    torch.testing.assert_close(v, v_ref, atol=1e-5, rtol=1e-5)
+    # 1e-5 up to T = 53. At T = 1000 those last-bit differences feed a 1000-step reverse
+    # recurrence, and the threshold gradient is a float32 sum of T·N terms in the reference
+    # (float64 in the kernel): measured on an H200, 4 of 66,000 x-gradients differed by up to
+    # 3.1e-5 and the threshold gradient by 5.4e-5 relative, so long T gets 1e-4.
+    tol = 1e-5 if shape[0] <= 100 else 1e-4
     for name, a, b in zip(("x", "v0", "v_threshold"), g, g_ref):
         scale = max(1.0, b.abs().max().item()) if name == "v_threshold" else 1.0
-        torch.testing.assert_close(a, b, atol=1e-5 * scale, rtol=1e-5, msg=lambda m: f"grad {name}: {m}")
+        torch.testing.assert_close(a, b, atol=tol * scale, rtol=tol, msg=lambda m: f"grad {name}: {m}")
 
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 
@@ -86,8 +86,17 @@ def check_v0(x: torch.Tensor, v0: Optional[torch.Tensor]) -> None:
         raise ValueError(f"v0 must have the shape of one time step {tuple(x.shape[1:])}, got {tuple(v0.shape)}")
 
 
-def make_ops(tag: str, forward_impl, backward_impl):
-    """Register ``spiking::lif_{tag}_forward`` / ``_backward`` custom ops with autograd; return the forward op.
+class FusedOps(NamedTuple):
+    """The fused LIF as a torch custom op (``op``, traced by ``torch.compile``) and as a plain
+    ``autograd.Function`` (``eager``) with the same forward and backward: the custom-op Python
+    wrapper costs ~0.1 ms per call, which dominates small and mid-sized eager steps."""
+
+    op: object
+    eager: type
+
+
+def make_ops(tag: str, forward_impl, backward_impl) -> FusedOps:
+    """Register ``spiking::lif_{tag}_forward`` / ``_backward`` custom ops with autograd.
 
     ``forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v)``
     returns ``(spikes, v_out, h_seq)`` (``h_seq`` empty unless ``save_h``); ``backward_impl(h_seq,
@@ -137,23 +146,38 @@ def make_ops(tag: str, forward_impl, backward_impl):
         ctx.save_h = save_h
         ctx.save_for_backward(output[2], vth)
 
-    def backward(ctx, g_s, g_v, g_h):
-        h_seq, vth = ctx.saved_tensors
-        if not ctx.save_h:
-            raise RuntimeError(f"lif_{tag}: backward called but the forward ran without grad and saved no state")
-        v_threshold, tau, v_reset, hard, decay_input, detach_reset, sg_id, sg_param, return_v = ctx.cfg
-        need_v0 = bool(ctx.needs_input_grad[1])
-        need_vth = vth is not None and bool(ctx.needs_input_grad[2])
-        gx, gv0, gvth = backward_op(
-            h_seq, _as_grad(g_s, h_seq), _as_grad(g_v, h_seq), vth, v_threshold, tau, v_reset, hard, decay_input,
-            detach_reset, sg_id, sg_param, return_v, need_v0, need_vth,
-        )
-        grad_v0 = gv0 if need_v0 else None
-        grad_vth = gvth.to(vth.dtype).reshape(vth.shape) if need_vth else None
-        return (gx, grad_v0, grad_vth) + (None,) * 10
+    def make_backward(run_backward):
+        def backward(ctx, g_s, g_v, g_h):
+            h_seq, vth = ctx.saved_tensors
+            if not ctx.save_h:
+                raise RuntimeError(f"lif_{tag}: backward called but the forward ran without grad and saved no state")
+            v_threshold, tau, v_reset, hard, decay_input, detach_reset, sg_id, sg_param, return_v = ctx.cfg
+            need_v0 = bool(ctx.needs_input_grad[1])
+            need_vth = vth is not None and bool(ctx.needs_input_grad[2])
+            gx, gv0, gvth = run_backward(
+                h_seq, _as_grad(g_s, h_seq), _as_grad(g_v, h_seq), vth, v_threshold, tau, v_reset, hard,
+                decay_input, detach_reset, sg_id, sg_param, return_v, need_v0, need_vth,
+            )
+            grad_v0 = gv0 if need_v0 else None
+            grad_vth = gvth.to(vth.dtype).reshape(vth.shape) if need_vth else None
+            return (gx, grad_v0, grad_vth) + (None,) * 10
+        return backward
 
-    forward_op.register_autograd(backward, setup_context=setup_context)
-    return forward_op
+    forward_op.register_autograd(make_backward(backward_op), setup_context=setup_context)
+
+    class Eager(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *inputs):
+            x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, _, _, _, save_h, return_v = inputs
+            output = forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v)
+            setup_context(ctx, inputs, output)
+            ctx.mark_non_differentiable(output[2])
+            return output
+
+        backward = staticmethod(make_backward(backward_impl))
+
+    Eager.__name__ = Eager.__qualname__ = f"LIF{tag.capitalize()}Function"
+    return FusedOps(forward_op, Eager)
 
 
 def _as_grad(g: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Tensor]:
@@ -163,8 +187,11 @@ def _as_grad(g: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Te
     return g.to(like.dtype).contiguous()
 
 
-def run_fused(forward_op, x: torch.Tensor, v0: Optional[torch.Tensor], cfg: LifConfig, vth: Optional[torch.Tensor]):
-    """Flatten ``x`` to ``[T, N]`` (contiguous), call the fused op, restore the shapes."""
+def run_fused(ops: FusedOps, x: torch.Tensor, v0: Optional[torch.Tensor], cfg: LifConfig, vth: Optional[torch.Tensor]):
+    """Flatten ``x`` to ``[T, N]`` (contiguous), call the fused op, restore the shapes.
+
+    Eager calls use ``ops.eager``; under ``torch.compile`` the custom op ``ops.op``."""
+    forward_op = ops.op if torch.compiler.is_compiling() else ops.eager.apply
     shape = x.shape
     x2 = x.contiguous().reshape(shape[0], -1)
     v02 = v0.contiguous().reshape(-1) if v0 is not None else None

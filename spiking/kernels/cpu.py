@@ -138,7 +138,8 @@ def _backward_impl(h_seq, grad_s, grad_v, vth, v_threshold, tau, v_reset, hard, 
     return gx, gv0, gvth
 
 
-_forward_op = make_ops("cpu", _forward_impl, _backward_impl)
+_ops = make_ops("cpu", _forward_impl, _backward_impl)
+_forward_op = _ops.op  # the registered custom op (opcheck, torch.compile)
 
 
 def lif_multistep_cpu(
@@ -171,4 +172,4 @@ def lif_multistep_cpu(
     cfg, vth = make_config(tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, return_v)
     if vth is not None and vth.device.type != "cpu":
         raise RuntimeError(f"backend 'cpu' needs a CPU v_threshold tensor, got one on {vth.device}")
-    return run_fused(_forward_op, x, v0, cfg, vth)
+    return run_fused(_ops, x, v0, cfg, vth)

@@ -32,8 +32,12 @@ Threshold = Union[float, torch.Tensor]
 BACKENDS = ("auto", "torch", "cpu", "cupy")
 
 
-def check_lif_params(tau: float, v_threshold: Threshold, v_reset: Optional[float]) -> None:
-    """Raise ``ValueError`` naming the parameter when a LIF parameter is invalid."""
+def check_lif_params(tau: float, v_threshold: Threshold, v_reset: Optional[float], check_finite: bool = True) -> None:
+    """Raise ``ValueError`` naming the parameter when a LIF parameter is invalid.
+
+    ``check_finite=False`` skips the value scan of a tensor threshold (a device sync, and a
+    data-dependent branch that ``torch.compile(fullgraph=True)`` cannot trace).
+    """
     if isinstance(tau, bool) or not isinstance(tau, (int, float)):
         raise TypeError(f"tau must be a number, got {type(tau).__name__}")
     if not math.isfinite(tau) or tau <= 0:
@@ -41,7 +45,7 @@ def check_lif_params(tau: float, v_threshold: Threshold, v_reset: Optional[float
     if isinstance(v_threshold, torch.Tensor):
         if v_threshold.numel() != 1:
             raise ValueError(f"v_threshold must be a scalar, got a tensor of shape {tuple(v_threshold.shape)}")
-        if not torch.isfinite(v_threshold.detach()).all():
+        if check_finite and not torch.isfinite(v_threshold.detach()).all():
             raise ValueError("v_threshold must be finite")
     else:
         if isinstance(v_threshold, bool) or not isinstance(v_threshold, (int, float)) or not math.isfinite(v_threshold):
@@ -165,7 +169,7 @@ def lif_multistep(
     raises ``RuntimeError``. Returns ``(spikes, v_last)`` or ``(spikes, v_seq)`` with ``return_v``.
     """
     check_input(x, "x", min_dim=2, check_finite=check_finite)
-    check_lif_params(tau, v_threshold, v_reset)
+    check_lif_params(tau, v_threshold, v_reset, check_finite=check_finite)
     sg = get_surrogate(surrogate)
     if v0 is not None:
         check_input(v0, "v0", min_dim=1, check_finite=check_finite)
