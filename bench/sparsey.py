@@ -13,6 +13,7 @@ patterns with exactly `a` active of N (N=784, Q=32, K=16 by default). Reported:
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -104,6 +105,25 @@ def throughput(N, Q, K, a, B, repeats):
         res[f"recalls_per_s_{sums}"] = len(P) / t
     res["n_store_batch"], res["n_recall_batch"], res["a"] = B, len(P), a
     return res
+
+
+def state_bytes(mac) -> int:
+    """Size of the serialised state_dict (torch.save), i.e. what a checkpoint of the MAC costs."""
+    buf = io.BytesIO()
+    torch.save(mac.state_dict(), buf)
+    return buf.tell()
+
+
+def storage(N, Q, K, a):
+    """Bytes of a MAC without horizontal synapses: packed weights, and the serialised state (weights +
+    trace table, which exact forgetting needs) empty and after M* = ln2·N·K/a random traces."""
+    mac = Macrocolumn(N, Q, K, horizontal=False, theta_sat=None)
+    out = {"QK": Q * K, "weights_packed": mac.nbytes(), "state_dict_empty": state_bytes(mac)}
+    M = int(round(math.log(2) * N * K / a))
+    mac.store(patterns(M, N, a, torch.Generator().manual_seed(3)))
+    out.update({"M": M, "fill": mac.fill(), "state_dict_at_M": state_bytes(mac),
+                "trace_bytes_per_trace": (state_bytes(mac) - out["state_dict_empty"]) / M})
+    return out
 
 
 def similarity(N, Q, K, a, n_base, repeats):
@@ -201,8 +221,7 @@ def main(argv=None):
             "a40": throughput(N, Q, K, a, 2000, reps), "a150_mnist_like": throughput(N, Q, K, 150, 2000, reps)}
     torch.set_num_threads(1)
     result["similarity"] = similarity(N, Q, K, a, 50 if not args.quick else 20, reps)
-    result["storage_bytes"] = {"N784_QK512": Macrocolumn(784, 32, 16, horizontal=False).nbytes(),
-                               "N784_QK1024": Macrocolumn(784, 64, 16, horizontal=False).nbytes()}
+    result["storage_bytes"] = {f"N784_Q{q}_K16": storage(784, q, 16, a) for q in (32, 64)}
     result["wall_s"] = time.perf_counter() - t0
     result["machine"]["loadavg_at_end"] = os.getloadavg()
     out = Path(args.out)

@@ -139,3 +139,36 @@ void sparsey_and_popcount(int na, int nb, int nw, const uint64_t *A, const uint6
         }
     }
 }
+
+/* Validate and bit-pack B rows of n inputs (kind 0: bytes, i.e. uint8/bool; kind 1: float32):
+ * out[b, j/64] bit j%64 = (x_bj != 0), nx[b] = |x_b|. Returns the first row holding a value other
+ * than 0 or 1, or -1 when every value is binary (one pass over x, no temporaries). */
+int64_t sparsey_pack_validate(int64_t B, int n, int nw, const void *x, int kind, uint64_t *out, int64_t *nx)
+{
+    int64_t bad = -1;
+    for (int64_t b = 0; b < B; ++b) {
+        uint64_t *o = out + b * nw;
+        int64_t cnt = 0;
+        int nonbin = 0;
+        for (int k = 0; k < nw; ++k) {
+            const int j0 = k * 64, j1 = j0 + 64 < n ? j0 + 64 : n;
+            uint64_t w = 0;
+            if (kind == 0) {
+                const uint8_t *r = (const uint8_t *)x + b * n;
+                for (int j = j0; j < j1; ++j) { nonbin |= r[j] > 1; w |= (uint64_t)(r[j] != 0) << (j - j0); }
+            } else {
+                const float *r = (const float *)x + b * n;
+                for (int j = j0; j < j1; ++j) {
+                    const float v = r[j];
+                    nonbin |= (v != 0.0f) & (v != 1.0f);
+                    w |= (uint64_t)(v != 0.0f) << (j - j0);
+                }
+            }
+            o[k] = w;
+            cnt += popc(w);
+        }
+        nx[b] = cnt;
+        if (nonbin && bad < 0) bad = b;
+    }
+    return bad;
+}

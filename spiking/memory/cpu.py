@@ -1,4 +1,5 @@
-"""Loader for the C fast path of sequential code selection (``_csa_cpu.c``), built once with the
+"""Loader for the C fast path (``_csa_cpu.c``: sequential code selection + learning on packed
+weights, one-pass input validation + bit packing, AND-popcount overlaps), built once with the
 system C compiler into ``~/.cache/spiking`` (or ``$SPIKING_CACHE``) and called through ctypes.
 
 ``available()`` is False when no compiler is found; callers then use the torch reference
@@ -52,6 +53,8 @@ def _build() -> ctypes.CDLL:
     fn.restype = ctypes.c_int
     lib.sparsey_and_popcount.argtypes = [ctypes.c_int] * 3 + [P, P, P]
     lib.sparsey_and_popcount.restype = None
+    lib.sparsey_pack_validate.argtypes = [ctypes.c_int64, ctypes.c_int, ctypes.c_int, P, ctypes.c_int, P, P]
+    lib.sparsey_pack_validate.restype = ctypes.c_int64
     return lib
 
 
@@ -74,7 +77,7 @@ def _ptr(t: torch.Tensor | None):
 
 
 def select_sequence_cpu(xp, nx, wu, wh, prev0, dp, nd, wd, ok, params, r, learn, n_set, cap, Q, K):
-    """Run the C loop; tensors are CPU, contiguous: packed words int64, counts int64, r float64.
+    """Run the C loop; tensors are CPU, contiguous: packed words int64, |x| int64, r float64.
 
     Mutates ``wu``/``wh``/``wd`` (packed) in place when learning. Returns (codes, G, written, n_set)."""
     if not available():
@@ -110,3 +113,23 @@ def and_popcount(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     out = torch.empty(a.shape[0], b.shape[0], dtype=torch.int32)
     _LIB.sparsey_and_popcount(a.shape[0], b.shape[0], a.shape[1], _ptr(a), _ptr(b), _ptr(out))
     return out
+
+
+PACK_DTYPES = {torch.uint8: 0, torch.bool: 0, torch.float32: 1}
+
+
+def pack_validate(x: torch.Tensor):
+    """Bit-pack a CPU ``[B, n]`` uint8 / bool / float32 tensor in one pass (C).
+
+    Returns (packed int64 ``[B, ceil(n/64)]``, |x| int64 ``[B]``, first non-binary row or -1)."""
+    if not available():
+        raise RuntimeError(f"C fast path unavailable: {_ERR}")
+    if x.dtype not in PACK_DTYPES or x.dim() != 2 or x.device.type != "cpu":
+        raise ValueError(f"x must be a 2-D CPU uint8/bool/float32 tensor, got {x.dtype} {tuple(x.shape)}")
+    x = x.contiguous()
+    B, n = x.shape
+    nw = (n + 63) // 64
+    out = torch.empty(B, nw, dtype=torch.int64)
+    nx = torch.empty(B, dtype=torch.int64)
+    bad = _LIB.sparsey_pack_validate(B, n, nw, _ptr(x), PACK_DTYPES[x.dtype], _ptr(out), _ptr(nx))
+    return out, nx, int(bad)

@@ -87,6 +87,9 @@ def pack_bits(x: torch.Tensor) -> torch.Tensor:
 
 def unpack_bits(words: torch.Tensor, n: int) -> torch.Tensor:
     """Inverse of :func:`pack_bits`: ``[..., nw]`` int64 -> ``[..., n]`` bool."""
+    if words.device.type == "cpu" and sys.byteorder == "little":  # numpy unpackbits: no int64 temporaries
+        w = np.ascontiguousarray(words.numpy()).view(np.uint8)
+        return torch.from_numpy(np.unpackbits(w, axis=-1, count=n, bitorder="little").view(np.bool_))
     shifts = torch.arange(64, device=words.device, dtype=torch.int64)
     bits = (words.unsqueeze(-1) >> shifts) & 1
     return bits.reshape(*words.shape[:-1], -1)[..., :n].bool()

@@ -8,6 +8,11 @@ participate), level 2 ``[B, Q2]``.
 
 Level-1 MACs have a critical period (``theta_sat``): once half their weights are set they stop
 learning and act as a fixed dictionary of patch codes, as in Sparsey's staged learning.
+
+``encode_translated`` reads the level-1 codes of small translations of an image with learning off
+and returns their union as a set of active units (one-hot, ``[B, n_macs·Q·K]`` bool):
+S_r(x) = ∪_{|dr|,|dc| <= r} units(codes(shift(x, dr, dc))). Overlap |S_0(test) ∩ S_r(stored)|
+tolerates r-pixel displacements of the test image (used by the MNIST k-NN).
 """
 from __future__ import annotations
 
@@ -16,18 +21,28 @@ import torch
 from .csa import code_units
 from .macrocolumn import Macrocolumn
 
-__all__ = ["PatchHierarchy", "one_hot_codes"]
+__all__ = ["PatchHierarchy", "one_hot_codes", "translate"]
 
 
-def one_hot_codes(codes: torch.Tensor, K: int) -> torch.Tensor:
-    """``[B, ..., Q]`` codes (-1 = none) -> ``[B, prod(...)·Q·K]`` float one-hot (code overlap = dot product)."""
+def one_hot_codes(codes: torch.Tensor, K: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``[B, ..., Q]`` codes (-1 = none) -> ``[B, prod(...)·Q·K]`` one-hot (code overlap = dot product;
+    ``dtype=torch.bool``: the set of active units)."""
     B, Q = codes.shape[0], codes.shape[-1]
     c = codes.reshape(B, -1, Q)
-    valid = (c >= 0).float()
+    valid = (c >= 0).to(dtype)
     units = code_units(c.clamp_min(0), K)                            # [B, M, Q]
-    out = torch.zeros(B, c.shape[1], Q * K, device=codes.device)
+    out = torch.zeros(B, c.shape[1], Q * K, device=codes.device, dtype=dtype)
     out.scatter_(2, units, valid)
     return out.reshape(B, -1)
+
+
+def translate(images: torch.Tensor, dr: int, dc: int) -> torch.Tensor:
+    """Shift ``[..., H, W]`` by (dr, dc) pixels (down / right positive), filling with zeros."""
+    H, W = images.shape[-2:]
+    out = torch.zeros_like(images)
+    out[..., max(dr, 0):H + min(dr, 0), max(dc, 0):W + min(dc, 0)] = \
+        images[..., max(-dr, 0):H + min(-dr, 0), max(-dc, 0):W + min(-dc, 0)]
+    return out
 
 
 class PatchHierarchy:
@@ -103,6 +118,19 @@ class PatchHierarchy:
         if self.top is not None:
             out["top"], out["G"] = self.top.recall(one_hot_codes(c1, self.K))
         return out
+
+    def encode_translated(self, images, radius: int = 1) -> torch.Tensor:
+        """Union of the level-1 code units over the (2·radius+1)² translations of each image, learning
+        off: bool ``[B, n_macs·Q·K]`` (radius 0: the one-hot codes of :meth:`encode`)."""
+        if not isinstance(radius, int) or radius < 0:
+            raise ValueError(f"radius must be an int >= 0, got {radius!r}")
+        x = torch.as_tensor(images)
+        units = None
+        for dr in range(-radius, radius + 1):
+            for dc in range(-radius, radius + 1):
+                u = one_hot_codes(self._level1(translate(x, dr, dc), learn=False)[0], self.K, torch.bool)
+                units = u if units is None else units | u
+        return units
 
     def forget(self, level1_ids: torch.Tensor, top_ids: torch.Tensor | None = None) -> None:
         """Exactly forget stored images: ``level1_ids [B, n_macs]`` as returned by :meth:`store`

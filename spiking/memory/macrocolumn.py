@@ -10,8 +10,10 @@ episodic traces in superposition with single-trial learning and exact forgetting
 Signals (see :mod:`spiking.memory.csa`): U from the inputs, H from the MAC's own code at t-1
 (sequences, ``horizontal=True``), D from an optional top-down binary vector of size ``n_top``.
 
-Forgetting: every synapse keeps the number of traces that wrote it (:class:`CountedSynapses`), so
-``forget(id)`` leaves exactly the weights the remaining traces' codes would have written alone.
+Forgetting: the per-synapse counts are kept factorised as the trace table (count_ij = Σ_t [i ∈
+code_t] x_tj, see :mod:`spiking.memory.synapses`; ``counts()`` materialises them), so ``forget(id)``
+rebuilds the rows of the forgotten codes from the remaining traces and leaves exactly the weights
+the remaining traces' codes would have written alone.
 What it cannot undo: codes chosen *after* the forgotten trace was stored were selected while its
 weights were present (they may differ from the codes a memory that never saw it would have picked),
 and traces stored while the MAC was frozen by the critical period wrote nothing.
@@ -29,7 +31,7 @@ from . import cpu as _cpu
 from . import cuda as _cuda
 from .csa import CSAParams, code_units, combine, gate, normalise, pack_bits, select, unpack_bits
 from .learn import select_sequence_torch
-from .synapses import CountedSynapses
+from .synapses import PackedSynapses, trace_counts
 from .traces import TraceTable
 
 __all__ = ["Macrocolumn"]
@@ -65,20 +67,21 @@ class Macrocolumn:
         self.horizontal, self.theta_sat, self.seed = horizontal, theta_sat, seed
         self.device = torch.device(device)
         self.backend = backend
-        self.U = CountedSynapses(self.N, self.QK, self.device)
-        self.H = CountedSynapses(self.QK, self.QK, self.device) if horizontal else None
-        self.D = CountedSynapses(n_top, self.QK, self.device) if n_top else None
+        self.U = PackedSynapses(self.N, self.QK, self.device)
+        self.H = PackedSynapses(self.QK, self.QK, self.device) if horizontal else None
+        self.D = PackedSynapses(n_top, self.QK, self.device) if n_top else None
         self.generator = torch.Generator().manual_seed(seed)
         self.n_set = 0
         nw, nwd = (self.N + 63) // 64, (n_top + 63) // 64
         # trace table (row = id): packed input, code, previous code (-1: none), packed top, flags
-        self.traces = TraceTable({"x": ((nw,), torch.int64), "code": ((Q,), torch.int64),
-                                  "prev": ((Q,), torch.int64), "top": ((nwd,), torch.int64),
+        ct = torch.int16 if K < 2**15 else torch.int64
+        self.traces = TraceTable({"x": ((nw,), torch.int64), "code": ((Q,), ct),
+                                  "prev": ((Q,), ct), "top": ((nwd,), torch.int64),
                                   "written": ((), torch.bool), "alive": ((), torch.bool)})
 
     _tx = property(lambda self: self.traces["x"])
-    _tcode = property(lambda self: self.traces["code"])
-    _tprev = property(lambda self: self.traces["prev"])
+    _tcode = property(lambda self: self.traces["code"].long())
+    _tprev = property(lambda self: self.traces["prev"].long())
     _ttop = property(lambda self: self.traces["top"])
     _twritten = property(lambda self: self.traces["written"])
     _talive = property(lambda self: self.traces["alive"])
@@ -112,11 +115,13 @@ class Macrocolumn:
                 "prev": None if bool((prev < 0).all()) else prev.clone(), "written": bool(self._twritten[tid])}
 
     def nbytes(self) -> int:
-        """Bytes held by the synapses (counts + packed views)."""
+        """Bytes held by the synapses (packed binary weights; the trace table is extra, ~M·(8·nw + 4Q))."""
         return sum(s.nbytes() for s in (self.U, self.H, self.D) if s is not None)
 
     # ------------------------------------------------------------------ validation
-    def _as_binary(self, x, n: int, name: str) -> tuple[torch.Tensor, bool]:
+    def _pack(self, x, n: int, name: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Validate a binary input ``[n]`` or ``[B, n]``: (packed int64 ``[B, nw]``, |x| int64 ``[B]``,
+        single) on the compute device (one C pass on CPU for uint8 / bool / float32 inputs)."""
         if not isinstance(x, torch.Tensor):
             try:
                 x = torch.as_tensor(x)
@@ -124,11 +129,17 @@ class Macrocolumn:
                 raise TypeError(f"{name} must be a tensor or array of 0/1 values: {e}") from None
         if x.dim() not in (1, 2) or x.shape[-1] != n:
             raise ValueError(f"{name} must have shape [{n}] or [B, {n}], got {tuple(x.shape)}")
-        if x.dtype != torch.bool:
-            if x.is_complex() or not bool(((x == 0) | (x == 1)).all()):
-                raise ValueError(f"{name} must be binary (0/1 or bool)")
         single = x.dim() == 1
-        return x.reshape(-1, n).to(self.device, torch.float32), single
+        x = x.reshape(-1, n)
+        if x.device.type == "cpu" and x.dtype in _cpu.PACK_DTYPES and _cpu.available():
+            xp, nx, bad = _cpu.pack_validate(x)
+        else:
+            bad = -1 if x.dtype == torch.bool or (not x.is_complex() and bool(((x == 0) | (x == 1)).all())) else 0
+            xb = x != 0
+            xp, nx = pack_bits(xb), xb.sum(1)
+        if bad >= 0:
+            raise ValueError(f"{name} must be binary (0/1 or bool)")
+        return xp.to(self.device), nx.to(self.device), single
 
     def _check_ids(self, ids):
         t = torch.as_tensor(ids).reshape(-1)
@@ -141,16 +152,17 @@ class Macrocolumn:
         return t
 
     def _top(self, top, B: int):
+        """Validated top-down input as (packed ``[B, nwd]``, |top| ``[B]``), or None."""
         if top is None:
             return None
         if self.D is None:
             raise ValueError("top was given but this Macrocolumn has n_top=0")
-        t, _ = self._as_binary(top, self.n_top, "top")
-        if t.shape[0] == 1 and B > 1:
-            t = t.expand(B, -1)
-        if t.shape[0] != B:
-            raise ValueError(f"top has {t.shape[0]} rows for {B} inputs")
-        return t
+        tp, nd, _ = self._pack(top, self.n_top, "top")
+        if tp.shape[0] == 1 and B > 1:
+            tp, nd = tp.expand(B, -1).contiguous(), nd.expand(B).contiguous()
+        if tp.shape[0] != B:
+            raise ValueError(f"top has {tp.shape[0]} rows for {B} inputs")
+        return tp, nd
 
     def _use_c(self) -> bool:
         if self.backend == "torch" or self.device.type != "cpu":
@@ -166,53 +178,34 @@ class Macrocolumn:
                             dtype=torch.float64)
 
     # ------------------------------------------------------------------ learning
-    def _run(self, x, top, chain: bool, r, learn: bool):
-        """Sequential CSA over the rows of x (chain: H from the previous row). Returns codes, G, written."""
-        B = x.shape[0]
-        nx = x.sum(1)
+    def _run(self, xp, nx, top, chain: bool, r, learn: bool):
+        """Sequential CSA over packed rows ``xp`` (chain: H from the previous row); writes the packed
+        weights in place when learning. Returns codes, G, written, ok (CPU)."""
         ok = gate(nx, self.params)
         use_h = chain and self.H is not None
-        xp = pack_bits(x.bool())
+        tp, nd = top if top is not None else (None, None)
+        groups = [s for s, on in ((self.U, True), (self.H, use_h), (self.D, top is not None)) if on]
         if self._use_c():
             codes, G, written, self.n_set = _cpu.select_sequence_cpu(
-                xp, nx.to(torch.int64), self.U.packed, self.H.packed if use_h else None, None,
-                pack_bits(top.bool()) if top is not None else None,
-                top.sum(1).to(torch.int64) if top is not None else None,
-                self.D.packed if top is not None else None,
-                ok.to(torch.uint8), self._param_vec(), r, learn, self.n_set,
-                self.cap if learn else -1, self.Q, self.K)
-            packed_current = True
+                xp, nx, self.U.packed, self.H.packed if use_h else None, None, tp, nd,
+                self.D.packed if top is not None else None, ok.to(torch.uint8), self._param_vec(), r,
+                learn, self.n_set, self.cap if learn else -1, self.Q, self.K)
+            if learn and bool(written.any()):
+                for s in groups:
+                    s.changed()
         else:
-            wu = self.U.binary().to(torch.float64)
-            wh = self.H.binary().to(torch.float64) if use_h else None
-            wd = self.D.binary().to(torch.float64) if top is not None else None
+            dense = [s.binary().to(torch.float64) for s in groups]
+            wu, wh = dense[0], dense[1] if use_h else None
+            wd = dense[-1] if top is not None else None
+            x = unpack_bits(xp, self.N).to(torch.float64)
+            t = unpack_bits(tp, self.n_top).to(torch.float64) if top is not None else None
             codes, G, written, self.n_set = select_sequence_torch(
-                x.double(), wu, wh, None, None if top is None else top.double(), wd, ok, self.params,
-                None if r is None else r.to(self.device), learn, self.n_set, self.cap if learn else -1,
-                self.Q, self.K)
-            codes, G, written = codes.cpu(), G.cpu(), written.cpu()
-            packed_current = False
-        if learn and bool(written.any()):
-            w = written.to(x.device)
-            cw = codes[written].to(self.device)
-            units = code_units(cw, self.K)
-            self.U.add(x[w], units, packed_current=packed_current)
-            if use_h:
-                idx = torch.nonzero(written).reshape(-1)
-                has_prev = idx > 0
-                if has_prev.any():
-                    prev = codes[idx[has_prev] - 1]
-                    keep = (prev >= 0).all(1)   # previous frame gated out: no H trace
-                    pre = torch.zeros(int(keep.sum()), self.QK, device=self.device)
-                    pre.scatter_(1, code_units(prev[keep], self.K).to(self.device), 1.0)
-                    self.H.add(pre, units[has_prev.to(units.device)][keep.to(units.device)],
-                               packed_current=packed_current)
-            if top is not None:
-                tw = top[w]
-                has = tw.sum(1) > 0
-                if has.any():
-                    self.D.add(tw[has], units[has], packed_current=packed_current)
-        return codes, G.float(), written, ok.cpu(), xp.cpu()
+                x, wu, wh, None, t, wd, ok, self.params, None if r is None else r.to(self.device),
+                learn, self.n_set, self.cap if learn else -1, self.Q, self.K)
+            if learn and bool(written.any()):
+                for s, w in zip(groups, dense):
+                    s.assign(w)
+        return codes.cpu(), G.float().cpu(), written.cpu(), ok.cpu()
 
     def _record(self, xp, codes, written, ok, top, chain: bool) -> torch.Tensor:
         """Append trace rows for participating queries; returns ids (-1 for gated-out inputs)."""
@@ -225,9 +218,9 @@ class Macrocolumn:
         if chain and self.H is not None and B > 1:
             prev[1:] = codes[:-1]
             prev[1:][~ok[:-1]] = -1
-        tp = (pack_bits(top[keep.to(top.device)].bool()).cpu() if top is not None
+        tp = (top[0].cpu()[keep] if top is not None
               else torch.zeros(len(keep), self._ttop.shape[1], dtype=torch.int64))
-        self.traces.append(x=xp[keep], code=codes[keep], prev=prev[keep], top=tp, written=written[keep],
+        self.traces.append(x=xp.cpu()[keep], code=codes[keep], prev=prev[keep], top=tp, written=written[keep],
                            alive=torch.ones(len(keep), dtype=torch.bool))
         return ids
 
@@ -238,9 +231,9 @@ class Macrocolumn:
         """Store one input ``[N]`` or a batch ``[B, N]`` (sequentially, each row its own trace, no H).
 
         Returns (code ``[Q]`` / ``[B, Q]`` int64, id int / ``[B]``); gated-out inputs get code -1, id -1."""
-        xb, single = self._as_binary(x, self.N, "x")
-        topb = self._top(top, xb.shape[0])
-        codes, _, written, ok, xp = self._run(xb, topb, False, self._draws(xb.shape[0]), True)
+        xp, nx, single = self._pack(x, self.N, "x")
+        topb = self._top(top, xp.shape[0])
+        codes, _, written, ok = self._run(xp, nx, topb, False, self._draws(xp.shape[0]), True)
         ids = self._record(xp, codes, written, ok, topb, False)
         return (codes[0], int(ids[0])) if single else (codes, ids)
 
@@ -253,16 +246,16 @@ class Macrocolumn:
             raise ValueError("xs is an empty sequence")
         if isinstance(xs, (list, tuple)):
             xs = torch.stack([torch.as_tensor(v) for v in xs])
-        xb, single = self._as_binary(xs, self.N, "xs")
+        xp, nx, single = self._pack(xs, self.N, "xs")
         if single:
-            raise ValueError(f"xs must be a sequence [T, {self.N}], got shape {tuple(xb.shape[1:])}")
-        topb = self._top(top, xb.shape[0])
-        codes, _, written, ok, xp = self._run(xb, topb, True, self._draws(xb.shape[0]), True)
+            raise ValueError(f"xs must be a sequence [T, {self.N}], got shape {tuple(xs.shape)}")
+        topb = self._top(top, xp.shape[0])
+        codes, _, written, ok = self._run(xp, nx, topb, True, self._draws(xp.shape[0]), True)
         return codes, self._record(xp, codes, written, ok, topb, True)
 
     # ------------------------------------------------------------------ retrieval
     def _V(self, x, prev=None, top=None):
-        """V ``[B, Q, K]`` and participation mask for a batch (matmul input sums, float32)."""
+        """V ``[B, Q, K]`` and participation mask for a float batch (matmul input sums, float32)."""
         nx = x.sum(1)
         U = normalise(x @ self.U.dense(), nx).view(-1, self.Q, self.K)
         H = D = None
@@ -276,10 +269,15 @@ class Macrocolumn:
             onehot.scatter_(1, code_units(p, self.K), 1.0)
             H = (onehot @ self.H.dense() / self.Q).view(-1, self.Q, self.K)
         if top is not None:
-            nd = top.sum(1)
-            D = normalise(top @ self.D.dense(), nd).view(-1, self.Q, self.K)
-            D = torch.where((nd > 0).view(-1, 1, 1), D, torch.ones_like(D))
+            D = self._top_factor(top)[0].view(-1, self.Q, self.K)
         return combine(U, H, D, self.params), gate(nx, self.params)
+
+    def _top_factor(self, top):
+        """D = d / |top| ``[B, QK]`` from packed top (1 where |top| = 0: no top-down signal)."""
+        tp, nd = top
+        t = unpack_bits(tp, self.n_top).to(torch.float32)
+        D = normalise(t @ self.D.dense(), nd)
+        return torch.where((nd > 0).view(-1, 1), D, torch.ones_like(D)), nd
 
     def recall(self, x, prev=None, top=None, sums: str = "auto"):
         """Retrieve with learning off: argmax V per CM. Returns (code, G) for one input or a batch;
@@ -290,50 +288,47 @@ class Macrocolumn:
         path is available and no ``prev`` is given (measured faster in bench/sparsey.py), else matmul."""
         if sums not in ("auto", "matmul", "packed"):
             raise ValueError(f"sums must be 'auto', 'matmul' or 'packed', got {sums!r}")
-        xb, single = self._as_binary(x, self.N, "x")
-        topb = self._top(top, xb.shape[0])
+        xp, nx, single = self._pack(x, self.N, "x")
+        topb = self._top(top, xp.shape[0])
         if sums == "auto":
             fast = _cuda.available() if self.device.type == "cuda" else (prev is None and _cpu.available())
             sums = "packed" if fast else "matmul"
         if sums == "packed" and prev is not None:
             raise ValueError("sums='packed' does not take prev (H signals use the matmul path)")
         if sums == "packed":
-            code, G = self._recall_packed(xb, topb)
+            code, G = self._recall_packed(xp, nx, topb)
         else:
-            code, G = self._recall_matmul(xb, prev, topb)
+            code, G = self._recall_matmul(xp, prev, topb)
         return (code[0], float(G[0])) if single else (code, G)
 
-    def _recall_packed(self, xb, topb):
-        nx = xb.sum(1)
+    def _recall_packed(self, xp, nx, topb):
         ok = gate(nx, self.params)
         if self.device.type == "cuda":
-            u = _cuda.packed_sums(pack_bits(xb.bool()), self.U.packed)
+            u = _cuda.packed_sums(xp, self.U.packed)
             hd = None
             if topb is not None:
-                nd = topb.sum(1)
-                D = normalise(topb @ self.D.dense(), nd)
-                hd = torch.where((nd > 0).view(-1, 1), D.pow(self.params.lambda_d), torch.ones_like(D))
+                hd = self._top_factor(topb)[0].pow(self.params.lambda_d)
             code, G = _cuda.select(u, torch.where(ok, nx, torch.zeros_like(nx)), self.Q, self.K, self.params, None, hd)
             return code.cpu(), G.cpu()
         if not _cpu.available():
             raise RuntimeError(f"sums='packed' on CPU needs the C fast path: {_cpu._ERR}")
+        tp, nd = topb if topb is not None else (None, None)
         code, G, _, _ = _cpu.select_sequence_cpu(
-            pack_bits(xb.bool()), nx.to(torch.int64), self.U.packed, None, None,
-            pack_bits(topb.bool()) if topb is not None else None,
-            topb.sum(1).to(torch.int64) if topb is not None else None,
-            self.D.packed if topb is not None else None,
+            xp, nx, self.U.packed, None, None, tp, nd, self.D.packed if topb is not None else None,
             ok.to(torch.uint8), self._param_vec(), None, False, self.n_set, -1, self.Q, self.K)
         return code, G.float()
 
-    def _recall_matmul(self, xb, prev, topb):
+    def _recall_matmul(self, xp, prev, topb):
         codes, Gs = [], []
         step = 4096
-        for i in range(0, xb.shape[0], step):
+        for i in range(0, xp.shape[0], step):
             pv = None
             if prev is not None:
                 pt = torch.as_tensor(prev).reshape(-1, self.Q)
                 pv = pt if pt.shape[0] == 1 else pt[i:i + step]
-            V, ok = self._V(xb[i:i + step], pv, None if topb is None else topb[i:i + step])
+            x = unpack_bits(xp[i:i + step], self.N).to(torch.float32)
+            tb = None if topb is None else (topb[0][i:i + step], topb[1][i:i + step])
+            V, ok = self._V(x, pv, tb)
             code, G = select(V, self.K, self.params)
             code[~ok] = -1
             G = torch.where(ok, G, torch.zeros_like(G))
@@ -390,29 +385,51 @@ class Macrocolumn:
         return codes, self.decode(codes, min_fraction)
 
     # ------------------------------------------------------------------ forgetting
+    def _writes(self, name: str, rows=None):
+        """(packed pre ``[T, nw]``, winner units ``[T, Q]``) numpy arrays of the alive traces that wrote
+        synapse group ``name`` ("U", "H", "D"), restricted to traces whose code meets ``rows`` if given."""
+        m = self._talive & self._twritten
+        code = self._tcode
+        if name == "H":
+            m &= (self._tprev >= 0).all(1)
+        elif name == "D":
+            m &= (self._ttop != 0).any(1)
+        if rows is not None:
+            sel = torch.zeros(self.QK, dtype=torch.bool)
+            sel[rows] = True
+            m &= sel[code_units(code.clamp_min(0), self.K)].any(1)
+        units = code_units(code[m], self.K)
+        if name == "U":
+            pre = self._tx[m]
+        elif name == "H":
+            pre = pack_bits(torch.zeros(len(units), self.QK, dtype=torch.bool)
+                            .scatter_(1, code_units(self._tprev[m], self.K), True))
+        else:
+            pre = self._ttop[m]
+        return pre.numpy(), units.numpy()
+
+    def counts(self, name: str = "U") -> torch.Tensor:
+        """Exact per-synapse counts ``[QK, n_pre]`` int64 of group "U", "H" or "D":
+        count_ij = Σ_{alive written traces t} [i ∈ code_t] · pre_tj (weights = counts > 0)."""
+        syn = {"U": self.U, "H": self.H, "D": self.D}[name]
+        if syn is None:
+            raise ValueError(f"this Macrocolumn has no {name} synapses")
+        return trace_counts(*self._writes(name), syn.n_pre, self.QK)
+
     def forget(self, ids) -> None:
         """Remove stored trace(s) exactly: afterwards every weight equals what the remaining traces'
-        codes would have written alone (per-synapse counts are decremented)."""
+        codes would have written alone (the rows of the forgotten codes are rebuilt from the
+        remaining traces, i.e. their per-synapse counts are decremented)."""
         t = self._check_ids(ids)
         if len(torch.unique(t)) != len(t):
             raise ValueError(f"ids contains duplicates: {t.tolist()}")
         w = t[self._twritten[t]]
-        if len(w):
-            units = code_units(self._tcode[w], self.K).to(self.device)
-            self.U.remove(unpack_bits(self._tx[w], self.N).to(self.device), units)
-            if self.H is not None:
-                prev = self._tprev[w]
-                has = (prev >= 0).all(1)
-                if has.any():
-                    pre = torch.zeros(int(has.sum()), self.QK, device=self.device)
-                    pre.scatter_(1, code_units(prev[has], self.K).to(self.device), 1.0)
-                    self.H.remove(pre, units[has.to(units.device)])
-            if self.D is not None:
-                top = unpack_bits(self._ttop[w], self.n_top).to(self.device)
-                has = top.any(1)
-                if has.any():
-                    self.D.remove(top[has].float(), units[has])
         self._talive[t] = False
+        if len(w):
+            rows = torch.unique(code_units(self._tcode[w], self.K))
+            for name, syn in (("U", self.U), ("H", self.H), ("D", self.D)):
+                if syn is not None:
+                    syn.rebuild_rows(rows.numpy(), *self._writes(name, rows))
         self.n_set = self.U.n_set()
 
     # ------------------------------------------------------------------ state

@@ -1,15 +1,18 @@
-"""Binary synapses kept as per-synapse counts, with a bit-packed binary view (W = counts > 0).
+"""Binary synapses stored bit-packed; exact removal of traces by rebuilding the rows they touched.
 
-Each stored trace writes W_ji = 1 for every active presynaptic input j and winner i; the count of a
-synapse is the number of traces that wrote it, so removing a trace (decrementing its synapses)
-leaves exactly the binary weights the remaining traces alone would have written.
+Each stored trace t writes W_ji = 1 for every active presynaptic unit j of ``pre_t`` and every winner
+i of its code, so the per-synapse count is the sum of rank-1 terms
 
-Storage: counts are uint8 ``[n_post, n_pre]`` on the CPU (only learning and forgetting touch
-them); counts above 255 spill exactly into a small ``overflow`` dict (flat index -> extra count).
-The binary views live on the compute device: ``packed`` int64 ``[n_post, ceil(n_pre/64)]`` (bit
-j%64 of word j//64 = W_ji) for the popcount kernels, and a float32 ``[n_pre, n_post]`` copy for the
-matmul path, built lazily and then updated in place on every write. Count updates use numpy on
-small index arrays (no thread-pool wake-ups for tiny batches).
+    count_ij = Σ_t [i ∈ code_t] · pre_tj,        W = count > 0 = OR_t (code_t ⊗ pre_t).
+
+The counts are kept in this factorised (sparse) form -- the macrocolumn's trace table holds every
+trace's packed ``pre`` and code anyway, to know what to forget -- and only the binary view W is
+stored densely. Removing traces F rebuilds exactly the rows i ∈ ∪_{t∈F} code_t from the remaining
+traces, W_i = OR_{t ∉ F, i ∈ code_t} pre_t, which equals count_ij > 0 after decrementing (no
+saturating counters, no overflow). Storage: ``packed`` int64 ``[n_post, ceil(n_pre/64)]`` (bit
+j%64 of word j//64 = W_ij) on the compute device, e.g. 104 KB for n_pre = 784, n_post = 1024; a
+float32 ``[n_pre, n_post]`` copy for matmul input sums is a cache built on demand and dropped on
+every write.
 """
 from __future__ import annotations
 
@@ -18,11 +21,18 @@ import torch
 
 from .csa import pack_bits, unpack_bits
 
-_CAP = 255
+
+def trace_counts(pre: np.ndarray, units: np.ndarray, n_pre: int, n_post: int) -> torch.Tensor:
+    """count ``[n_post, n_pre]`` int64 = Σ_t onehot(units_t)^T · pre_t for packed ``pre [T, nw]``
+    and winner units ``units [T, Q]`` (the exact per-synapse counts; for inspection and tests)."""
+    x = unpack_bits(torch.from_numpy(np.ascontiguousarray(pre, np.int64)), n_pre).to(torch.int64)
+    onehot = torch.zeros(len(units), n_post, dtype=torch.int64)
+    onehot.scatter_add_(1, torch.from_numpy(np.asarray(units, np.int64)), torch.ones(units.shape, dtype=torch.int64))
+    return onehot.t() @ x
 
 
-class CountedSynapses:
-    """Counts + packed binary view of an ``n_pre -> n_post`` binary weight matrix."""
+class PackedSynapses:
+    """Bit-packed binary weights of an ``n_pre -> n_post`` projection (see module docstring)."""
 
     def __init__(self, n_pre: int, n_post: int, device: str | torch.device = "cpu"):
         if n_pre < 1 or n_post < 1:
@@ -30,115 +40,72 @@ class CountedSynapses:
         self.n_pre, self.n_post = int(n_pre), int(n_post)
         self.n_words = (self.n_pre + 63) // 64
         self.device = torch.device(device)
-        self.counts = torch.zeros(self.n_post, self.n_pre, dtype=torch.uint8)      # CPU, exact (with overflow)
-        self.overflow: dict[int, int] = {}
         self.packed = torch.zeros(self.n_post, self.n_words, dtype=torch.int64, device=self.device)
         self._dense: torch.Tensor | None = None
 
     # ------------------------------------------------------------ views
     def binary(self) -> torch.Tensor:
-        """W ``[n_post, n_pre]`` bool on the compute device (= counts > 0)."""
-        return (self.counts > 0).to(self.device)
+        """W ``[n_post, n_pre]`` bool on the compute device."""
+        return unpack_bits(self.packed, self.n_pre)
 
     def dense(self) -> torch.Tensor:
-        """Float32 W^T ``[n_pre, n_post]`` on the compute device for matmul input sums."""
+        """Float32 W^T ``[n_pre, n_post]`` on the compute device for matmul input sums (cached)."""
         if self._dense is None:
-            self._dense = (self.counts > 0).t().to(torch.float32).contiguous().to(self.device)
+            self._dense = self.binary().t().to(torch.float32).contiguous()
         return self._dense
 
     def n_set(self) -> int:
-        return int(np.count_nonzero(self.counts.numpy()))
+        """Number of weights set (popcount of the packed view)."""
+        return int(np.count_nonzero(np.unpackbits(self.packed.cpu().numpy().view(np.uint8))))
 
     def fill(self) -> float:
         """Fraction of weights set."""
         return self.n_set() / (self.n_pre * self.n_post)
 
     def nbytes(self) -> int:
-        """Bytes of the stored state: uint8 counts, packed view, overflow entries."""
-        return self.counts.numel() + self.packed.numel() * 8 + 16 * len(self.overflow)
-
-    def total_counts(self) -> torch.Tensor:
-        """Exact counts as int64 ``[n_post, n_pre]`` (uint8 storage plus overflow)."""
-        t = self.counts.numpy().astype(np.int64)
-        for f, v in self.overflow.items():
-            t.reshape(-1)[f] += v
-        return torch.from_numpy(t)
+        """Bytes of the stored weights (the packed view; the dense cache is not state)."""
+        return self.packed.numel() * self.packed.element_size()
 
     # ------------------------------------------------------------ writes
-    def add(self, pre: torch.Tensor, post: torch.Tensor, packed_current: bool = False):
-        """Write traces: ``pre [B, n_pre]`` 0/1 and ``post [B, Q]`` unit indices (one trace per row).
+    def changed(self) -> None:
+        """Call after writing ``packed`` in place (the C store loop does): drops the dense cache."""
+        self._dense = None
 
-        ``packed_current=True`` when a kernel already set the packed bits (only counts change)."""
-        idx, cnt = self._delta(pre, post)
-        self._apply(idx, cnt, +1, repack=not packed_current)
+    def assign(self, w: torch.Tensor) -> None:
+        """Set W from a dense ``[n_post, n_pre]`` 0/1 tensor (the torch store loop's result)."""
+        self.packed = pack_bits(w > 0).to(self.device)
+        self._dense = None
 
-    def remove(self, pre: torch.Tensor, post: torch.Tensor):
-        """Exact inverse of :meth:`add` for the same traces."""
-        idx, cnt = self._delta(pre, post)
-        self._apply(idx, cnt, -1)
-
-    def _delta(self, pre: torch.Tensor, post: torch.Tensor):
-        """Sorted unique flat synapse indices (post·n_pre + pre) written by the traces, with multiplicity."""
-        pre = np.asarray(pre.detach().reshape(-1, self.n_pre).cpu().numpy())
-        itype = np.int32 if self.n_post * self.n_pre < 2**31 else np.int64
-        post = post.detach().reshape(pre.shape[0], -1).cpu().numpy().astype(itype)
-        b, j = np.nonzero(pre)
-        j = j.astype(itype)
-        flat = (post[b] * self.n_pre + j[:, None]).reshape(-1)
-        if 16 * len(flat) < self.n_post * self.n_pre:          # few writes: sort instead of a dense histogram
-            idx, cnt = np.unique(flat, return_counts=True)
-            return idx.astype(np.int64), cnt.astype(np.int64)
-        counts = np.bincount(flat, minlength=self.n_post * self.n_pre)
-        idx = np.flatnonzero(counts)
-        return idx, counts[idx].astype(np.int64)
-
-    def _apply(self, idx: np.ndarray, cnt: np.ndarray, sign: int, repack: bool = True):
-        """counts.flat[idx] += sign * cnt exactly (idx sorted, unique), then refresh the device views."""
-        flat = self.counts.numpy().reshape(-1)
-        cur = flat[idx].astype(np.int64)
-        hit_keys = []
-        if self.overflow and len(idx):
-            keys = np.fromiter(self.overflow.keys(), np.int64, len(self.overflow))
-            vals = np.fromiter(self.overflow.values(), np.int64, len(self.overflow))
-            pos = np.minimum(np.searchsorted(idx, keys), len(idx) - 1)
-            hit = idx[pos] == keys
-            cur[pos[hit]] += vals[hit]
-            hit_keys = keys[hit].tolist()
-        new = cur + sign * cnt
-        if (new < 0).any():
-            raise ValueError("trace to remove was never written to these synapses")
-        for k in hit_keys:
-            del self.overflow[k]
-        over = np.flatnonzero(new > _CAP)
-        for f, v in zip(idx[over].tolist(), new[over].tolist()):
-            self.overflow[f] = v - _CAP
-        flat[idx] = np.minimum(new, _CAP).astype(np.uint8)
-        post, pre = idx // self.n_pre, idx % self.n_pre
-        if repack:
-            rows = np.unique(post)
-            self.packed[torch.from_numpy(rows).to(self.device)] = pack_bits(self.counts[rows] > 0).to(self.device)
-        if self._dense is not None:                 # keep the matmul view in step (no rebuild)
-            pos, val = pre * self.n_post + post, (new > 0).astype(np.float32)
-            if self.device.type == "cpu":
-                self._dense.numpy().reshape(-1)[pos] = val
-            else:
-                self._dense.view(-1)[torch.from_numpy(pos).to(self.device)] = torch.from_numpy(val).to(self.device)
+    def rebuild_rows(self, rows: np.ndarray, pre: np.ndarray, units: np.ndarray) -> None:
+        """W_i = OR_{t : i ∈ units_t} pre_t for every i in ``rows``; ``pre [T, nw]`` packed int64 and
+        ``units [T, Q]`` are the traces that remain (rows no trace reaches become zero)."""
+        rows = np.unique(np.asarray(rows, np.int64))
+        if len(rows) == 0:
+            return
+        sel = np.zeros(self.n_post, bool)
+        sel[rows] = True
+        units = np.asarray(units, np.int64)
+        t, q = np.nonzero(sel[units])
+        u = units[t, q]
+        order = np.argsort(u, kind="stable")
+        u, t = u[order], t[order]
+        new = np.zeros((len(rows), self.n_words), np.int64)
+        if len(u):
+            starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+            new[np.searchsorted(rows, u[starts])] = np.bitwise_or.reduceat(pre[t], starts, axis=0)
+        self.packed[torch.from_numpy(rows).to(self.device)] = torch.from_numpy(new).to(self.device)
+        self._dense = None
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        return {"n_pre": self.n_pre, "n_post": self.n_post, "counts": self.counts.clone(),
-                "overflow": dict(self.overflow)}
+        return {"n_pre": self.n_pre, "n_post": self.n_post, "packed": self.packed.cpu().clone()}
 
-    def load_state_dict(self, d: dict):
+    def load_state_dict(self, d: dict) -> None:
         if d["n_pre"] != self.n_pre or d["n_post"] != self.n_post:
             raise ValueError(f"state_dict is for {d['n_pre']}->{d['n_post']} synapses, "
                              f"this is {self.n_pre}->{self.n_post}")
-        self.counts = d["counts"].to("cpu", torch.uint8).clone()
-        self.overflow = {int(k): int(v) for k, v in d["overflow"].items()}
-        self.packed = pack_bits(self.counts > 0).to(self.device)
+        if "packed" in d:
+            self.packed = d["packed"].to(self.device, torch.int64).clone()
+        else:                                          # older state_dicts stored dense counts
+            self.packed = pack_bits(d["counts"] > 0).to(self.device)
         self._dense = None
-
-    def sums_from_packed(self, xp: torch.Tensor) -> torch.Tensor:
-        """Reference input sums from packed inputs ``xp [B, nw]`` -> ``[B, n_post]`` (unpacks; for checks)."""
-        x = unpack_bits(xp, self.n_pre).to(self.device, torch.float32)
-        return x @ self.dense()
