@@ -41,6 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--hidden", default="800,800")
     p.add_argument("--lateral", default=PAPER_LATERAL)
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="strategy option for every method that has it (e.g. ewc_lambda=100); repeatable")
     p.add_argument("--device", default="cpu", help="torch device of every run (cpu, cuda)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time, each in its own process (timings are then not comparable to --jobs 1)")
@@ -65,6 +67,7 @@ def worker(args) -> None:
     options = {"train_method": args.train_method}
     if args.method == "hlop":
         options["lateral"] = args.lateral
+    extra = parse_options(args.option, args.method)
     models = []
 
     def model_fn(stream):
@@ -73,7 +76,7 @@ def worker(args) -> None:
 
     cfg = dict(method=args.method, dataset="pmnist", tasks=args.tasks, train_subset=args.train_subset,
                hidden=hidden, epochs=1, batch_size=64, lr=0.1, seed=args.seed, device=args.device,
-               options=options if args.method == "hlop" else {})
+               options={**(options if args.method == "hlop" else {}), **extra})
     t0 = time.perf_counter()
     res = run(cfg, model_fn=model_fn)
     wall = time.perf_counter() - t0
@@ -91,6 +94,22 @@ def worker(args) -> None:
                    hlop_share_of_train=(log["hebbian_s"] + log["projection_s"]) / train_s,
                    lateral_sizes=log["lateral_sizes"], subspace_energy=log["subspace_energy"])
     Path(args.worker).write_text(json.dumps(out))
+
+
+def parse_options(pairs: list[str], method: str) -> dict:
+    """``["ewc_lambda=100", ...]`` -> the options that ``method``'s strategy declares, typed."""
+    from spiking.runner.strategies import STRATEGIES  # noqa: PLC0415
+
+    declared = getattr(STRATEGIES[method], "options", {})
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--option needs KEY=VALUE, got {pair!r}")
+        if key in declared:
+            kind = declared[key][0]
+            out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return out
 
 
 def mean_std(vals):
@@ -137,14 +156,15 @@ def main(argv=None) -> int:
             "machine": machine(), "versions": versions(), "torch_threads_default": torch.get_num_threads(),
             "config": {"tasks": args.tasks, "train_subset": args.train_subset, "hidden": args.hidden,
                        "epochs": 1, "batch_size": 64, "lr": 0.1, "optimizer": "sgd", "lateral": args.lateral,
-                       "train_method": args.train_method, "paper_configuration": not reduced},
+                       "train_method": args.train_method, "paper_configuration": not reduced,
+                       "options": args.option},
             "runs": [], "summary": {}}
     def one(method: str, seed: int) -> dict:
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
             path = f.name
         cmd = [sys.executable, __file__, "--worker", path, "--method", method, "--seed", str(seed),
                "--train-method", args.train_method, "--tasks", str(args.tasks), "--hidden", args.hidden,
-               "--lateral", args.lateral, "--device", args.device]
+               "--lateral", args.lateral, "--device", args.device, *(f"--option={o}" for o in args.option)]
         if args.train_subset:
             cmd += ["--train-subset", str(args.train_subset)]
         if args.threads:
