@@ -165,3 +165,35 @@ def test_lateral_spiking_bank_uses_quantised_responses():
     assert torch.allclose(bank.H, expected, atol=1e-5)
     analog = H0 + 0.1 * oja_delta(H0, X).clamp(-10, 10)
     assert not torch.allclose(bank.H, analog, atol=1e-4)  # quantisation changed the update
+
+
+@pytest.mark.parametrize("method, hebb_rate", [("dsr", "mean"), ("dsr", "weighted"), ("bptt", None)])
+def test_residual_handed_over_by_the_projection_gives_the_same_hebbian_update(method, hebb_rate):
+    """Layers whose Hebbian input is their gradient input reuse the backward pass's x⊥ as the
+    frozen rows' residual; the Oja update must equal the one computed from scratch (float64)."""
+    import copy
+    extra = {"hebb_rate": hebb_rate} if hebb_rate else {}
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    net = HLOPMLP((20, 24, 24, 4), method=method, **extra).double()
+    hlop = HLOP(net, schedule=[[6, 8, 8], [3, 3, 3]], lr=[0.01, 0.01, 0.01])
+    batches = [(torch.randn(16, 20, generator=g, dtype=torch.float64), torch.randint(0, 4, (16,), generator=g))
+               for _ in range(5)]
+    _train_task(net, hlop, batches, 0)
+    hlop.before_task(1)
+    sharing = [n for n, m in hlop.modules.items() if m.hebb_is_grad_input]
+    assert sharing == (["fcs.0", "fcs.1", "fcs.2"] if hebb_rate != "weighted" else ["fcs.0"])
+    results = []
+    for use_shared in (True, False):
+        n2, h2 = copy.deepcopy((net, hlop))
+        x, y = batches[0]
+        n2.loss_backward(x, y, nn.functional.cross_entropy)
+        for name in sharing:
+            assert h2.modules[name].residual is not None
+            if not use_shared:
+                h2.modules[name].residual = None
+        h2.hebbian_step()
+        results.append({n: b.H.clone() for n, b in h2.banks.items()})
+    for n in results[0]:
+        assert torch.allclose(results[0][n], results[1][n], rtol=0, atol=1e-13)
+        assert (results[0][n][-3:] - hlop.banks[n].H[-3:]).abs().max() > 1e-6  # the rows did learn

@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
-from spiking.plasticity.hebbian import (cheaper_form, hebbian_update, oja_delta, orthogonal_rows, principal_angles,
-                                        project_input, project_weight_grad, projected_weight_grad,
+from spiking.plasticity.hebbian import (cheaper_form, dense_projector, frozen_residual, hebbian_update, oja_delta,
+                                        orthogonal_rows, principal_angles, project_input, project_weight_grad,
                                         quantise_lateral, subspace_energy)
+from spiking.plasticity.projector import Projector
 
 
 def _source(N=40, spectrum=(6.0, 5.0, 4.0, 2.0, 1.6), noise=0.2, seed=0):
@@ -70,16 +71,77 @@ def test_projection_forms_agree_for_non_orthonormal_H():
     g = torch.Generator().manual_seed(3)
     H = torch.randn(6, 20, generator=g, dtype=torch.float64) * 0.4  # far from orthonormal
     x, d = torch.randn(50, 20, generator=g, dtype=torch.float64), torch.randn(50, 9, generator=g, dtype=torch.float64)
+    P = torch.eye(20, dtype=torch.float64) - H.t() @ H
     xp = project_input(x, H)
-    assert torch.allclose(xp, x @ (torch.eye(20, dtype=torch.float64) - H.t() @ H))
+    assert torch.allclose(xp, x @ P)
+    assert torch.allclose(dense_projector(H), P)
     ref = d.t() @ xp
     assert torch.allclose(project_weight_grad(d.t() @ x, H), ref, atol=1e-10)
-    assert torch.allclose(projected_weight_grad(d, x, H), ref, atol=1e-10)           # gradient form (50 > 9)
-    assert torch.allclose(projected_weight_grad(d[:5], x[:5], H), d[:5].t() @ xp[:5], atol=1e-10)  # input form
     assert cheaper_form(5, 9) == "input" and cheaper_form(50, 9) == "grad"
-    # conv-shaped gradient [out, C, kh, kw] is projected over C·kh·kw
-    G = torch.randn(4, 5, 2, 2, generator=g, dtype=torch.float64)
-    assert torch.allclose(project_weight_grad(G, H), (G.reshape(4, 20) @ (torch.eye(20, dtype=torch.float64) - H.t() @ H)).reshape(G.shape))
+    for dense in (False, True):  # factored x − (xHᵀ)H and dense x P: the same map
+        proj = Projector(H, dense=dense)
+        assert (proj.P is not None) == dense
+        assert torch.allclose(proj.input(x), xp, atol=1e-12)
+        g_grad, kept = proj.weight_grad(d, x)                     # gradient form (50 rows > 9 outputs)
+        assert kept is None and torch.allclose(g_grad, ref, atol=1e-10)
+        g_in, kept = proj.weight_grad(d, x, keep_input=True)     # input form, x⊥ handed over
+        assert torch.allclose(g_in, ref, atol=1e-10) and torch.allclose(kept, xp, atol=1e-12)
+        # conv-shaped gradient [out, C, kh, kw] is projected over C·kh·kw
+        G = torch.randn(4, 5, 2, 2, generator=g, dtype=torch.float64)
+        assert torch.allclose(proj.grad(G), (G.reshape(4, 20) @ P).reshape(G.shape), atol=1e-12)
+    assert Projector(torch.randn(12, 20, dtype=torch.float64)).P is not None  # 2n > N: dense by cost
+    assert Projector(H).P is None
+
+
+def test_orthonormal_projector_is_the_exact_orthogonal_projection():
+    g = torch.Generator().manual_seed(5)
+    H = torch.randn(6, 20, generator=g, dtype=torch.float64) * 0.7
+    H[5] = H[0] + H[1]  # rank 5: the basis has 5 rows
+    proj = Projector(H, orthonormal=True)
+    assert proj.shape == (5, 20)
+    in_span = torch.randn(30, 6, generator=g, dtype=torch.float64) @ H
+    assert proj.input(in_span).abs().max() < 1e-12                      # old inputs fully removed
+    x = torch.randn(30, 20, generator=g, dtype=torch.float64)
+    assert torch.allclose(proj.input(proj.input(x)), proj.input(x), atol=1e-12)  # idempotent
+    assert project_input(in_span, H).abs().max() > 0.1                   # the paper's I − HᵀH leaks here
+
+
+def _oja_reference(H, m, X, n_frozen, lr, iters, clip=10.0, momentum=0.9):
+    """The rule as written: Y = XHᵀ over all rows, ΔH = (YᵀX − YᵀYH)/B, frozen rows' ΔH zeroed."""
+    H, m = H.clone(), m.clone()
+    for _ in range(iters):
+        Y = X @ H.t()
+        D = ((Y.t() @ X - Y.t() @ Y @ H) / X.shape[0]).clamp(-clip, clip)
+        D[:n_frozen] = 0
+        m = momentum * m + (1 - momentum) * D
+        m[:n_frozen] = 0
+        H = H + lr * m
+    return H, m
+
+
+@pytest.mark.parametrize("n_frozen", [0, 7])
+def test_hebbian_update_equals_the_full_rule_restricted_to_learning_rows(n_frozen):
+    """The per-batch residual form (frozen rows once, O(M_new·N·B) per iteration) is the same update."""
+    g = torch.Generator().manual_seed(6)
+    H = torch.randn(11, 30, generator=g, dtype=torch.float64) * 0.3
+    m = torch.randn(11, 30, generator=g, dtype=torch.float64) * 0.01
+    m[:n_frozen] = 0
+    X = torch.randn(64, 30, generator=g, dtype=torch.float64) * 2
+    H_ref, m_ref = _oja_reference(H, m, X, n_frozen, lr=0.05, iters=5)
+    H1, m1 = H.clone(), m.clone()
+    hebbian_update(H1, m1, X, n_frozen, lr=0.05, iters=5)
+    assert torch.allclose(H1, H_ref, rtol=0, atol=1e-12) and torch.allclose(m1, m_ref, rtol=0, atol=1e-12)
+    if n_frozen:  # the residual handed over by the projection (x⊥, dense or factored) gives the same
+        for dense in (False, True):
+            H2, m2 = H.clone(), m.clone()
+            X_res = Projector(H[:n_frozen], dense=dense).input(X)
+            hebbian_update(H2, m2, X, n_frozen, lr=0.05, iters=5, X_res=X_res)
+            assert torch.allclose(H2, H_ref, rtol=0, atol=1e-12)
+        assert torch.allclose(frozen_residual(X, H[:n_frozen]), project_input(X, H[:n_frozen]))
+    # a different learning rate gives a different result: the comparison is not vacuous
+    H3, m3 = H.clone(), m.clone()
+    hebbian_update(H3, m3, X, n_frozen, lr=0.06, iters=5)
+    assert (H3 - H_ref).abs().max() > 1e-6
 
 
 def test_quantise_lateral():

@@ -94,3 +94,32 @@ def test_generic_model_needs_bptt_and_gets_gradient_hooks():
     assert float(dW.norm()) > 0
     # the step is δᵀ x⊥ (lr 0.1): its component along H equals −lr·δᵀX(I−HᵀH)Hᵀ, small for Oja rows
     assert float((dW @ H.t()).norm()) < 0.05 * float(dW.norm())
+
+
+@pytest.mark.parametrize("bad, match", [({"weight_decay": 1e-4}, "weight_decay"), ({"optimizer": "adam"}, "optimizer")])
+def test_optimizer_settings_that_break_the_projection_are_refused(bad, match):
+    cfg = dict(method="hlop", tasks=2, hidden=[16], epochs=1, batch_size=32, lr=0.1, seed=0,
+               options={"train_method": "bptt", "lateral": "4,4"}, **bad)
+    model_fn = lambda s: HLOPStrategy.build_model({"options": cfg["options"], "hidden": [16]}, s)  # noqa: E731
+    with pytest.raises(ValueError, match=match):
+        run(cfg, stream=_stream(), model_fn=model_fn)
+    ok = {k: v for k, v in cfg.items() if k not in bad}
+    assert len(run({**ok, "momentum": 0.9}, stream=_stream(), model_fn=model_fn)["acc_matrix"]) == 2
+
+
+def test_sgd_momentum_is_reset_between_tasks_so_old_outputs_stay_put():
+    """With momentum the buffer of task 1 would keep moving W along task-1 inputs during task 2;
+    it is cleared in before_task, so task-2 steps stay in the projected (orthogonal) subspace."""
+    stream = _stream(n_tasks=2, n=64, d=12)
+    s = HLOPStrategy(train_method="bptt", lateral="12,12")  # the full input space: nothing may move
+    model = HLOPStrategy.build_model({"options": {"train_method": "bptt"}, "hidden": [16]}, stream)
+    s.setup(model, stream, {"lr": 0.1, "momentum": 0.9, "seed": 0})
+    s.hlop.banks["fcs.0"].orthonormal = True
+    for task in stream:
+        s.before_task(task)
+        if task.index == 1:
+            W1 = model.fcs[0].weight.detach().clone()
+        for x, y in task.train_batches(16, generator=torch.Generator().manual_seed(0)):
+            s.train_step(x, y, task)
+        s.after_task(task)
+    assert float((model.fcs[0].weight.detach() - W1).abs().max()) < 1e-5

@@ -16,12 +16,12 @@ Projection (weight gradient of a layer ``z = W x``)::
 
 ``P = I − HᵀH`` is one fixed linear map, so ``δᵀ (X P) = (δᵀ X) P`` holds exactly for any ``H``
 (orthonormal or not): :func:`project_input` and :func:`project_weight_grad` give the same weight
-gradient, and the cheaper one is chosen by :func:`cheaper_form`.
+gradient, and the cheaper one is chosen by :func:`cheaper_form`. Either can also use the dense
+``P`` (:func:`dense_projector`), built once per task: see :class:`~spiking.plasticity.projector.Projector`.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Optional
 
 import torch
@@ -29,12 +29,15 @@ import torch
 __all__ = [
     "oja_delta",
     "quantise_lateral",
+    "oja_iterations",
+    "frozen_residual",
     "hebbian_update",
     "project_input",
     "project_weight_grad",
-    "projected_weight_grad",
+    "dense_projector",
     "cheaper_form",
     "orthogonal_rows",
+    "orthonormal_basis",
     "subspace_energy",
     "principal_angles",
 ]
@@ -81,6 +84,47 @@ def oja_delta(
     return (Y.t() @ resid) / X.shape[0]
 
 
+def oja_iterations(
+    H_new: torch.Tensor,
+    m_new: torch.Tensor,
+    X: torch.Tensor,
+    X_res: torch.Tensor,
+    lr: float,
+    iters: int = 5,
+    clip: float = 10.0,
+    momentum: float = 0.9,
+    quantise: Optional[tuple[float, float]] = None,
+) -> None:
+    """``iters`` in-place Oja steps of the learning rows given the frozen rows' residual ``X_res = X − X̂_old``.
+
+    Per iteration: ``Y = X H_newᵀ``; ``ΔH = clip(Yᵀ (X_res − Y H_new) / B, ±clip)``;
+    ``m ← momentum·m + (1 − momentum)·ΔH``; ``H_new ← H_new + lr·m``. Each iteration costs
+    ``3·2·B·M_new·N`` multiply-adds: the frozen rows enter only through ``X_res`` (fixed per batch).
+    """
+    B = X.shape[0]
+    for _ in range(iters):
+        Y = X @ H_new.t()
+        if quantise is not None:
+            Y = quantise_lateral(Y, *quantise)
+        D = torch.mm(Y.t(), torch.addmm(X_res, Y, H_new, alpha=-1.0))  # B·ΔH
+        D.clamp_(-clip * B, clip * B)
+        m_new.mul_(momentum).add_(D, alpha=(1.0 - momentum) / B)
+        H_new.add_(m_new, alpha=lr)
+
+
+def frozen_residual(X: torch.Tensor, H_old: torch.Tensor,
+                    quantise: Optional[tuple[float, float]] = None) -> torch.Tensor:
+    """``X − q(X H_oldᵀ) H_old``: the part of the rows the frozen rows do not reconstruct.
+
+    Without quantisation this is the projected input ``x⊥`` (:func:`project_input`), so the
+    projection of a layer whose Hebbian input is its gradient input can hand it over.
+    """
+    _check_h_x(H_old, X)
+    if quantise is None:
+        return project_input(X, H_old)
+    return X - quantise_lateral(X @ H_old.t(), *quantise) @ H_old
+
+
 def hebbian_update(
     H: torch.Tensor,
     momentum_buf: torch.Tensor,
@@ -91,12 +135,14 @@ def hebbian_update(
     clip: float = 10.0,
     momentum: float = 0.9,
     quantise: Optional[tuple[float, float]] = None,
+    X_res: Optional[torch.Tensor] = None,
 ) -> None:
     """``iters`` Oja-subspace iterations on one batch, in place on rows ``n_frozen:`` of ``H``.
 
     Per iteration: ``ΔH = clip(Yᵀ(X − X̂)/B, ±clip)``; ``m ← momentum·m + (1 − momentum)·ΔH``;
     ``H ← H + lr·m``. Rows ``:n_frozen`` (earlier tasks) and their momentum stay unchanged.
-    ``X`` may have any leading shape; it is flattened to rows ``[*, N]``.
+    ``X`` may have any leading shape; it is flattened to rows ``[*, N]``. ``X_res`` (optional) is
+    the frozen rows' residual :func:`frozen_residual` when the caller already has it.
     """
     _check_h_x(H, X)
     if momentum_buf.shape != H.shape:
@@ -109,17 +155,10 @@ def hebbian_update(
         return
     X = X.reshape(-1, H.shape[1]).to(H.dtype)
     with torch.no_grad():
-        X_hat_old = None
-        if n_frozen > 0:
-            Y_old = X @ H[:n_frozen].t()
-            if quantise is not None:
-                Y_old = quantise_lateral(Y_old, *quantise)
-            X_hat_old = Y_old @ H[:n_frozen]
-        H_new, m_new = H[n_frozen:], momentum_buf[n_frozen:]
-        for _ in range(iters):
-            delta = oja_delta(H_new, X, X_hat_old, quantise).clamp_(-clip, clip)
-            m_new.mul_(momentum).add_(delta, alpha=1.0 - momentum)
-            H_new.add_(m_new, alpha=lr)
+        if X_res is None:
+            X_res = frozen_residual(X, H[:n_frozen], quantise) if n_frozen else X
+        oja_iterations(H[n_frozen:], momentum_buf[n_frozen:], X, X_res.reshape(X.shape).to(H.dtype), lr,
+                       iters, clip, momentum, quantise)
 
 
 def project_input(x: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
@@ -138,31 +177,10 @@ def project_weight_grad(grad: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
     return (G - (G @ H.t()) @ H).reshape(grad.shape)
 
 
-def projected_weight_grad(delta: torch.Tensor, x: torch.Tensor, H: Optional[torch.Tensor],
-                          stats: Optional[dict] = None) -> torch.Tensor:
-    """Linear weight gradient from the saved input, projected: ``δᵀ x⊥`` (``H=None``: ``δᵀ x``).
-
-    ``delta [*, out]`` and ``x [*, N]`` are flattened to rows. The form (input or gradient) with
-    fewer multiply-adds is used; both are the same linear map (see the module docstring).
-    ``stats``: a dict whose ``"projection_s"`` accumulates the time spent projecting.
-    """
-    d = delta.reshape(-1, delta.shape[-1])
-    xs = x.reshape(-1, x.shape[-1])
-    if H is None or H.shape[0] == 0:
-        return d.t() @ xs
-    t0 = time.perf_counter()
-    if cheaper_form(d.shape[0], d.shape[1]) == "input":
-        xs = project_input(xs, H)
-        spent = time.perf_counter() - t0
-        g = d.t() @ xs
-    else:
-        g = d.t() @ xs
-        t0 = time.perf_counter()
-        g = project_weight_grad(g, H)
-        spent = time.perf_counter() - t0
-    if stats is not None:
-        stats["projection_s"] = stats.get("projection_s", 0.0) + spent
-    return g
+def dense_projector(H: torch.Tensor) -> torch.Tensor:
+    """``P = I − HᵀH [N, N]`` (built in float64), so that ``x⊥ = x P`` and ``G (I − HᵀH) = G P``."""
+    Hd = H.double()
+    return (torch.eye(H.shape[1], dtype=torch.float64, device=H.device) - Hd.t() @ Hd).to(H.dtype)
 
 
 def cheaper_form(rows: int, out_features: int) -> str:
@@ -183,7 +201,7 @@ def orthogonal_rows(k: int, n: int, generator: Optional[torch.Generator] = None,
     return Q.t().contiguous().to(dtype)
 
 
-def _orthonormal_basis(H: torch.Tensor, rtol: float = 1e-6) -> torch.Tensor:
+def orthonormal_basis(H: torch.Tensor, rtol: float = 1e-6) -> torch.Tensor:
     """Orthonormal basis ``[r, N]`` of the row space of ``H`` (SVD, rank by relative tolerance)."""
     if H.shape[0] == 0:
         return H.new_zeros(0, H.shape[1])
@@ -199,7 +217,7 @@ def subspace_energy(X: torch.Tensor, H: torch.Tensor) -> float:
     total = float((X * X).sum())
     if total == 0.0:
         raise ValueError("X has zero energy; subspace energy is undefined")
-    Q = _orthonormal_basis(H)
+    Q = orthonormal_basis(H)
     return float(((X @ Q.t()) ** 2).sum()) / total
 
 
@@ -207,7 +225,7 @@ def principal_angles(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """Principal angles (radians, ascending) between the row spaces of ``A [k, N]`` and ``B [l, N]``."""
     if A.dim() != 2 or B.dim() != 2 or A.shape[1] != B.shape[1]:
         raise ValueError(f"A and B must be [k, N] and [l, N], got {tuple(A.shape)} and {tuple(B.shape)}")
-    Qa, Qb = _orthonormal_basis(A), _orthonormal_basis(B)
+    Qa, Qb = orthonormal_basis(A), orthonormal_basis(B)
     if Qa.shape[0] == 0 or Qb.shape[0] == 0:
         raise ValueError("A and B must each span at least one direction")
     s = torch.linalg.svdvals(Qa @ Qb.t()).clamp(-1.0, 1.0)  # descending cosines

@@ -4,10 +4,14 @@
 :class:`HLOP` attaches banks to a model. Per task k (0-based):
 
 * ``before_task(k)``: every bank grows by ``schedule[k]`` rows (orthonormal init within the new
-  block); the projectors used for training are the rows merged after earlier tasks.
+  block); the projectors used for training are the rows merged after earlier tasks
+  (:class:`~spiking.plasticity.projector.Projector`; ``orthonormal=True``: an orthonormal basis of
+  their span).
 * each training batch: the layer's weight gradient uses ``x⊥ = x − Hᵀ(Hx)`` (forward and the
   back-propagated error untouched), then ``hebbian_step()`` runs the Oja-subspace rule
-  (:func:`~spiking.plasticity.hebbian.hebbian_update`) on the new rows with the layer's input.
+  (:func:`~spiking.plasticity.hebbian.hebbian_update`) on the new rows with the layer's input;
+  the frozen rows enter it through the residual ``X − X̂_old``, which is ``x⊥`` itself when the
+  Hebbian input is the weight-gradient input (then the backward pass hands it over).
 * ``after_task(k)``: the new rows are merged into the frozen set; after the first task every 1-D
   parameter (thresholds, norms, biases) is frozen.
 
@@ -23,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hebbian import hebbian_update, orthogonal_rows, project_weight_grad, subspace_energy
+from .hebbian import hebbian_update, orthogonal_rows, quantise_lateral, subspace_energy
 from .layers import HLOPLinear
+from .projector import Projector
 
 __all__ = ["LateralBank", "HLOP", "PAPER_PMNIST_SCHEDULE", "layer_rows"]
 
@@ -40,21 +45,24 @@ class LateralBank:
         lr: Hebbian rate η. iters: iterations per batch. clip: bound on ΔH entries.
         momentum: m ← momentum·m + (1 − momentum)·ΔH.
         quantise: ``(s, Ts)`` for lateral spiking neurons, ``None`` for analog responses.
+        orthonormal: project (and form the frozen residual of the Hebbian rule) with an orthonormal
+            basis of the frozen rows instead of the rows themselves.
     """
 
     def __init__(self, in_features: int, lr: float = 0.01, iters: int = 5, clip: float = 10.0,
                  momentum: float = 0.9, quantise: Optional[tuple[float, float]] = None,
-                 dtype=torch.float32, device=None):
+                 orthonormal: bool = False, dtype=torch.float32, device=None):
         if in_features < 1:
             raise ValueError(f"in_features must be >= 1, got {in_features}")
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr!r}")
         self.in_features, self.lr, self.iters, self.clip = int(in_features), float(lr), int(iters), float(clip)
-        self.momentum, self.quantise = float(momentum), quantise
+        self.momentum, self.quantise, self.orthonormal = float(momentum), quantise, bool(orthonormal)
         self.H = torch.zeros(0, in_features, dtype=dtype, device=device)
         self.m = torch.zeros_like(self.H)
         self.groups: list[int] = []
         self.n_frozen = 0
+        self._projector: Optional[tuple[tuple[int, int], Projector]] = None  # (key, projector)
 
     @property
     def size(self) -> int:
@@ -62,8 +70,18 @@ class LateralBank:
 
     @property
     def frozen(self) -> torch.Tensor:
-        """The merged rows used for projection ``[n_frozen, N]``."""
+        """The merged rows ``[n_frozen, N]``."""
         return self.H[: self.n_frozen]
+
+    @property
+    def projector(self) -> Optional[Projector]:
+        """``I − HᵀH`` of the frozen rows (built once per merge), ``None`` while none is frozen."""
+        if self.n_frozen == 0:
+            return None
+        key = (self.n_frozen, self.H.data_ptr())
+        if self._projector is None or self._projector[0] != key:
+            self._projector = (key, Projector(self.frozen, orthonormal=self.orthonormal))
+        return self._projector[1]
 
     def add_group(self, k: int, generator: Optional[torch.Generator] = None) -> None:
         """Add ``k`` learning rows (orthonormal among themselves); earlier learning rows are merged first."""
@@ -79,10 +97,28 @@ class LateralBank:
         self.m = torch.cat([self.m, torch.zeros_like(new)])
         self.groups.append(k)
 
-    def update(self, X: torch.Tensor) -> None:
-        """Oja-subspace iterations on rows ``[B, N]`` (any leading shape) for the learning rows."""
-        hebbian_update(self.H, self.m, X.detach(), self.n_frozen, self.lr, self.iters, self.clip,
-                       self.momentum, self.quantise)
+    def update(self, X: torch.Tensor, X_res: Optional[torch.Tensor] = None) -> None:
+        """Oja-subspace iterations on rows ``[B, N]`` (any leading shape) for the learning rows.
+
+        ``X_res``: the frozen rows' residual ``X − X̂_old`` if the caller has it (it must be
+        ``projector.input(X)``); computed here otherwise.
+        """
+        if X.shape[-1] != self.in_features:
+            raise ValueError(f"X has {X.shape[-1]} features but the bank has N = {self.in_features}")
+        if self.n_frozen == self.size:
+            return
+        X = X.detach().reshape(-1, self.in_features)
+        if X_res is None and self.n_frozen:
+            X_res = self.residual(X)
+        hebbian_update(self.H, self.m, X, self.n_frozen, self.lr, self.iters, self.clip,
+                       self.momentum, self.quantise, X_res=X_res)
+
+    def residual(self, X: torch.Tensor) -> torch.Tensor:
+        """``X − q(X Pᵀ) P`` for the frozen basis ``P`` (the projector's ``H``): what the new rows learn."""
+        P = self.projector
+        if self.quantise is None:
+            return P.input(X)
+        return X - quantise_lateral(X @ P.H.t(), *self.quantise) @ P.H
 
     def merge(self) -> None:
         """Freeze every row (end of a task)."""
@@ -125,6 +161,7 @@ class HLOP:
             an int gives the same number for every layer and task.
         lr: Hebbian rate, one float or one per layer. iters, clip, momentum: see :class:`LateralBank`.
         quantise: ``(s, Ts)`` lateral spiking neurons, or ``None``.
+        orthonormal: project with an orthonormal basis of the frozen rows (see :class:`LateralBank`).
         freeze_1d: freeze parameters with ``ndim <= 1`` after the first task.
         seed: seed of the orthogonal initialisation.
 
@@ -137,7 +174,7 @@ class HLOP:
                  schedule: Union[int, Sequence[Sequence[int]]] = PAPER_PMNIST_SCHEDULE,
                  lr: Union[float, Sequence[float]] = 0.01, iters: int = 5, clip: float = 10.0,
                  momentum: float = 0.9, quantise: Optional[tuple[float, float]] = None,
-                 freeze_1d: bool = True, seed: int = 0):
+                 orthonormal: bool = False, freeze_1d: bool = True, seed: int = 0):
         self.model = model
         named = dict(model.named_modules())
         if layers is None:
@@ -164,7 +201,8 @@ class HLOP:
             raise ValueError(f"schedule must list {len(self.layers)} sizes per task, got {schedule!r}")
         p = next(iter(model.parameters()))
         self.banks = {n: LateralBank(_in_features(m), lr=l, iters=iters, clip=clip, momentum=momentum,
-                                     quantise=quantise, dtype=p.dtype, device=p.device)
+                                     quantise=quantise, orthonormal=orthonormal, dtype=p.dtype,
+                                     device=p.device)
                       for (n, m), l in zip(self.modules.items(), lrs)}
         self.freeze_1d = freeze_1d
         self.generator = torch.Generator().manual_seed(seed)
@@ -188,11 +226,11 @@ class HLOP:
 
     def _grad_hook(self, name):
         def hook(grad):
-            H = self.banks[name].frozen
-            if not H.shape[0]:
+            P = self.banks[name].projector
+            if P is None:
                 return grad
             t0 = time.perf_counter()
-            out = project_weight_grad(grad, H)
+            out = P.grad(grad)
             self.stats["projection_s"] += time.perf_counter() - t0
             return out
         return hook
@@ -228,14 +266,16 @@ class HLOP:
     def _sync_projectors(self) -> None:
         for n, m in self.modules.items():
             if isinstance(m, HLOPLinear):
-                H = self.banks[n].frozen
-                m.projector = H.clone() if H.shape[0] else None
+                m.projector = self.banks[n].projector
 
     def hebbian_input(self, name: str) -> Optional[torch.Tensor]:
-        """The rows the Hebbian rule sees for layer ``name`` from the latest training forward."""
+        """The rows the Hebbian rule sees for layer ``name`` from the latest training forward.
+
+        :class:`HLOPLinear`: ``hebb_input`` when the network set one, else the weight-gradient input.
+        """
         m = self.modules[name]
         if isinstance(m, HLOPLinear):
-            x = m.hebb_input
+            x = m.hebb_input if not m.hebb_is_grad_input and m.hebb_input is not None else m.last_input
             return None if x is None else x.reshape(-1, x.shape[-1])
         x = self._inputs.get(name)
         return None if x is None else layer_rows(m, x)
@@ -247,7 +287,9 @@ class HLOP:
             X = self.hebbian_input(name)
             if X is None:
                 raise RuntimeError(f"no training input recorded for layer {name!r}; run a training forward first")
-            bank.update(X)
+            m = self.modules[name]
+            shared = getattr(m, "residual", None) if bank.quantise is None else None
+            bank.update(X, None if shared is None else shared.reshape(X.shape))
         self.clear_inputs()
         self.stats["hebbian_s"] += time.perf_counter() - t0
 
@@ -255,7 +297,7 @@ class HLOP:
         self._inputs.clear()
         for m in self.modules.values():
             if isinstance(m, HLOPLinear):
-                m.hebb_input = None
+                m.hebb_input = m.last_input = m.residual = None
 
     # ------------------------------------------------------------ reporting
     def sizes(self) -> dict[str, int]:

@@ -1,7 +1,10 @@
 """Linear layer whose weight gradient is taken from the projected saved input.
 
 ``y = x Wᵀ`` forward; backward ``∂L/∂x = δ W`` (unprojected) and ``∂L/∂W = δᵀ x⊥`` with
-``x⊥ = x − Hᵀ(H x)`` when a projector ``H`` is attached (HLOP), else ``δᵀ x``.
+``x⊥ = x − Hᵀ(H x)`` when a :class:`~spiking.plasticity.projector.Projector` is attached (HLOP),
+else ``δᵀ x``. When the Hebbian rule of the layer sees the same rows as the weight gradient
+(``hebb_is_grad_input``), the backward pass keeps ``x⊥`` as ``residual``: it is also the frozen
+rows' residual the Oja update needs, so it is computed once per batch.
 """
 
 from __future__ import annotations
@@ -11,51 +14,71 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .hebbian import projected_weight_grad
+from .projector import Projector
 
 __all__ = ["ProjectedLinearFn", "HLOPLinear"]
 
 
 class ProjectedLinearFn(torch.autograd.Function):
-    """``forward(ctx, x, W, H, x_grad, stats)``: ``x Wᵀ``; the weight gradient is ``δᵀ x_grad⊥``.
+    """``forward(ctx, x, W, projector, x_grad, layer)``: ``x Wᵀ``; the weight gradient is ``δᵀ x_grad⊥``.
 
     ``x_grad`` is the input the weight gradient is built from (``None``: ``x``; OTTT passes the
-    presynaptic trace); ``H=None`` leaves it unprojected; ``stats`` (a dict or ``None``) collects
-    the projection time.
+    presynaptic trace); ``projector=None`` leaves it unprojected. ``layer`` (an :class:`HLOPLinear`
+    or ``None``) receives the projection time in ``layer.stats`` and, if its
+    ``hebb_is_grad_input``, the projected rows in ``layer.residual``.
     """
 
     @staticmethod
-    def forward(ctx, x, W, H, x_grad, stats):
-        ctx.save_for_backward(x if x_grad is None else x_grad, W, H)
-        ctx.stats = stats
+    def forward(ctx, x, W, projector, x_grad, layer):
+        ctx.save_for_backward(x if x_grad is None else x_grad, W)
+        ctx.projector, ctx.layer = projector, layer
+        ctx.keep = layer is not None and layer.hebb_is_grad_input
         return x @ W.t()
 
     @staticmethod
     def backward(ctx, delta):
-        xg, W, H = ctx.saved_tensors
+        xg, W = ctx.saved_tensors
         grad_x = delta @ W if ctx.needs_input_grad[0] else None
-        grad_W = projected_weight_grad(delta, xg, H, ctx.stats) if ctx.needs_input_grad[1] else None
+        grad_W = None
+        if ctx.needs_input_grad[1]:
+            if ctx.projector is None:
+                grad_W = delta.reshape(-1, delta.shape[-1]).t() @ xg.reshape(-1, xg.shape[-1])
+            else:
+                stats = None if ctx.layer is None else ctx.layer.stats
+                grad_W, kept = ctx.projector.weight_grad(delta, xg, stats, keep_input=ctx.keep)
+                if ctx.keep:
+                    ctx.layer.residual = kept
         return grad_x, grad_W, None, None, None
 
 
 class HLOPLinear(nn.Linear):
-    """``nn.Linear`` without bias by default; ``projector`` (``H [M, in_features]`` or ``None``) is
-    set by :class:`~spiking.plasticity.hlop.HLOP`. ``hebb_input`` holds the rows the Hebbian rule
-    should see from the latest training forward (set by the network; ``None`` = the raw input);
-    ``stats`` (a dict, set by HLOP) accumulates the projection time."""
+    """``nn.Linear`` without bias by default, with the state HLOP needs.
+
+    ``projector`` (a :class:`Projector` or ``None``) is set by :class:`~spiking.plasticity.hlop.HLOP`.
+    The Hebbian rule sees ``last_input`` (the weight-gradient input of the latest training forward)
+    when ``hebb_is_grad_input``, else ``hebb_input`` (set by the network, e.g. DSR's weighted rate);
+    ``residual`` is ``last_input``'s projection kept by the backward pass; ``stats`` (a dict, set
+    by HLOP) accumulates the projection time.
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False):
         super().__init__(in_features, out_features, bias=bias)
-        self.projector: Optional[torch.Tensor] = None
+        self.projector: Optional[Projector] = None
+        self.hebb_is_grad_input = True
         self.hebb_input: Optional[torch.Tensor] = None
+        self.last_input: Optional[torch.Tensor] = None
+        self.residual: Optional[torch.Tensor] = None
         self.stats: Optional[dict] = None
 
     def forward(self, x: torch.Tensor, x_grad: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x Wᵀ (+ b)``; ``x_grad`` (same shape as ``x``) replaces ``x`` in the weight gradient."""
-        if (self.projector is None and x_grad is None) or not torch.is_grad_enabled():
-            return nn.functional.linear(x, self.weight, self.bias)
         if x_grad is not None and x_grad.shape != x.shape:
             raise ValueError(f"x_grad must have the shape of x {tuple(x.shape)}, got {tuple(x_grad.shape)}")
+        if self.training:
+            self.last_input = (x if x_grad is None else x_grad).detach()
+            self.residual = None
+        if (self.projector is None and x_grad is None) or not torch.is_grad_enabled():
+            return nn.functional.linear(x, self.weight, self.bias)
         y = ProjectedLinearFn.apply(x, self.weight, self.projector,
-                                    None if x_grad is None else x_grad.detach(), self.stats)
+                                    None if x_grad is None else x_grad.detach(), self)
         return y + self.bias if self.bias is not None else y

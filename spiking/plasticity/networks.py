@@ -5,9 +5,13 @@ All take the analog image as a constant (direct) input current, so the first lay
 
 | method | neuron | T | gradient | projected input | Hebbian input |
 |---|---|---|---|---|---|
-| ``dsr`` | :class:`~spiking.neuron.dsr.DSRLIF` | 20 | through the rate (one step) | each step's o_t (summed) | weighted rate Σw_t o_t/Σw_t |
+| ``dsr`` | :class:`~spiking.neuron.dsr.DSRLIF` | 20 | through the rate (one step) | each step's o_t (summed) | weighted rate Σw_t o_t/Σw_t (``hebb_rate="weighted"``) or the mean rate ā (``"mean"``) |
 | ``bptt`` | :class:`~spiking.LIF` soft reset, detached | 6 | BPTT, sigmoid surrogate 4 | each s_t | raw s_t, all T·B rows |
 | ``ottt`` | same LIF, state detached between steps | 6 | per-step CE/T, ΔW_t = δ_t â_tᵀ | trace â_t | concat(s_t, â_t) |
+
+Where the Hebbian input is the weight-gradient input (first layer; BPTT; DSR with
+``hebb_rate="mean"``) the layer's ``hebb_is_grad_input`` is set, so the projection's ``x⊥`` is also
+the Hebbian residual (computed once).
 
 ``loss_backward(x, y, loss_fn)`` runs forward and backward of one batch for the method (OTTT
 calls backward once per step) and returns the loss; ``forward(x)`` gives logits.
@@ -30,9 +34,10 @@ METHODS = ("dsr", "bptt", "ottt")
 
 
 def method_defaults(method: str) -> dict:
-    """The paper's neuron settings for ``method``."""
+    """The paper's neuron settings for ``method`` (and DSR's Hebbian input, see the table above)."""
     if method == "dsr":
-        return dict(T=20, v_threshold=0.3, tau=1.0, dt=0.05, alpha=0.3, v_floor=5e-4)
+        # hebb_rate: "mean" (default, the projected rate, whose x⊥ is then shared) or "weighted" (paper)
+        return dict(T=20, v_threshold=0.3, tau=1.0, dt=0.05, alpha=0.3, v_floor=5e-4, hebb_rate="mean")
     if method in ("bptt", "ottt"):
         return dict(T=6, tau=2.0, v_threshold=1.0, surrogate_alpha=4.0, trace_lambda=0.5)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -56,6 +61,11 @@ class HLOPMLP(nn.Module):
         self.method, self.cfg, self.T = method, cfg, int(cfg["T"])
         self.sizes = tuple(int(s) for s in sizes)
         self.fcs = nn.ModuleList(HLOPLinear(a, b) for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+        if method == "dsr" and cfg["hebb_rate"] not in ("weighted", "mean"):
+            raise ValueError(f"hebb_rate must be 'weighted' or 'mean', got {cfg['hebb_rate']!r}")
+        own_hebb_input = method == "ottt" or (method == "dsr" and cfg["hebb_rate"] == "weighted")
+        for i, fc in enumerate(self.fcs):  # OTTT: concat(s_t, â_t); DSR weighted: hidden rates only
+            fc.hebb_is_grad_input = not (own_hebb_input and (method == "ottt" or i > 0))
         n_hidden = len(self.sizes) - 2
         if method == "dsr":
             self.neurons = nn.ModuleList(
@@ -83,14 +93,12 @@ class HLOPMLP(nn.Module):
     def _forward_dsr(self, x: torch.Tensor) -> torch.Tensor:
         record = self.training
         fc, tau, dt = self.fcs, self.cfg["tau"], self.cfg["dt"]
-        if record:
-            fc[0].hebb_input = x.detach()
         I_mean = fc[0](x)                      # constant current: one matmul per sample
         I_seq = None
         for layer, neuron in zip(fc[1:], self.neurons):
             spikes, rate = neuron(I_mean, I_seq)  # binary S; the output o_t = S_t·V_th/Δt
             value = neuron.spike_value()
-            if record:
+            if record and not layer.hebb_is_grad_input:
                 layer.hebb_input = weighted_rate(spikes, tau, dt) * value
             if layer is not fc[-1]:
                 with torch.no_grad():           # the actual per-step currents drive the next neurons
@@ -101,16 +109,10 @@ class HLOPMLP(nn.Module):
 
     # -------------------------------------------------------------- BPTT
     def _forward_lif(self, x: torch.Tensor) -> torch.Tensor:
-        record = self.training
         fc = self.fcs
-        if record:
-            fc[0].hebb_input = x.detach()
         I = fc[0](x).unsqueeze(0).expand(self.T, *x.shape[:1], self.sizes[1])
         for layer, neuron in zip(fc[1:], self.neurons):
-            s = neuron(I)
-            if record:
-                layer.hebb_input = s.detach()
-            I = layer(s)
+            I = layer(neuron(I))
         return I.mean(0)
 
     # -------------------------------------------------------------- OTTT

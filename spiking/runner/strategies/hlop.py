@@ -6,6 +6,13 @@ after earlier tasks), the optimizer step, then the Oja-subspace Hebbian update o
 ``after_task`` merges the banks, freezes 1-D parameters after the first task and logs each
 layer's bank size and the share of the task's input energy inside the merged subspace.
 
+Defaults for DSR differ from the paper in three HLOP knobs, chosen on the paper's PMNIST setting
+(see :func:`method_hebb_defaults`): the projection uses an orthonormal basis of the frozen rows
+(``orthonormal=1``; the paper's ``I − HᵀH`` leaks), the hidden banks learn from the mean rate the
+weight gradient sees (``hebb_rate=mean``, so the projection's ``x⊥`` doubles as the Hebbian
+residual), and 2 Hebbian iterations per batch instead of 5. BPTT/OTTT keep the paper's values.
+The optimizer must be plain SGD without weight decay (:func:`check_optimizer`).
+
 ``train_method`` selects the network's neuron and gradient (``spiking.plasticity.networks``):
 ``dsr`` (default, T = 20), ``bptt`` or ``ottt`` (T = 6). The runner builds that network through
 :meth:`HLOPStrategy.build_model`; any other model is accepted with ``train_method=bptt`` (its
@@ -21,7 +28,35 @@ from ...plasticity.hlop import HLOP, PAPER_PMNIST_SCHEDULE
 from ...plasticity.networks import HLOPMLP, METHODS, method_defaults
 from ..strategy import Strategy
 
-__all__ = ["HLOPStrategy", "parse_lateral"]
+__all__ = ["HLOPStrategy", "parse_lateral", "check_optimizer", "method_hebb_defaults"]
+
+
+def method_hebb_defaults(train_method: str) -> dict:
+    """Default Hebbian/projection knobs per training method.
+
+    BPTT/OTTT: the paper's (5 iterations, first-layer rate 0.001, projection with the Oja rows).
+    DSR: measured on the paper's PMNIST configuration (``bench/results/hlop_pmnist_dsr.json``):
+    2 iterations with the first-layer rate raised to 0.0025 (the same rate × iterations per batch as
+    the paper; hidden banks keep 0.01), and projection with an orthonormal basis of the frozen rows.
+    """
+    if train_method == "dsr":
+        return {"hebb_iters": 2, "hebb_lr_first": 0.0025, "orthonormal": 1}
+    return {"hebb_iters": 5, "hebb_lr_first": 0.001, "orthonormal": 0}
+
+
+def check_optimizer(config: dict) -> None:
+    """Refuse optimizer settings whose step leaves the projected gradient's subspace.
+
+    The update must be a linear combination of this task's projected gradients: plain SGD, with
+    momentum (its buffer is cleared at every task). Weight decay adds ``λW`` (not projected) and
+    Adam rescales each coordinate, so either would change the outputs on old-task inputs.
+    """
+    if config.get("optimizer", "sgd") != "sgd":
+        raise ValueError(f"hlop: optimizer must be 'sgd' (the projection assumes update = −lr·projected "
+                         f"gradient); {config.get('optimizer')!r} rescales coordinates")
+    if float(config.get("weight_decay", 0.0)) != 0.0:
+        raise ValueError(f"hlop: weight_decay must be 0, got {config.get('weight_decay')!r}: the decay term "
+                         f"λW is not projected and shrinks the weights old tasks rely on")
 
 
 def parse_lateral(text: str, n_layers: int) -> list[list[int]]:
@@ -49,10 +84,14 @@ class HLOPStrategy(Strategy):
         "train_method": (str, "dsr", "dsr | bptt | ottt (neuron model and gradient)"),
         "timesteps": (int, 0, "time steps T; 0 = the method's paper value (DSR 20, BPTT/OTTT 6)"),
         "lateral": (str, "paper", "lateral neurons added per layer per task: 'paper' or 'a,b,c[/d,e,f...]'"),
-        "hebb_lr_first": (float, 0.001, "Hebbian rate of the first (input) layer's bank"),
+        "hebb_lr_first": (float, None, "Hebbian rate of the first (input) layer's bank "
+                                       "(default: DSR 0.0025, else paper 0.001)"),
         "hebb_lr": (float, 0.01, "Hebbian rate of the other banks"),
-        "hebb_iters": (int, 5, "Hebbian iterations per batch"),
+        "hebb_iters": (int, None, "Hebbian iterations per batch (default: DSR 2, else paper 5)"),
         "lateral_spiking": (int, 0, "1: quantised lateral spiking neurons (s = 20, Ts = 40)"),
+        "hebb_rate": (str, "mean", "DSR Hebbian input of hidden layers: mean (the projected rate) | weighted (paper)"),
+        "orthonormal": (int, None, "1: project with an orthonormal basis of the frozen rows; 0: the rows "
+                                   "(paper). Default: DSR 1, else 0"),
         "energy_samples": (int, 1000, "training samples per task for the subspace-energy log"),
     }
 
@@ -60,11 +99,17 @@ class HLOPStrategy(Strategy):
         super().__init__(**opts)
         if self.train_method not in METHODS:
             raise ValueError(f"train_method must be one of {METHODS}, got {self.train_method!r}")
+        for key, value in method_hebb_defaults(self.train_method).items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
         if self.timesteps < 0 or self.hebb_iters < 1 or self.energy_samples < 1:
             raise ValueError("timesteps must be >= 0, hebb_iters and energy_samples >= 1, got "
                              f"{self.timesteps}, {self.hebb_iters}, {self.energy_samples}")
-        if self.lateral_spiking not in (0, 1):
-            raise ValueError(f"lateral_spiking must be 0 or 1, got {self.lateral_spiking}")
+        if self.lateral_spiking not in (0, 1) or self.orthonormal not in (0, 1):
+            raise ValueError(f"lateral_spiking and orthonormal must be 0 or 1, got {self.lateral_spiking}, "
+                             f"{self.orthonormal}")
+        if self.hebb_rate not in ("weighted", "mean"):
+            raise ValueError(f"hebb_rate must be 'weighted' or 'mean', got {self.hebb_rate!r}")
         self.hlop: HLOP | None = None
         self.log: dict = {}
 
@@ -77,14 +122,19 @@ class HLOPStrategy(Strategy):
         method = given.get("train_method", opts["train_method"][1])
         T = int(given.get("timesteps", 0)) or method_defaults(method)["T"]
         sizes = [int(math.prod(stream.input_shape)), *cfg.get("hidden", [800, 800]), stream.n_outputs]
-        return HLOPMLP(sizes, method=method, T=T)
+        extra = {"hebb_rate": given.get("hebb_rate", opts["hebb_rate"][1])} if method == "dsr" else {}
+        return HLOPMLP(sizes, method=method, T=T, **extra)
 
     # ------------------------------------------------------------------ set-up
     def setup(self, model, stream, config):
+        check_optimizer(config)
         if isinstance(model, HLOPMLP):
             if model.method != self.train_method:
                 raise ValueError(f"train_method is {self.train_method!r} but the model was built for "
                                  f"{model.method!r}")
+            if model.method == "dsr" and model.cfg["hebb_rate"] != self.hebb_rate:
+                raise ValueError(f"hebb_rate is {self.hebb_rate!r} but the model was built with "
+                                 f"{model.cfg['hebb_rate']!r}")
         elif self.train_method != "bptt":
             raise ValueError(f"train_method {self.train_method!r} needs the HLOP network "
                              f"(HLOPStrategy.build_model); a generic model supports train_method='bptt'")
@@ -93,13 +143,18 @@ class HLOPStrategy(Strategy):
         lrs = [self.hebb_lr_first] + [self.hebb_lr] * (len(layers) - 1)
         self.hlop = HLOP(model, layers=layers, schedule=parse_lateral(self.lateral, len(layers)), lr=lrs,
                          iters=self.hebb_iters, quantise=(20.0, 40.0) if self.lateral_spiking else None,
-                         seed=int(config.get("seed", 0)))
+                         orthonormal=bool(self.orthonormal), seed=int(config.get("seed", 0)))
         self.log = {"layers": layers, "lateral_sizes": [], "subspace_energy": [],
-                    "hebbian_s": 0.0, "projection_s": 0.0}
+                    "hebbian_s": 0.0, "projection_s": 0.0,
+                    "knobs": {"hebb_iters": self.hebb_iters, "hebb_lr_first": self.hebb_lr_first,
+                              "hebb_lr": self.hebb_lr, "orthonormal": self.orthonormal,
+                              "hebb_rate": self.hebb_rate if self.train_method == "dsr" else None,
+                              "lateral_spiking": self.lateral_spiking}}
         model.hlop_log = self.log  # readable by callers holding the model
 
     def before_task(self, task):
         self.hlop.before_task(task.index)
+        self.optimizer.state.clear()  # momentum of the previous task is not orthogonal to its subspace
 
     # ------------------------------------------------------------------ training
     def train_step(self, x, y, task):
