@@ -211,8 +211,11 @@ def summarize(runs: list[dict]) -> dict:
 def merge(paths: list[str], out: Path) -> None:
     """Combine the runs of several result files of the same configuration into one summary."""
     infos = [json.loads(Path(p).read_text()) for p in paths]
+    def same(cfg: dict) -> dict:  # how runs were scheduled is not part of the configuration
+        return {"options": [], **{k: v for k, v in cfg.items() if k != "jobs"}}
+
     for p, i in zip(paths[1:], infos[1:]):
-        if i["config"] != infos[0]["config"]:
+        if same(i["config"]) != same(infos[0]["config"]):
             raise ValueError(f"merge: {p} has another configuration than {paths[0]}")
     info = {"merged_from": [{"path": p, "command": i["command"], "machine": i["machine"],
                              "torch_threads_default": i["torch_threads_default"]} for p, i in zip(paths, infos)],
