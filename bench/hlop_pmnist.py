@@ -5,6 +5,8 @@
     python bench/hlop_pmnist.py --methods finetune,ewc,gpm,multitask   # the table's other rows, same network
     python bench/hlop_pmnist.py --tasks 3 --train-subset 10000      # reduced (recorded as such in the JSON)
     python bench/hlop_pmnist.py --merge a.json b.json --out c.json  # one summary over runs made separately
+    python bench/hlop_pmnist.py --methods ewc --option ewc_lambda=100   # a strategy option for every run
+    python bench/hlop_pmnist.py --methods finetune,gpm --device cuda --jobs 6  # runs in parallel on a GPU
 
 Paper configuration: 10 tasks, 784-800-800-10, 1 epoch, batch 64, SGD lr 0.1, lateral neurons
 [80, 200, 100] then +70, +70, +50×3, +30×3, +10 per layer. Each (method, seed) runs in its own
