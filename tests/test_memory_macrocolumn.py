@@ -220,6 +220,7 @@ def test_input_packing_matches_reference_and_rejects_non_binary(seed, B, n, dtyp
     xt = x.to(dtype)
     if bad is not None and dtype != torch.bool:
         assume(dtype.is_floating_point or bad in (2.0, -1.0))       # integer dtypes: integer bad values
+        assume(not (dtype == torch.uint8 and bad < 0))              # uint8 cannot hold a negative value
         r, c = int(torch.randint(B, (1,), generator=g)), int(torch.randint(n, (1,), generator=g))
         xt[r, c] = bad
         with pytest.raises(ValueError, match="x must be binary"):
@@ -238,3 +239,13 @@ def test_dense_cache_follows_writes():
         a, b = mac.recall(X, sums="matmul"), mac.recall(X, sums="packed")
         assert torch.equal(a[0], b[0]) and torch.allclose(a[1], b[1], atol=1e-6)
         assert torch.equal(mac.U.dense(), mac.U.binary().t().float())
+
+
+def test_counts_and_translate_reject_bad_arguments():
+    from spiking.memory.hierarchy import translate
+
+    mac = Macrocolumn(20, 4, 4, seed=0)
+    with pytest.raises(ValueError, match="unknown synapse group"):
+        mac.counts("X")
+    with pytest.raises(ValueError, match="H, W"):
+        translate(torch.zeros(3), 1, 0)

@@ -38,6 +38,8 @@ def one_hot_codes(codes: torch.Tensor, K: int, dtype: torch.dtype = torch.float3
 
 def translate(images: torch.Tensor, dr: int, dc: int) -> torch.Tensor:
     """Shift ``[..., H, W]`` by (dr, dc) pixels (down / right positive), filling with zeros."""
+    if images.dim() < 2:
+        raise ValueError(f"images must have shape [..., H, W], got {tuple(images.shape)}")
     H, W = images.shape[-2:]
     out = torch.zeros_like(images)
     out[..., max(dr, 0):H + min(dr, 0), max(dc, 0):W + min(dc, 0)] = \

@@ -411,7 +411,10 @@ class Macrocolumn:
     def counts(self, name: str = "U") -> torch.Tensor:
         """Exact per-synapse counts ``[QK, n_pre]`` int64 of group "U", "H" or "D":
         count_ij = Σ_{alive written traces t} [i ∈ code_t] · pre_tj (weights = counts > 0)."""
-        syn = {"U": self.U, "H": self.H, "D": self.D}[name]
+        groups = {"U": self.U, "H": self.H, "D": self.D}
+        if name not in groups:
+            raise ValueError(f"unknown synapse group {name!r}; expected one of {sorted(groups)}")
+        syn = groups[name]
         if syn is None:
             raise ValueError(f"this Macrocolumn has no {name} synapses")
         return trace_counts(*self._writes(name), syn.n_pre, self.QK)
