@@ -78,17 +78,27 @@ __global__ void lif_backward(const T* __restrict__ h_seq, const T* __restrict__ 
   if (active) {
     C gh_next = (C)0;
     long long k = (long long)(steps - 1) * n + i;
-#pragma unroll 4
+    // Software pipelining: the loads of step t-1 are issued before the math of step t, so two
+    // steps of loads are in flight per thread (the recurrence in gh_next serialises the math, and
+    // with one step in flight the loop is latency-bound at ~60 % of the memory bandwidth).
+    C h = S::load(h_seq[k]);
+    C gs = grad_s ? S::load(grad_s[k]) : (C)0;
     for (int t = steps - 1; t >= 0; --t, k -= n) {
+      C h_prev = h, gs_prev = (C)0;
+      if (t > 0) {
+        h_prev = S::load(h_seq[k - n]);
+        if (grad_s) gs_prev = S::load(grad_s[k - n]);
+      }
       C gv = gh_next * p.dh_dv;
       if (grad_v) {
         if (return_v) gv += S::load(grad_v[k]);
         else if (t == steps - 1) gv += S::load(grad_v[i]);
       }
-      const C gs = grad_s ? S::load(grad_s[k]) : (C)0;
-      const C gh = lif::backward_step<T, SG, HARD, DETACH>(S::load(h_seq[k]), gs, gv, p, &gvth);
+      const C gh = lif::backward_step<T, SG, HARD, DETACH>(h, gs, gv, p, &gvth);
       grad_x[k] = S::store(gh * p.dh_dx);
       gh_next = gh;
+      h = h_prev;
+      gs = gs_prev;
     }
     if (grad_v0) grad_v0[i] = S::store(gh_next * p.dh_dv);
   }

@@ -140,7 +140,7 @@ def test_saves_only_h_seq():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         s, v = cpu.lif_multistep_cpu(x, v0, **_kwargs("atan", True, True, False, vth))
     big = [t for t in saved if t.numel() > 1]
-    assert len(big) == 1 and big[0].shape == (17, 5 * 11) and big[0].dtype == torch.float32
+    assert len(big) == 1 and big[0].shape == (17, 5, 11) and big[0].dtype == torch.float32
 
 
 def test_noncontiguous_input():

@@ -1,7 +1,7 @@
 """Argument handling shared by the fused LIF backends (:mod:`.cpu`, :mod:`.cuda`).
 
 Both backends take the arguments of :func:`spiking.neuron.functional.lif_multistep_torch` and
-flatten ``x [T, B, ...]`` to ``[T, N]`` (N = neurons). The kernels save only ``h_seq`` (H_t) for
+index ``x [T, B, ...]`` (contiguous) as ``[T, N]`` (N = neurons). The kernels save only ``h_seq`` (H_t) for
 backward; see ``cuda/lif.cu``.
 """
 
@@ -188,18 +188,13 @@ def _as_grad(g: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Te
 
 
 def run_fused(ops: FusedOps, x: torch.Tensor, v0: Optional[torch.Tensor], cfg: LifConfig, vth: Optional[torch.Tensor]):
-    """Flatten ``x`` to ``[T, N]`` (contiguous), call the fused op, restore the shapes.
+    """Call the fused op on contiguous ``x [T, ...]`` (the kernels index it as ``[T, N]``; outputs
+    have the shapes of ``x`` and ``x[0]``, so no reshapes or view nodes are added).
 
     Eager calls use ``ops.eager``; under ``torch.compile`` the custom op ``ops.op``."""
     forward_op = ops.op if torch.compiler.is_compiling() else ops.eager.apply
-    shape = x.shape
-    x2 = x.contiguous().reshape(shape[0], -1)
-    v02 = v0.contiguous().reshape(-1) if v0 is not None else None
-    save_h = needs_grad(x, v0, vth)
     s, v, _ = forward_op(
-        x2, v02, vth, cfg.v_threshold, cfg.tau, cfg.v_reset, cfg.hard, cfg.decay_input, cfg.detach_reset,
-        cfg.sg_id, cfg.sg_param, save_h, cfg.return_v,
+        x.contiguous(), None if v0 is None else v0.contiguous(), vth, cfg.v_threshold, cfg.tau, cfg.v_reset,
+        cfg.hard, cfg.decay_input, cfg.detach_reset, cfg.sg_id, cfg.sg_param, needs_grad(x, v0, vth), cfg.return_v,
     )
-    s = s.reshape(shape)
-    v = v.reshape(shape) if cfg.return_v else v.reshape(shape[1:])
     return s, v

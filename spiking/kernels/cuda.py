@@ -19,7 +19,9 @@ Asking for this backend without CuPy, without a GPU or with CPU tensors raises `
 
 from __future__ import annotations
 
+import math
 import threading
+import warnings
 from typing import Optional, Union
 
 import numpy as np
@@ -112,17 +114,23 @@ def _cupy_stream(cupy, dev: int, ptr: int):
     key = (dev, ptr)
     st = _streams.get(key)
     if st is None:
-        st = _streams[key] = cupy.cuda.ExternalStream(ptr, dev)
+        with warnings.catch_warnings():
+            # CuPy 14 deprecates ExternalStream(ptr) for Stream.from_external(<__cuda_stream__
+            # object>), which older CuPy lacks; the kernels only need the raw stream pointer.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            st = _streams[key] = cupy.cuda.ExternalStream(ptr, dev)
     return st
 
 
 def _launch(fn, x: torch.Tensor, n: int, args: tuple) -> None:
-    cupy = _import_cupy()
-    dev = x.device.index if x.device.index is not None else torch.cuda.current_device()
-    stream = _cupy_stream(cupy, dev, torch.cuda.current_stream(x.device).cuda_stream)
+    dev = x.get_device()
+    stream = _cupy_stream(_import_cupy(), dev, torch.cuda.current_stream(dev).cuda_stream)
     grid = (max(1, (n + BLOCK - 1) // BLOCK),)
-    with cupy.cuda.Device(dev), stream:
-        fn(grid, (BLOCK,), args)
+    if dev == torch.cuda.current_device():
+        fn(grid, (BLOCK,), args, stream=stream)
+    else:  # a kernel is launched with its own device current
+        with _import_cupy().cuda.Device(dev):
+            fn(grid, (BLOCK,), args, stream=stream)
 
 
 def _vth64(vth: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Tensor]:
@@ -139,9 +147,9 @@ def _check_cuda(t: torch.Tensor, name: str) -> None:
 
 def _forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v):
     _check_cuda(x, "x")
-    steps, n = x.shape[0], x[0].numel()
+    steps, n = x.shape[0], math.prod(x.shape[1:])
     name = f"lif_forward<{SUPPORTED_DTYPES[x.dtype]},{_b(hard)},{_b(decay_input)}>"
-    fn = _function(name, x.device.index or 0)
+    fn = _function(name, x.get_device())
     x = x.contiguous()
     v0 = v0.contiguous() if v0 is not None else None
     s = torch.empty_like(x)
@@ -160,9 +168,9 @@ def _forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save
 def _backward_impl(h_seq, grad_s, grad_v, vth, v_threshold, tau, v_reset, hard, decay_input, detach_reset,
                    sg_id, sg_param, return_v, need_v0, need_vth):
     _check_cuda(h_seq, "h_seq")
-    steps, n = h_seq.shape[0], h_seq[0].numel()
+    steps, n = h_seq.shape[0], math.prod(h_seq.shape[1:])
     name = f"lif_backward<{SUPPORTED_DTYPES[h_seq.dtype]},{int(sg_id)},{_b(hard)},{_b(detach_reset)}>"
-    fn = _function(name, h_seq.device.index or 0)
+    fn = _function(name, h_seq.get_device())
     gx = torch.empty_like(h_seq)
     gv0 = h_seq.new_empty(h_seq.shape[1:]) if need_v0 else h_seq.new_empty((0,))
     gvth = (h_seq.new_zeros((), dtype=torch.float64) if need_vth else h_seq.new_empty((0,), dtype=torch.float64))
