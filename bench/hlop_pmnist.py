@@ -45,6 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="strategy option for every method that has it (e.g. ewc_lambda=100); repeatable")
+    p.add_argument("--eval-unseen", action="store_true",
+                   help="after each task also evaluate the tasks not yet trained (FWT; about twice the "
+                        "evaluation time). Default: seen tasks only, as the paper's code evaluates")
     p.add_argument("--device", default="cpu", help="torch device of every run (cpu, cuda)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time, each in its own process (timings are then not comparable to --jobs 1)")
@@ -78,6 +81,7 @@ def worker(args) -> None:
 
     cfg = dict(method=args.method, dataset="pmnist", tasks=args.tasks, train_subset=args.train_subset,
                hidden=hidden, epochs=1, batch_size=64, lr=0.1, seed=args.seed, device=args.device,
+               eval_unseen=args.eval_unseen,
                options={**(options if args.method == "hlop" else {}), **extra})
     t0 = time.perf_counter()
     res = run(cfg, model_fn=model_fn)
@@ -87,7 +91,8 @@ def worker(args) -> None:
     out = {"method": args.method, "seed": args.seed, "ACC": 100 * res["ACC"], "BWT": 100 * res["BWT"],
            "acc_matrix": res["acc_matrix"], "wall_s": wall, "train_s": train_s, "eval_s": res["eval_time_s"],
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-           "threads": torch.get_num_threads(), "device": args.device}
+           "threads": torch.get_num_threads(), "device": args.device,
+           "options": res["config"]["options"]}  # the strategy's effective options, defaults filled in
     if args.device.startswith("cuda"):
         out["gpu"] = torch.cuda.get_device_name()
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -159,7 +164,7 @@ def main(argv=None) -> int:
             "config": {"tasks": args.tasks, "train_subset": args.train_subset, "hidden": args.hidden,
                        "epochs": 1, "batch_size": 64, "lr": 0.1, "optimizer": "sgd", "lateral": args.lateral,
                        "train_method": args.train_method, "paper_configuration": not reduced,
-                       "options": args.option},
+                       "options": args.option, "eval_unseen": args.eval_unseen},
             "runs": [], "summary": {}}
     def one(method: str, seed: int) -> dict:
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
@@ -171,6 +176,8 @@ def main(argv=None) -> int:
             cmd += ["--train-subset", str(args.train_subset)]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
+        if args.eval_unseen:
+            cmd += ["--eval-unseen"]
         subprocess.run(cmd, check=True, cwd=ROOT)
         r = json.loads(Path(path).read_text())
         os.unlink(path)
@@ -214,7 +221,7 @@ def merge(paths: list[str], out: Path) -> None:
     """Combine the runs of several result files of the same configuration into one summary."""
     infos = [json.loads(Path(p).read_text()) for p in paths]
     def same(cfg: dict) -> dict:  # how runs were scheduled is not part of the configuration
-        return {"options": [], **{k: v for k, v in cfg.items() if k != "jobs"}}
+        return {"options": [], "eval_unseen": True, **{k: v for k, v in cfg.items() if k != "jobs"}}
 
     for p, i in zip(paths[1:], infos[1:]):
         if same(i["config"]) != same(infos[0]["config"]):

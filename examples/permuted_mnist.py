@@ -83,7 +83,8 @@ def run_method(method: str, args, preset: dict, out: Path) -> dict:
 
 def format_matrix(R) -> str:
     head = "      " + " ".join(f"  T{j + 1:<4d}" for j in range(len(R[0])))
-    rows = [f"T{i + 1:<4d} " + " ".join(f"{100 * a:7.2f}" for a in row) for i, row in enumerate(R)]
+    rows = [f"T{i + 1:<4d} " + " ".join("      -" if a is None or a != a else f"{100 * a:7.2f}" for a in row)
+            for i, row in enumerate(R)]
     return "\n".join([head, *rows])
 
 

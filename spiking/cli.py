@@ -94,6 +94,9 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     r.add_argument("--test-subset", type=_positive("--test-subset"), default=None,
                    help="evaluate the accuracy matrix on a fixed n-sample test subset per task "
                         "(default: full test sets)")
+    r.add_argument("--no-eval-unseen", dest="eval_unseen", action="store_false",
+                   help="after each task evaluate only the tasks seen so far (no FWT; about half the "
+                        "evaluation time)")
     r.add_argument("--threads", type=_positive("--threads"), default=None, help="torch threads")
     r.add_argument("--model", default="spiking-mlp", choices=MODELS)
     r.add_argument("--hidden", type=_hidden, default=[800, 800], help="hidden sizes, e.g. 800,800")
@@ -132,7 +135,7 @@ def main(argv=None) -> int:
         epochs=args.epochs, train_subset=args.train_subset, batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, optimizer=args.optimizer, seed=args.seed, seeds=args.seeds,
         device=args.device, eval_every=args.eval_every, eval_subset=args.eval_subset,
-        test_subset=args.test_subset, threads=args.threads,
+        test_subset=args.test_subset, eval_unseen=args.eval_unseen, threads=args.threads,
         model=args.model, hidden=args.hidden, T=args.T, options=options,
         rehearse_steps=args.rehearse_steps, rehearsal=args.rehearsal,
         rehearsal_rate=args.rehearsal_rate, unlearn=args.unlearn, data_path=args.data_path, out=out, resume=args.resume,

@@ -87,3 +87,15 @@ def test_resume_after_sigkill_mid_task_matches_uninterrupted(tmp_path):
     assert len(resumed["acc_matrix"]) == 3
     ev_resumed = (killed / "events.jsonl").read_text()
     assert ev_resumed == (tmp_path / "clean" / "events.jsonl").read_text()
+
+
+def test_no_eval_unseen_prints_dashes_for_unseen_tasks(tmp_path, capsys):
+    _mnist_or_skip()
+    out = tmp_path / "r"
+    assert main(TINY + ["--no-eval-unseen", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    rows = text.split("accuracy matrix")[1].splitlines()[1:3]
+    assert rows[0].split()[1] == "-" and rows[1].split()[1] != "-"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["eval_unseen"] is False and saved["acc_matrix"][0][1] is None
+    assert saved["FWT"] is None and saved["BWT"] is not None

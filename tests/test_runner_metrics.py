@@ -105,3 +105,13 @@ def test_curves_missing_evaluations_are_an_error():
         M.min_acc({0: [(1, 0.5)], 1: [(5, 0.4)]}, [3, 7])
     with pytest.raises(ValueError, match="iteration order"):
         M.min_acc({0: [(2, 0.5), (1, 0.4)]}, [3])
+
+
+def test_forgetting_ignores_rows_before_a_task_was_learned():
+    # a high (or missing) entry before task 1 was trained must not count as its peak
+    R_hi = np.array([[0.9, 0.99, 0.1], [0.8, 0.7, 0.1], [0.6, 0.5, 0.9]])
+    R_nan = np.array([[0.9, np.nan, np.nan], [0.8, 0.7, np.nan], [0.6, 0.5, 0.9]])
+    # f_0 = 0.9 - 0.6, f_1 = 0.7 - 0.5
+    assert M.forgetting(R_hi) == pytest.approx(0.25) == pytest.approx(M.forgetting(R_nan))
+    assert M.bwt(R_nan) == pytest.approx(M.bwt(R_hi)) and M.acc(R_nan) == pytest.approx(M.acc(R_hi))
+    assert math.isnan(M.fwt(R_nan, [0.1, np.nan, np.nan]))

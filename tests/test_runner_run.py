@@ -214,3 +214,25 @@ def test_rehearse_events_add_steps_on_old_tasks():
     # 6 steps per task plus 3 rehearsal steps after tasks 2 and 3
     assert res["task_end_steps"] == [6, 15, 24] and res["steps"] == 24
     assert res["min_ACC"] is not None and res["WC_ACC"] is not None
+
+
+def test_eval_unseen_false_skips_unseen_tasks_and_keeps_acc_bwt(tmp_path):
+    stream = synth_stream()
+    full = run({**BASE, "seed": 3}, stream=stream, model_fn=small_snn)
+    seen = run({**BASE, "seed": 3, "eval_unseen": False, "out": str(tmp_path / "s")}, stream=stream,
+               model_fn=small_snn)
+    R, Rs = np.array(full["acc_matrix"]), np.array(seen["acc_matrix"], dtype=float)
+    lower = np.tril(np.ones((3, 3), dtype=bool))
+    assert np.isnan(Rs[~lower]).all() and np.array_equal(Rs[lower], R[lower])
+    assert np.isnan(np.array(seen["acc_before"], dtype=float)).all()
+    assert seen["ACC"] == full["ACC"] and seen["BWT"] == full["BWT"]
+    assert seen["forgetting"] == pytest.approx(full["forgetting"])
+    assert full["FWT"] is not None and seen["FWT"] is None
+    saved = json.loads((tmp_path / "s" / "results.json").read_text())  # NaN is written as null
+    assert saved["acc_matrix"][0][1] is None and saved["ACC"] == pytest.approx(seen["ACC"])
+    ev = [json.loads(line) for line in (tmp_path / "s" / "events.jsonl").read_text().splitlines()]
+    assert sum(e["kind"] == "before" for e in ev) == 0 and sum(e["kind"] == "full" for e in ev) == 6
+    csv = (tmp_path / "s" / "acc_matrix.csv").read_text().splitlines()
+    assert csv[1].endswith(",,")  # row after task 1: tasks 2 and 3 not evaluated
+    with pytest.raises(ValueError, match="eval_unseen"):
+        run({**BASE, "eval_unseen": "no"}, stream=stream, model_fn=small_snn)

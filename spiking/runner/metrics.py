@@ -67,13 +67,14 @@ def fwt(R, b) -> float:
 
 
 def forgetting(R) -> float:
-    """Chaudhry max-based forgetting: mean_{j<T} (max_{l<T} R[l, j] − R[T, j]); NaN for T = 1."""
+    """Chaudhry max-based forgetting: mean_{j<T} (max_{j≤l<T} R[l, j] − R[T, j]); NaN for T = 1.
+
+    Only rows after task j was learned enter the max (entries of unseen tasks may be NaN)."""
     R = _matrix(R)
     T = R.shape[0]
     if T < 2:
         return NAN
-    f = R[:-1, :-1].max(axis=0) - R[-1, :-1]
-    return float(f.mean())
+    return float(np.mean([R[j:-1, j].max() - R[-1, j] for j in range(T - 1)]))
 
 
 def avg_incremental_acc(R) -> float:

@@ -51,7 +51,8 @@ def write_events(path, events: list[dict]) -> None:
 def write_matrix_csv(path, R, names) -> None:
     lines = ["after_task," + ",".join(names)]
     for name, row in zip(names, R):
-        lines.append(name + "," + ",".join(f"{a:.6f}" for a in row))
+        # an unevaluated (unseen) entry is NaN in memory, null in JSON and empty here
+        lines.append(name + "," + ",".join("" if a is None or a != a else f"{a:.6f}" for a in row))
     write_text(path, "\n".join(lines) + "\n")
 
 
@@ -72,12 +73,14 @@ def plot_matrix(path, R, title: str = "") -> None:
     import matplotlib  # noqa: PLC0415
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
-    R = np.asarray(R) * 100
+    R = np.asarray(R, dtype=np.float64) * 100  # None/NaN (unevaluated) entries stay blank
     T = R.shape[0]
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * T, 0.8 + 0.5 * T))
     im = ax.imshow(R, vmin=0, vmax=100, cmap="viridis")
     for i in range(T):
         for j in range(T):
+            if np.isnan(R[i, j]):
+                continue
             ax.text(j, i, f"{R[i, j]:.0f}", ha="center", va="center", fontsize=7,
                     color="white" if R[i, j] < 60 else "black")
     ax.set_xlabel("evaluated task")
@@ -128,5 +131,5 @@ def summary_table(res: dict) -> str:
     R = res.get("acc_matrix")
     if R:
         lines.append("accuracy matrix (%; row = after task i):")
-        lines += ["  " + " ".join(f"{100 * a:5.1f}" for a in row) for row in R]
+        lines += ["  " + " ".join("    -" if a is None or a != a else f"{100 * a:5.1f}" for a in row) for row in R]
     return "\n".join(lines)

@@ -9,7 +9,9 @@ A run executes the event timeline (``timeline.py``) for each seed:
   evaluated on a fixed seeded subset of ``eval_subset`` test samples (the continual-evaluation
   curves behind min-ACC, WC-ACC, WF^w, WP^w). Without it those metrics use the task boundaries.
 * ``evaluate(k)`` gives row k of the accuracy matrix: every task's full test set (unseen tasks too,
-  for FWT; ``test_subset = n`` evaluates a fixed seeded n-sample subset instead, a speed knob for
+  for FWT; ``eval_unseen = False`` evaluates only tasks 0..k and skips the before-training row, so
+  unseen entries are NaN and FWT is None — ACC, BWT and forgetting are unchanged, evaluation costs
+  about half; ``test_subset = n`` evaluates a fixed seeded n-sample subset instead, a speed knob for
   reduced runs); spikes per sample of every spiking layer are counted with forward hooks.
 * ``threads`` calls ``torch.set_num_threads`` (on a loaded 2-core machine 1 thread is far faster).
 * Seeds: ``seed`` (or every entry of ``seeds``) seeds torch/numpy/random, the stream (e.g. the
@@ -55,7 +57,7 @@ def default_config() -> dict:
         method="finetune", dataset="pmnist", scenario=None, tasks=None, epochs=1, train_subset=None,
         batch_size=64, lr=0.1, momentum=0.0, weight_decay=0.0, optimizer="sgd",
         seed=0, seeds=None, device="cpu", eval_every=0, eval_subset=1000, eval_batch_size=1000,
-        test_subset=None, threads=None,
+        test_subset=None, eval_unseen=True, threads=None,
         model="spiking-mlp", hidden=[800, 800], T=6, options={},
         rehearse_steps=0, rehearsal="uniform", rehearsal_rate=1.0, unlearn=[],
         out=None, resume=False, progress=False, data_path=None, deterministic=True,
@@ -96,6 +98,8 @@ def normalize_config(config: dict | None = None, custom_stream: bool = False,
     _int(cfg, "train_subset", 1, allow_none=True)
     _int(cfg, "test_subset", 1, allow_none=True)
     _int(cfg, "threads", 1, allow_none=True)
+    if not isinstance(cfg["eval_unseen"], bool):
+        raise ValueError(f"eval_unseen must be True or False, got {cfg['eval_unseen']!r}")
     for key in ("lr", "momentum", "weight_decay", "rehearsal_rate"):
         v = cfg[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -355,11 +359,14 @@ class _SeedRun:
         with SpikeCounter(self.model) as counter:
             n = 0
             for task in self.stream:
+                if not self.cfg["eval_unseen"] and task.index > ev.task:
+                    row.append(float("nan"))  # not evaluated (unseen task)
+                    continue
                 a, l = self.evaluator.full(self.model, task)
                 row.append(a)
                 n += self.evaluator.n_full(task)
                 self._record("before" if ev.task < 0 else "full", ev.task, task.index, a, l)
-        spikes = {name: c / n for name, c in counter.counts.items()}
+        spikes = {name: c / n for name, c in counter.counts.items()} if n else {}
         if ev.task < 0:
             self.log.before = row
         else:
