@@ -4,7 +4,8 @@
     python examples/permuted_mnist.py --preset paper       # the paper: 10 tasks, 784-800-800-10, full data
     python examples/permuted_mnist.py --train-method bptt --methods hlop,finetune,ewc --seeds 1,2,3
 
-Prints each method's accuracy matrix R (R[i][j]: accuracy on task j after training task i),
+Prints each method's accuracy matrix R (R[i][j]: accuracy on task j after training task i; tasks
+not yet trained are not evaluated and print as "-"),
 ACC = mean_j R[T, j] and BWT = mean_{j<T} (R[T, j] − R[j, j]) next to the paper's table, the HLOP
 lateral-bank sizes and subspace energy per layer, and saves plots and a summary JSON in --out.
 Every method trains the same network (``HLOPMLP`` with the chosen neuron model). The other
@@ -66,6 +67,7 @@ def run_method(method: str, args, preset: dict, out: Path) -> dict:
     cfg = dict(method=method, dataset="pmnist", tasks=preset["tasks"], train_subset=preset["train_subset"],
                hidden=preset["hidden"], epochs=preset["epochs"], batch_size=preset["batch_size"],
                lr=preset["lr"], seeds=preset["seeds"], test_subset=preset["test_subset"],
+               eval_unseen=False,  # after task i only tasks 1..i, as the paper's code: ACC/BWT need no more
                options=options if method == "hlop" else {},
                out=str(out / method), progress=args.progress)
     models = []
