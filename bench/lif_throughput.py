@@ -368,8 +368,14 @@ def _machine(device):
     return info
 
 
+_bandwidth: dict = {}
+
+
 def copy_bandwidth(device, nbytes=1 << 30, reps=5):
-    """Measured device copy bandwidth (read + write bytes / s): the roofline reference."""
+    """Measured device copy bandwidth (read + write bytes / s): the roofline reference, measured
+    once per run so that every roofline fraction of the run uses the same reference."""
+    if device in _bandwidth:
+        return _bandwidth[device]
     a = torch.empty(nbytes // 4, device=device)
     b = torch.empty_like(a)
     ts = []
@@ -379,7 +385,8 @@ def copy_bandwidth(device, nbytes=1 << 30, reps=5):
         b.copy_(a)
         _sync(device)
         ts.append(time.perf_counter() - t0)
-    return 2 * nbytes / statistics.median(ts[1:])
+    _bandwidth[device] = 2 * nbytes / statistics.median(ts[1:])
+    return _bandwidth[device]
 
 
 def roofline(r: dict, device: str) -> dict:
