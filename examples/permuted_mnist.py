@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from spiking.runner.outputs import clean
+from spiking.runner.outputs import clean, is_missing
 from spiking.runner.run import run
 from spiking.runner.strategies.hlop import HLOPStrategy
 
@@ -85,7 +85,7 @@ def run_method(method: str, args, preset: dict, out: Path) -> dict:
 
 def format_matrix(R) -> str:
     head = "      " + " ".join(f"  T{j + 1:<4d}" for j in range(len(R[0])))
-    rows = [f"T{i + 1:<4d} " + " ".join("      -" if a is None or a != a else f"{100 * a:7.2f}" for a in row)
+    rows = [f"T{i + 1:<4d} " + " ".join("      -" if is_missing(a) else f"{100 * a:7.2f}" for a in row)
             for i, row in enumerate(R)]
     return "\n".join([head, *rows])
 

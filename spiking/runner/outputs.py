@@ -36,6 +36,11 @@ def clean(obj):
     return obj
 
 
+def is_missing(a) -> bool:
+    """An accuracy-matrix entry that was not evaluated (an unseen task): NaN in memory, null in JSON."""
+    return a is None or (isinstance(a, float) and math.isnan(a))
+
+
 def write_text(path, text: str) -> None:
     atomic_write_bytes(Path(path), lambda f: f.write(text.encode()))
 
@@ -51,8 +56,7 @@ def write_events(path, events: list[dict]) -> None:
 def write_matrix_csv(path, R, names) -> None:
     lines = ["after_task," + ",".join(names)]
     for name, row in zip(names, R):
-        # an unevaluated (unseen) entry is NaN in memory, null in JSON and empty here
-        lines.append(name + "," + ",".join("" if a is None or a != a else f"{a:.6f}" for a in row))
+        lines.append(name + "," + ",".join("" if is_missing(a) else f"{a:.6f}" for a in row))
     write_text(path, "\n".join(lines) + "\n")
 
 
@@ -131,5 +135,5 @@ def summary_table(res: dict) -> str:
     R = res.get("acc_matrix")
     if R:
         lines.append("accuracy matrix (%; row = after task i):")
-        lines += ["  " + " ".join("    -" if a is None or a != a else f"{100 * a:5.1f}" for a in row) for row in R]
+        lines += ["  " + " ".join("    -" if is_missing(a) else f"{100 * a:5.1f}" for a in row) for row in R]
     return "\n".join(lines)

@@ -10,7 +10,8 @@ Defaults for DSR differ from the paper in three HLOP knobs, chosen on the paper'
 (see :func:`method_hebb_defaults`): the projection uses an orthonormal basis of the frozen rows
 (``orthonormal=1``; the paper's ``I − HᵀH`` leaks), the hidden banks learn from the mean rate the
 weight gradient sees (``hebb_rate=mean``, so the projection's ``x⊥`` doubles as the Hebbian
-residual), and 1 Hebbian iteration per batch instead of 5 (rates 0.005 / 0.02). BPTT/OTTT keep the paper's values.
+residual), and 1 Hebbian iteration per batch instead of 5 (rates 0.005 / 0.02). BPTT/OTTT keep
+the paper's values.
 The optimizer must be plain SGD without weight decay (:func:`check_optimizer`).
 
 ``train_method`` selects the network's neuron and gradient (``spiking.plasticity.networks``):
