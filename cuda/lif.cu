@@ -74,7 +74,8 @@ __global__ void lif_backward(const T* __restrict__ h_seq, const T* __restrict__ 
   const bool vth_tensor = vth_ptr != nullptr;
   const lif::Params<C> p = lif::make_params<T>(tau, vth_tensor ? *vth_ptr : v_th, vth_tensor, v_reset,
                                                HARD, decay_input != 0, sg_param, SG);
-  C gvth = (C)0;
+  double gvth = 0.0;  // threshold gradient: float partials of LIF_VTH_FLUSH steps, summed in double
+  C gvth_part = (C)0;
   if (active) {
     C gh_next = (C)0;
     long long k = (long long)(steps - 1) * n + i;
@@ -94,7 +95,8 @@ __global__ void lif_backward(const T* __restrict__ h_seq, const T* __restrict__ 
         if (return_v) gv += S::load(grad_v[k]);
         else if (t == steps - 1) gv += S::load(grad_v[i]);
       }
-      const C gh = lif::backward_step<T, SG, HARD, DETACH>(h, gs, gv, p, &gvth);
+      const C gh = lif::backward_step<T, SG, HARD, DETACH>(h, gs, gv, p, &gvth_part);
+      if (t % LIF_VTH_FLUSH == 0) { gvth += (double)gvth_part; gvth_part = (C)0; }
       grad_x[k] = S::store(gh * p.dh_dx);
       gh_next = gh;
       h = h_prev;
@@ -102,7 +104,7 @@ __global__ void lif_backward(const T* __restrict__ h_seq, const T* __restrict__ 
     }
     if (grad_v0) grad_v0[i] = S::store(gh_next * p.dh_dv);
   }
-  if (grad_vth) lif_block_sum_atomic((double)gvth, grad_vth);  // every thread of the block joins
+  if (grad_vth) lif_block_sum_atomic(gvth, grad_vth);  // every thread of the block joins
 }
 
 #ifdef LIF_INSTANTIATE_ALL

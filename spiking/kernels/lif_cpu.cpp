@@ -227,11 +227,12 @@ void backward_impl(const T* h_seq, const T* grad_s, const T* grad_v, T* grad_x, 
   at::parallel_for(0, nchunks, grain_chunks(steps), [&, p0 = p](int64_t c0, int64_t c1) {
     const lif::Params<C> p = p0;
     alignas(64) C gh[CHUNK];
-    alignas(64) C gvth[CHUNK];
+    alignas(64) C gvth[CHUNK];         // threshold gradient: float partials of LIF_VTH_FLUSH steps,
+    alignas(64) double gvth_sum[CHUNK];  // summed in double
     alignas(64) C gx[CHUNK];
     for (int64_t ch = c0; ch < c1; ++ch) {
       const int64_t n0 = ch * CHUNK, len = std::min(CHUNK, n - n0);
-      for (int64_t j = 0; j < len; ++j) { gh[j] = (C)0; gvth[j] = (C)0; }
+      for (int64_t j = 0; j < len; ++j) { gh[j] = (C)0; gvth[j] = (C)0; gvth_sum[j] = 0.0; }
       for (int64_t t = steps - 1; t >= 0; --t) {
         const int64_t off = t * n + n0;
         const T* ht = h_seq + off;
@@ -268,13 +269,16 @@ void backward_impl(const T* h_seq, const T* grad_s, const T* grad_v, T* grad_x, 
           }
         }
         write_row<T>(grad_x + off, gx, len, stream);
+        if (t % LIF_VTH_FLUSH == 0) {
+          for (int64_t j = 0; j < len; ++j) { gvth_sum[j] += (double)gvth[j]; gvth[j] = (C)0; }
+        }
       }
       if (grad_v0) {
         for (int64_t j = 0; j < len; ++j) grad_v0[n0 + j] = S::store(gh[j] * p.dh_dv);
       }
       if (gvth_chunks) {
         double acc = 0.0;
-        for (int64_t j = 0; j < len; ++j) acc += (double)gvth[j];
+        for (int64_t j = 0; j < len; ++j) acc += gvth_sum[j];
         gvth_chunks[ch] = acc;  // per-chunk partials, summed in order: deterministic
       }
     }
