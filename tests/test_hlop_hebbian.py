@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from spiking.plasticity.hebbian import (cheaper_form, dense_projector, frozen_residual, hebbian_update, oja_delta,
-                                        orthogonal_rows, principal_angles, project_input, project_weight_grad,
+                                        orthogonal_rows, principal_angles, principal_rows, project_input, project_weight_grad,
                                         quantise_lateral, subspace_energy)
 from spiking.plasticity.projector import Projector
 
@@ -150,6 +150,35 @@ def test_quantise_lateral():
     assert torch.equal(q, torch.tensor([-20.0, -0.5, 0.0, 0.0, 0.5, 7.5, 20.0]))
     with pytest.raises(ValueError, match="scale"):
         quantise_lateral(y, scale=0.0)
+
+
+def test_principal_rows_are_the_exact_subspace_the_oja_rows_approach():
+    U, batch, g = _source()
+    X = batch(4000)
+    C = X.double().t() @ X.double()
+    top3 = principal_rows(C, 3)
+    assert top3.shape == (3, 40) and top3.dtype == torch.float64
+    assert torch.allclose(top3 @ top3.t(), torch.eye(3, dtype=torch.float64), atol=1e-12)
+    # the same directions as the eigen-decomposition of the sample second moment, largest first
+    w, V = torch.linalg.eigh(C)
+    for i in range(3):
+        assert abs(float(top3[i] @ V[:, -1 - i])) == pytest.approx(1.0, abs=1e-9)
+    assert principal_angles(top3.float(), U[:, :3].t()).max() < 0.1  # and near the source's top-3
+    # with frozen rows: the next directions, orthogonal to them (not the top-2 of C again)
+    nxt = principal_rows(C, 2, basis=top3)
+    assert (nxt @ top3.t()).abs().max() < 1e-12
+    assert principal_angles(nxt, torch.stack([V[:, -4], V[:, -5]])).max() < 1e-6
+    # Oja's rule on the same data ends close to it
+    H, m = orthogonal_rows(3, 40, g), torch.zeros(3, 40)
+    for lr in [0.01] * 300 + [0.002] * 200:
+        hebbian_update(H, m, batch(), n_frozen=0, lr=lr)
+    assert principal_angles(H, top3.float()).max() < 0.1
+    with pytest.raises(ValueError, match="k must"):
+        principal_rows(C, 38, basis=top3)
+    with pytest.raises(ValueError, match="square"):
+        principal_rows(X, 2)
+    with pytest.raises(ValueError, match="basis"):
+        principal_rows(C, 2, basis=torch.zeros(2, 39))
 
 
 def test_subspace_energy_and_angles():

@@ -5,7 +5,7 @@ import torch
 
 from spiking.data.streams import from_datasets
 from spiking.models import SpikingMLP
-from spiking.plasticity import HLOPMLP
+from spiking.plasticity import HLOPMLP, principal_angles
 from spiking.runner.run import run
 from spiking.runner.strategies import STRATEGIES
 from spiking.runner.strategies.hlop import HLOPStrategy, parse_lateral
@@ -27,6 +27,8 @@ def test_registered_and_options_validated():
     assert set(HLOPStrategy.options) >= {"train_method", "lateral", "hebb_iters"}
     with pytest.raises(ValueError, match="train_method"):
         HLOPStrategy(train_method="stdp")
+    with pytest.raises(ValueError, match="subspace"):
+        HLOPStrategy(subspace="svd")
     with pytest.raises(ValueError, match="lateral"):
         parse_lateral("1,2", 3)
     with pytest.raises(ValueError, match="lateral"):
@@ -123,3 +125,33 @@ def test_sgd_momentum_is_reset_between_tasks_so_old_outputs_stay_put():
             s.train_step(x, y, task)
         s.after_task(task)
     assert float((model.fcs[0].weight.detach() - W1).abs().max()) < 1e-5
+
+
+def test_pca_subspace_gives_the_exact_principal_rows_of_each_task():
+    """``subspace="pca"``: no Hebbian update while training; after task k the first layer's new rows
+    are the exact top principal directions of task k's training inputs outside the earlier rows."""
+    torch.manual_seed(0)
+    stream = _stream(d=20)
+    model = HLOPStrategy.build_model({"options": {"train_method": "dsr"}, "hidden": [16, 12]}, stream)
+    s = HLOPStrategy(train_method="dsr", lateral="4,3,2/3,2,2", subspace="pca", energy_samples=50)
+    s.setup(model, stream, {"lr": 0.1})
+    bank = s.hlop.banks["fcs.0"]
+    expected = []
+    for task in stream:
+        s.before_task(task)
+        start = bank.H.clone()
+        for x, y in task.train_batches(32, generator=torch.Generator().manual_seed(1)):
+            s.train_step(x, y, task)
+        assert torch.equal(bank.H, start)  # no Oja step during the task
+        X = task.train_data()[0].reshape(-1, 20).double()
+        C = X.t() @ X
+        if expected:  # the part of C outside the earlier rows
+            Q = torch.linalg.qr(torch.cat(expected).t())[0]
+            P = torch.eye(20, dtype=torch.float64) - Q @ Q.t()
+            C = P @ C @ P
+        k = bank.size - bank.n_frozen
+        expected.append(torch.linalg.eigh(C)[1][:, -k:].t())
+        s.after_task(task)
+        assert principal_angles(bank.H[-k:].double(), expected[-1]).max() < 1e-4
+    assert bank.n_frozen == 7 and principal_angles(bank.H.double(), torch.cat(expected)).max() < 1e-4
+    assert s.report()["knobs"]["subspace"] == "pca"

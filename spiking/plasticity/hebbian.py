@@ -40,6 +40,7 @@ __all__ = [
     "orthonormal_basis",
     "subspace_energy",
     "principal_angles",
+    "principal_rows",
 ]
 
 
@@ -219,6 +220,28 @@ def subspace_energy(X: torch.Tensor, H: torch.Tensor) -> float:
         raise ValueError("X has zero energy; subspace energy is undefined")
     Q = orthonormal_basis(H)
     return float(((X @ Q.t()) ** 2).sum()) / total
+
+
+def principal_rows(C: torch.Tensor, k: int, basis: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Top-``k`` eigenvectors ``[k, N]`` of ``(I − QᵀQ) C (I − QᵀQ)`` (``C = XᵀX``, ``Q = basis`` orthonormal rows).
+
+    The exact principal subspace of the inputs' part outside the frozen rows: the fixed point Oja's
+    subspace rule approaches (an oracle for the Hebbian rows, see ``HLOPStrategy(subspace="pca")``).
+    """
+    if C.dim() != 2 or C.shape[0] != C.shape[1]:
+        raise ValueError(f"C must be a square [N, N] second-moment matrix, got {tuple(C.shape)}")
+    n = C.shape[0]
+    C = C.double()
+    if basis is not None and basis.shape[0]:
+        if basis.dim() != 2 or basis.shape[1] != n:
+            raise ValueError(f"basis must be [m, {n}], got {tuple(basis.shape)}")
+        P = torch.eye(n, dtype=torch.float64, device=C.device) - basis.double().t() @ basis.double()
+        C = P @ C @ P
+    free = n - (0 if basis is None else basis.shape[0])
+    if not 0 < k <= free:
+        raise ValueError(f"k must be in [1, {free}] (N minus the frozen rows), got {k}")
+    _, V = torch.linalg.eigh((C + C.t()) / 2)        # ascending eigenvalues
+    return V[:, -k:].flip(1).t().contiguous()
 
 
 def principal_angles(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hebbian import hebbian_update, orthogonal_rows, quantise_lateral, subspace_energy
+from .hebbian import (hebbian_update, orthogonal_rows, orthonormal_basis, principal_rows, quantise_lateral,
+                      subspace_energy)
 from .layers import HLOPLinear
 from .projector import Projector
 
@@ -112,6 +113,18 @@ class LateralBank:
             X_res = self.residual(X)
         hebbian_update(self.H, self.m, X, self.n_frozen, self.lr, self.iters, self.clip,
                        self.momentum, self.quantise, X_res=X_res)
+
+    def fit_principal(self, C: torch.Tensor) -> None:
+        """Set the learning rows to the top principal directions of ``C = XᵀX`` outside the frozen rows
+        (:func:`~spiking.plasticity.hebbian.principal_rows`): the exact subspace instead of Oja's estimate."""
+        k = self.size - self.n_frozen
+        if C.shape != (self.in_features, self.in_features):
+            raise ValueError(f"C must be [{self.in_features}, {self.in_features}], got {tuple(C.shape)}")
+        if k == 0:
+            return
+        rows = principal_rows(C, k, orthonormal_basis(self.frozen) if self.n_frozen else None)
+        self.H[self.n_frozen:] = rows.to(self.H.dtype)
+        self.m.zero_()
 
     def residual(self, X: torch.Tensor) -> torch.Tensor:
         """``X − q(X Pᵀ) P`` for the frozen basis ``P`` (the projector's ``H``): what the new rows learn."""
@@ -291,6 +304,24 @@ class HLOP:
             shared = getattr(m, "residual", None) if bank.quantise is None else None
             bank.update(X, None if shared is None else shared.reshape(X.shape))
         self.clear_inputs()
+        self.stats["hebbian_s"] += time.perf_counter() - t0
+
+    def add_moments(self, moments: dict[str, torch.Tensor]) -> None:
+        """Add ``XᵀX`` (float64) of every layer's latest recorded input to ``moments[name]``, then clear it."""
+        for name in self.layers:
+            X = self.hebbian_input(name)
+            if X is None:
+                raise RuntimeError(f"no training input recorded for layer {name!r}; run a training forward first")
+            X = X.double()
+            moments[name] = moments[name] + X.t() @ X if name in moments else X.t() @ X
+        self.clear_inputs()
+
+    def fit_principal(self, moments: dict[str, torch.Tensor]) -> None:
+        """Every bank's learning rows ← the exact principal directions of ``moments[name]`` (see
+        :meth:`LateralBank.fit_principal`); call before :meth:`after_task` merges them."""
+        t0 = time.perf_counter()
+        for name, bank in self.banks.items():
+            bank.fit_principal(moments[name])
         self.stats["hebbian_s"] += time.perf_counter() - t0
 
     def clear_inputs(self) -> None:

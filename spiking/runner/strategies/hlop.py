@@ -14,6 +14,11 @@ residual), and 1 Hebbian iteration per batch instead of 5 (rates 0.005 / 0.02). 
 the paper's values.
 The optimizer must be plain SGD without weight decay (:func:`check_optimizer`).
 
+``subspace="pca"`` is a diagnostic, not the method: no Hebbian step during the task; at its end one
+pass over the task's training inputs gives ``C = XᵀX`` per layer and the new rows become the top
+eigenvectors of ``(I − QᵀQ) C (I − QᵀQ)`` (``Q``: the earlier rows), the exact subspace Oja's rule
+approaches. Comparing the two separates error of the Hebbian estimate from the bank sizes' limit.
+
 ``train_method`` selects the network's neuron and gradient (``spiking.plasticity.networks``):
 ``dsr`` (default, T = 20), ``bptt`` or ``ottt`` (T = 6). The runner builds that network through
 :meth:`HLOPStrategy.build_model`; any other model is accepted with ``train_method=bptt`` (its
@@ -22,6 +27,7 @@ Linear/Conv2d weights get gradient-projection hooks and the Hebbian rule sees th
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
@@ -95,6 +101,8 @@ class HLOPStrategy(Strategy):
         "hebb_rate": (str, "mean", "DSR Hebbian input of hidden layers: mean (the projected rate) | weighted (paper)"),
         "orthonormal": (int, None, "1: project with an orthonormal basis of the frozen rows; 0: the rows "
                                    "(paper). Default: DSR 1, else 0"),
+        "subspace": (str, "hebbian", "hebbian (Oja rows, the method) | pca (oracle: at the end of each task the "
+                                     "new rows become the exact principal directions of the task's layer inputs)"),
         "energy_samples": (int, 1000, "training samples per task for the subspace-energy log"),
     }
 
@@ -113,6 +121,8 @@ class HLOPStrategy(Strategy):
                              f"{self.orthonormal}")
         if self.hebb_rate not in ("weighted", "mean"):
             raise ValueError(f"hebb_rate must be 'weighted' or 'mean', got {self.hebb_rate!r}")
+        if self.subspace not in ("hebbian", "pca"):
+            raise ValueError(f"subspace must be 'hebbian' or 'pca', got {self.subspace!r}")
         self.hlop: HLOP | None = None
         self.log: dict = {}
 
@@ -152,7 +162,7 @@ class HLOPStrategy(Strategy):
                     "knobs": {"hebb_iters": self.hebb_iters, "hebb_lr_first": self.hebb_lr_first,
                               "hebb_lr": self.hebb_lr, "orthonormal": self.orthonormal,
                               "hebb_rate": self.hebb_rate if self.train_method == "dsr" else None,
-                              "lateral_spiking": self.lateral_spiking}}
+                              "lateral_spiking": self.lateral_spiking, "subspace": self.subspace}}
         model.hlop_log = self.log  # readable by callers holding the model
 
     def before_task(self, task):
@@ -171,18 +181,30 @@ class HLOPStrategy(Strategy):
             loss = float(out.detach())
         self.adjust_gradients(task)
         self.optimizer.step()
-        self.hlop.hebbian_step()
+        if self.subspace == "pca":
+            self.hlop.clear_inputs()
+        else:
+            self.hlop.hebbian_step()
         self.log["hebbian_s"] = self.hlop.stats["hebbian_s"]
         self.log["projection_s"] = self.hlop.stats["projection_s"]
         return loss
 
     @torch.no_grad()
     def after_task(self, task):
+        device = self.config.get("device", "cpu")
+        self.model.train()
+        if self.subspace == "pca":  # one pass over the task's training inputs, XᵀX per layer
+            moments: dict = {}
+            t0 = time.perf_counter()
+            for x, _ in task.train_batches(1000, shuffle=False):
+                self.model(x.to(device))
+                self.hlop.add_moments(moments)
+            self.hlop.stats["hebbian_s"] += time.perf_counter() - t0
+            self.hlop.fit_principal(moments)
         self.hlop.after_task(task.index)
         g = torch.Generator().manual_seed(int(self.config.get("seed", 0)) * 1000 + task.index)
         x, _ = next(iter(task.train_batches(self.energy_samples, generator=g)))
-        self.model.train()
-        self.model(x.to(self.config.get("device", "cpu")))
+        self.model(x.to(device))
         self.log["lateral_sizes"].append(self.hlop.sizes())
         self.log["subspace_energy"].append(self.hlop.energy())
         self.hlop.clear_inputs()
