@@ -97,7 +97,8 @@ def main(argv=None) -> int:
             print(f"  {name}: only this layer changed {100 * r['acc_only_this_layer_changed']:.2f}, all but this "
                   f"layer {100 * r['acc_all_but_this_layer_changed']:.2f}, current change "
                   f"{100 * r['relative_current_change']:.1f} %")
-    info = {"command": " ".join(["python", "bench/hlop_layer_attribution.py", *(argv if argv is not None else sys.argv[1:])]),
+    given = argv if argv is not None else sys.argv[1:]
+    info = {"command": " ".join(["python", "bench/hlop_layer_attribution.py", *given]),
             "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
             "versions": versions(), "config": {**vars(args), "hidden": [800, 800], "batch_size": 64, "lr": 0.1,
                                                "lateral": "paper", "train_method": "dsr"},

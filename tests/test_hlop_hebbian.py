@@ -179,6 +179,8 @@ def test_principal_rows_are_the_exact_subspace_the_oja_rows_approach():
         principal_rows(X, 2)
     with pytest.raises(ValueError, match="basis"):
         principal_rows(C, 2, basis=torch.zeros(2, 39))
+    with pytest.raises(ValueError, match="NaN"):
+        principal_rows(C.clone().fill_(float("nan")), 2)
 
 
 def test_subspace_energy_and_angles():

@@ -155,3 +155,7 @@ def test_pca_subspace_gives_the_exact_principal_rows_of_each_task():
         assert principal_angles(bank.H[-k:].double(), expected[-1]).max() < 1e-4
     assert bank.n_frozen == 7 and principal_angles(bank.H.double(), torch.cat(expected)).max() < 1e-4
     assert s.report()["knobs"]["subspace"] == "pca"
+    with pytest.raises(ValueError, match="fcs.1"):
+        s.hlop.fit_principal({"fcs.0": torch.eye(20, dtype=torch.float64)})
+    with pytest.raises(ValueError, match=r"C must be \[20, 20\]"):
+        bank.fit_principal(torch.eye(19))

@@ -1,11 +1,10 @@
 """Long-T float32 accuracy of the fused LIF paths, measured against a float64 reference.
 
 At T = 1000 the backward pass is a 1000-step reverse recurrence, and float32 gradients drift
-from the exact (float64) ones by about 1e-5, torch's own reference path included: with this
-test's inputs on the CPU, torch's float32 error reaches 1.87x the allclose(1e-5, 1e-5) bound (2 of
-the 32 configurations exceed it) and the fused CPU path's 2.43x (1 of 32). So "within 1e-5" at
-long T is checked here as: the fused path's float32 error against float64 is within the bound,
-or at most 1.5x the error of torch's float32 path. Spikes must equal the float64 spikes.
+from the exact (float64) ones by about 1e-5, torch's own reference path included: on the CPU it
+exceeds the allclose(1e-5, 1e-5) bound in some of these configurations. So "within 1e-5" at long
+T is checked here as: the fused path's float32 error against float64 is within the bound, or at
+most 1.5x the error of torch's float32 path. Spikes must equal the float64 spikes.
 The CUDA case skips without a GPU and CuPy.
 """
 

@@ -6,8 +6,8 @@ cheapest exact form), ``layers`` (projected Linear), ``hlop``
 """
 
 from .hebbian import (dense_projector, frozen_residual, hebbian_update, oja_delta, oja_iterations, orthogonal_rows,
-                      orthonormal_basis, principal_angles, principal_rows, project_input, project_weight_grad, quantise_lateral,
-                      subspace_energy)
+                      orthonormal_basis, principal_angles, principal_rows, project_input, project_weight_grad,
+                      quantise_lateral, subspace_energy)
 from .hlop import HLOP, PAPER_PMNIST_SCHEDULE, LateralBank
 from .layers import HLOPLinear, ProjectedLinearFn
 from .projector import Projector
@@ -15,8 +15,8 @@ from .networks import METHODS, HLOPMLP, method_defaults
 
 __all__ = [
     "hebbian_update", "oja_delta", "oja_iterations", "frozen_residual", "orthogonal_rows", "orthonormal_basis",
-    "principal_angles", "principal_rows", "project_input", "project_weight_grad", "dense_projector", "quantise_lateral",
-    "subspace_energy", "Projector",
+    "principal_angles", "principal_rows", "project_input", "project_weight_grad", "dense_projector",
+    "quantise_lateral", "subspace_energy", "Projector",
     "HLOP", "LateralBank", "PAPER_PMNIST_SCHEDULE", "HLOPLinear", "ProjectedLinearFn",
     "HLOPMLP", "METHODS", "method_defaults",
 ]

@@ -223,7 +223,9 @@ def subspace_energy(X: torch.Tensor, H: torch.Tensor) -> float:
 
 
 def principal_rows(C: torch.Tensor, k: int, basis: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Top-``k`` eigenvectors ``[k, N]`` of ``(I − QᵀQ) C (I − QᵀQ)`` (``C = XᵀX``, ``Q = basis`` orthonormal rows).
+    """Top-``k`` eigenvectors ``[k, N]`` of ``(I − QᵀQ) C (I − QᵀQ)``.
+
+    ``C = XᵀX`` is the inputs' second moment, ``Q = basis`` the frozen rows (orthonormal).
 
     The exact principal subspace of the inputs' part outside the frozen rows: the fixed point Oja's
     subspace rule approaches (an oracle for the Hebbian rows, see ``HLOPStrategy(subspace="pca")``).
@@ -232,6 +234,8 @@ def principal_rows(C: torch.Tensor, k: int, basis: Optional[torch.Tensor] = None
         raise ValueError(f"C must be a square [N, N] second-moment matrix, got {tuple(C.shape)}")
     n = C.shape[0]
     C = C.double()
+    if not bool(torch.isfinite(C).all()):
+        raise ValueError("C has NaN or infinite entries")
     if basis is not None and basis.shape[0]:
         if basis.dim() != 2 or basis.shape[1] != n:
             raise ValueError(f"basis must be [m, {n}], got {tuple(basis.shape)}")

@@ -319,6 +319,9 @@ class HLOP:
     def fit_principal(self, moments: dict[str, torch.Tensor]) -> None:
         """Every bank's learning rows ← the exact principal directions of ``moments[name]`` (see
         :meth:`LateralBank.fit_principal`); call before :meth:`after_task` merges them."""
+        missing = [n for n in self.banks if n not in moments]
+        if missing:
+            raise ValueError(f"moments: no second-moment matrix for layer(s) {missing}")
         t0 = time.perf_counter()
         for name, bank in self.banks.items():
             bank.fit_principal(moments[name])
