@@ -1,7 +1,7 @@
 """Permuted-MNIST benchmark of the runner's baselines on the HLOP paper's network.
 
 Network: SpikingMLP 784-800-800-10, no biases, T = 6, the paper's BPTT LIF (τ = 2, V_th = 1, soft
-reset, detached reset, sigmoid surrogate α = 4; shared/notes/hlop.md), direct input, mean-current
+reset, detached reset, sigmoid surrogate α = 4; docs/hlop.md), direct input, mean-current
 readout. 1 epoch per task, batch 64, plain SGD lr 0.1, 10 tasks (defaults: the paper's).
 Multitask = ``joint`` with ``budget = "task"`` by default (each phase k trains one task's worth of
 steps on mixed batches of tasks 0..k; the same compute as fine-tuning); ``--joint-budget union``
@@ -40,7 +40,7 @@ from spiking.runner.outputs import versions, write_json  # noqa: E402
 
 PAPER = {"multitask": {"ACC": 96.15}, "finetune": {"ACC": 70.61, "BWT": -28.88},
          "ewc": {"ACC": 91.45, "BWT": -3.20}, "gpm": {"ACC": 94.80, "BWT": -1.62},
-         "note": "approximate, HLOP paper Table 2 (shared/notes/hlop.md)"}
+         "note": "approximate, HLOP paper Table 2 (docs/hlop.md)"}
 METHOD = {"multitask": "joint"}
 
 

@@ -21,11 +21,17 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+# Thread policy (bench/thread_policy.py): idle OpenMP threads sleep instead of spinning, so torch's
+# threads do not collapse when another process keeps a core busy. Read by OpenMP when torch loads;
+# an OMP_WAIT_POLICY you set wins, and SPIKING_OMP_DEFAULTS=1 leaves OpenMP's own default.
+if "torch" not in sys.modules and os.environ.get("SPIKING_OMP_DEFAULTS") != "1":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from spiking.runner.outputs import clean, is_missing
-from spiking.runner.run import run
-from spiking.runner.strategies.hlop import HLOPStrategy
+import torch  # noqa: E402
+
+from spiking.runner.outputs import clean, fitted_range, is_missing  # noqa: E402
+from spiking.runner.run import run  # noqa: E402
+from spiking.runner.strategies.hlop import HLOPStrategy  # noqa: E402
 
 # the paper's permuted-MNIST table (Xiao et al. ICLR 2024, Table 2, ≈ as recorded in the notes)
 PAPER = {"multitask": (96.15, None), "finetune": (70.61, -28.88), "ewc": (91.45, -3.20),
@@ -53,9 +59,11 @@ def parse_args(argv=None):
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
     p.add_argument("--tasks", type=int, default=None, help="override the preset's number of tasks")
     p.add_argument("--train-subset", type=int, default=None, help="override the training samples per task")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (0: torch's default, one per core)")
     p.add_argument("--out", default=None, help="output folder (default runs/pmnist-<preset>-<time>)")
-    p.add_argument("--progress", action="store_true")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars for training and evaluation")
     return p.parse_args(argv)
 
 
@@ -90,11 +98,17 @@ def format_matrix(R) -> str:
     return "\n".join([head, *rows])
 
 
+def _percent(value, std) -> str:
+    """``value`` (a fraction) in percent with ``± std`` when given; "-" when undefined (BWT of one task)."""
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
 def format_table(results: dict, preset_name: str) -> str:
     lines = [f"{'method':<10} {'ACC':>14} {'BWT':>14}   {'paper ACC':>9} {'paper BWT':>9}"]
     for m, r in results.items():
-        acc = f"{100 * r['ACC']:.2f}" + (f" ± {100 * r['ACC_std']:.2f}" if r.get("ACC_std") is not None else "")
-        bwt = f"{100 * r['BWT']:.2f}" + (f" ± {100 * r['BWT_std']:.2f}" if r.get("BWT_std") is not None else "")
+        acc, bwt = (_percent(r.get(k), r.get(k + "_std")) for k in ("ACC", "BWT"))
         pa, pb = PAPER.get(m, (None, None))
         lines.append(f"{m:<10} {acc:>14} {bwt:>14}   {pa if pa is not None else '-':>9} "
                      f"{pb if pb is not None else '-':>9}")
@@ -104,7 +118,8 @@ def format_table(results: dict, preset_name: str) -> str:
 
 
 def plot(results: dict, path: Path) -> None:
-    """Accuracy on each task after every task (one panel per method) and ACC/BWT bars."""
+    """Accuracy on each task after every task (one panel per method, y-range fitted to the method's
+    accuracies so that small differences show) and ACC/BWT bars."""
     import matplotlib  # noqa: PLC0415
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
@@ -113,15 +128,21 @@ def plot(results: dict, path: Path) -> None:
     for ax, m in zip(axes, methods):
         R = results[m]["acc_matrix"]
         T = len(R)
+        values = [100 * R[i][j] for j in range(T) for i in range(j, T)]
         for j in range(T):
-            ax.plot(range(j + 1, T + 1), [100 * R[i][j] for i in range(j, T)], marker="o", label=f"task {j + 1}")
-        ax.set(title=m, xlabel="after training task", ylabel="test accuracy (%)", ylim=(0, 100))
+            ax.plot(range(j + 1, T + 1), [100 * R[i][j] for i in range(j, T)], marker="o", ms=4,
+                    label=f"task {j + 1}")
+        ax.set(title=f"{m}: ACC {100 * results[m]['ACC']:.2f} %", xlabel="after training task",
+               ylabel="test accuracy (%)", ylim=fitted_range(values))
         ax.set_xticks(range(1, T + 1))
-    axes[0].legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=2)
     ax = axes[-1]
     x = range(len(methods))
-    ax.bar([i - 0.2 for i in x], [100 * results[m]["ACC"] for m in methods], 0.4, label="ACC")
-    ax.bar([i + 0.2 for i in x], [100 * results[m]["BWT"] for m in methods], 0.4, label="BWT")
+    for offset, key in ((-0.2, "ACC"), (0.2, "BWT")):
+        vals = [100 * results[m][key] if results[m].get(key) is not None else 0.0 for m in methods]
+        bars = ax.bar([i + offset for i in x], vals, 0.4, label=key)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(list(x), methods)
     ax.axhline(0, color="k", lw=0.5)
     ax.legend()
@@ -162,7 +183,7 @@ def main(argv=None) -> int:
     print()
     print(format_table(results, args.preset))
     plot(results, out / "permuted_mnist.png")
-    summary = {"preset": args.preset, "config": preset, "train_method": args.train_method, "paper": PAPER,
+    summary = {"preset": args.preset, "config": preset, "threads": torch.get_num_threads(), "train_method": args.train_method, "paper": PAPER,
                "command": " ".join([os.path.basename(sys.argv[0]), *(argv or sys.argv[1:])]),
                "results": {m: {k: r.get(k) for k in ("ACC", "BWT", "ACC_std", "BWT_std", "acc_matrix", "forgetting",
                                                     "wall_time_s", "example_wall_s", "peak_rss_mb", "train_time_s",

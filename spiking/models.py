@@ -9,7 +9,7 @@ input current at every step, no Poisson sampling):
 
 i.e. the readout is the mean over T of the output layer's input current (no output neurons);
 by linearity it is computed as one matmul on the mean spike train. The default neuron is the
-HLOP paper's BPTT neuron (shared/notes/hlop.md): V ← V(1 − 1/τ) + X with τ = 2 (decay_input=False),
+HLOP paper's BPTT neuron (docs/hlop.md): V ← V(1 − 1/τ) + X with τ = 2 (decay_input=False),
 V_th = 1, soft reset, detached reset, sigmoid surrogate α = 4.
 """
 from __future__ import annotations

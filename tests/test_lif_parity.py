@@ -1,6 +1,6 @@
 """Spike-for-spike parity with snnTorch Leaky, Norse LIFBoxCell and SpikingJelly LIFNode.
 
-Mappings (docs/design.md, ../shared/notes/peers.md), for our tau, V_th, V_reset = 0:
+Mappings (docs/design.md, docs/peers.md), for our tau, V_th, V_reset = 0:
 - snnTorch Leaky: beta = 1 - 1/tau, input x/tau, reset "zero" (hard) with its reset detached;
   soft reset via "subtract" with reset_delay=False (its reset then carries gradient; equal while
   the membrane stays below 2·V_th).

@@ -10,7 +10,7 @@ chunks), so there is no per-step autograd graph and no per-step tensor. Forward 
 Why a C++ extension (measured, bench/results/lif_throughput_cpu.json): the fused loop is
 memory-bound, does one pass over x/spikes/h per direction, and runs the exact step code that the
 CUDA kernel runs (one source for both, which is what lets the host tests prove the GPU step).
-A numpy in-place loop reaches ~500 M updates/s forward on this machine (shared/notes/peers.md)
+A numpy in-place loop reaches ~500 M updates/s forward on this machine (docs/peers.md)
 but has no backward and needs a temporary per operation and step; numba is not a dependency;
 torch.compile of the per-step loop was not pursued (the graph and its compile grow with T).
 

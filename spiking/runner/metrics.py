@@ -1,4 +1,4 @@
-"""Continual-learning metrics: pure functions of the logged evaluations (shared/notes/metrics.md).
+"""Continual-learning metrics: pure functions of the logged evaluations (definitions: docs/metrics.md).
 
 Notation (0-based in code, 1-based in the formulas): R[i, j] = accuracy on task j after training
 task i, b[j] = accuracy on task j before any training, T tasks. Accuracies are fractions in [0, 1].

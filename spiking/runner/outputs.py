@@ -3,8 +3,11 @@
     results.json       metrics, acc_matrix, acc_before, timings, config, seed, versions
     events.jsonl       one line per evaluation: step, trained, task, acc, loss, kind
     acc_matrix.csv     R with a header row of task names
-    acc_matrix.png     heatmap of R
+    acc_matrix.png     heatmap of R (colour scale fitted to the data)
     curves.png         accuracy per task against iteration (the stability-gap picture)
+
+A multi-seed run writes these per seed in ``seed_<s>/``; its top level holds the mean ± std:
+``results.json``, ``acc_matrix_mean.csv``, ``acc_matrix_std.csv``, ``acc_matrix.png`` and ``curves.png``.
 """
 from __future__ import annotations
 
@@ -73,49 +76,112 @@ def _save_figure(fig, path) -> None:
     atomic_write_bytes(Path(path), lambda f: f.write(buf.getvalue()))
 
 
-def plot_matrix(path, R, title: str = "") -> None:
+def fitted_range(values, pad: float = 0.08, lo: float = 0.0, hi: float = 100.0, min_span: float = 2.0):
+    """(low, high) around the finite ``values`` with ``pad`` of their span added on each side (at least
+    ``min_span`` wide), clipped to [lo, hi]: small differences stay visible instead of a fixed 0–100."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return lo, hi
+    a, b = float(v.min()), float(v.max())
+    if b - a < min_span:
+        mid = (a + b) / 2
+        a, b = mid - min_span / 2, mid + min_span / 2
+    margin = pad * (b - a)
+    return max(lo, a - margin), min(hi, b + margin)
+
+
+def plot_matrix(path, R, title: str = "", std=None) -> None:
+    """Heatmap of R in percent, colour scale fitted to the evaluated entries, one-decimal labels
+    (``mean`` over ``± std`` when ``std`` is given); unevaluated entries stay blank."""
     import matplotlib  # noqa: PLC0415
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
     R = np.asarray(R, dtype=np.float64) * 100  # None/NaN (unevaluated) entries stay blank
+    S = None if std is None else np.asarray(std, dtype=np.float64) * 100
     T = R.shape[0]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * T, 0.8 + 0.5 * T))
-    im = ax.imshow(R, vmin=0, vmax=100, cmap="viridis")
+    vmin, vmax = fitted_range(R, pad=0.0, min_span=1.0)
+    fig, ax = plt.subplots(figsize=(1.4 + 0.75 * T, 1.0 + 0.6 * T))
+    im = ax.imshow(np.ma.masked_invalid(R), vmin=vmin, vmax=vmax, cmap="viridis")
     for i in range(T):
         for j in range(T):
             if np.isnan(R[i, j]):
                 continue
-            ax.text(j, i, f"{R[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                    color="white" if R[i, j] < 60 else "black")
+            text = f"{R[i, j]:.1f}" if S is None or np.isnan(S[i, j]) else f"{R[i, j]:.1f}\n±{S[i, j]:.1f}"
+            dark = (R[i, j] - vmin) / max(vmax - vmin, 1e-9) < 0.55
+            ax.text(j, i, text, ha="center", va="center", fontsize=7 if S is None else 6,
+                    color="white" if dark else "black")
     ax.set_xlabel("evaluated task")
     ax.set_ylabel("after training task")
     ax.set_xticks(range(T), [str(j + 1) for j in range(T)])
     ax.set_yticks(range(T), [str(i + 1) for i in range(T)])
-    ax.set_title(title or "accuracy (%)")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title or "accuracy (%)", fontsize=9)
+    cbar = fig.colorbar(im, ax=ax, fraction=0.046)
+    cbar.set_label("accuracy (%)")
     _save_figure(fig, path)
     plt.close(fig)
 
 
-def plot_curves(path, curves: dict, task_end, title: str = "") -> None:
-    """Accuracy of every task against the iteration; dashed lines mark task boundaries."""
+def plot_curves(path, curves: dict, task_end, title: str = "", std: dict | None = None) -> None:
+    """Accuracy of every task against the iteration, with markers (a task evaluated once still shows)
+    and a y-range fitted to the data; ``std`` (same keys, one value per point) adds ± std bands.
+    Dashed lines mark task boundaries."""
     import matplotlib  # noqa: PLC0415
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
     fig, ax = plt.subplots(figsize=(8, 4))
+    shown = []
     for j, c in sorted(curves.items()):
-        if c:
-            steps, accs = zip(*c)
-            ax.plot(steps, np.asarray(accs) * 100, label=f"task {j + 1}", lw=1)
+        if not c:
+            continue
+        steps, accs = zip(*c)
+        accs = np.asarray(accs, dtype=np.float64) * 100
+        line, = ax.plot(steps, accs, label=f"task {j + 1}", lw=1, marker="o", ms=3 if len(c) > 30 else 4)
+        shown.append(accs)
+        if std is not None and std.get(j) is not None:
+            s = np.asarray(std[j], dtype=np.float64) * 100
+            ax.fill_between(steps, accs - s, accs + s, color=line.get_color(), alpha=0.2, lw=0)
+            shown += [accs - s, accs + s]
     for t in task_end[:-1]:
         ax.axvline(t, color="grey", ls="--", lw=0.6)
     ax.set_xlabel("iteration")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(title or "continual evaluation")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_ylabel("accuracy (%)" + (" (mean ± std over seeds)" if std is not None else ""))
+    ax.set_ylim(*fitted_range(np.concatenate(shown) if shown else []))
+    ax.set_title(title or "continual evaluation", fontsize=9)
+    ax.legend(fontsize=7, ncol=2 if len(curves) <= 10 else 3)
     _save_figure(fig, path)
     plt.close(fig)
+
+
+def boundary_curves(R, task_end) -> dict:
+    """Per task j, ``[(task_end[i], R[i][j]) for i >= j]``: the task-boundary curves of a matrix."""
+    return {j: [(task_end[i], R[i][j]) for i in range(j, len(R))] for j in range(len(R))}
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
+def write_seed_aggregate(folder, res: dict, task_end) -> None:
+    """Top level of a multi-seed run: ``acc_matrix_mean.csv``, ``acc_matrix_std.csv`` and, with
+    matplotlib, ``acc_matrix.png`` (mean with ± std labels) and ``curves.png`` (task-boundary curves,
+    mean ± std bands) from the aggregated ``res`` (see ``run.aggregate``)."""
+    folder = Path(folder)
+    names = res["task_names"]
+    write_matrix_csv(folder / "acc_matrix_mean.csv", res["acc_matrix"], names)
+    write_matrix_csv(folder / "acc_matrix_std.csv", res["acc_matrix_std"], names)
+    if not have_matplotlib():
+        return
+    cfg = res.get("config", {})
+    title = f"{cfg.get('method')} on {cfg.get('dataset')}, mean ± std over seeds {res['seeds']}"
+    plot_matrix(folder / "acc_matrix.png", res["acc_matrix"], title, std=res["acc_matrix_std"])
+    mean = boundary_curves(res["acc_matrix"], task_end)
+    std = {j: [a for _, a in c] for j, c in boundary_curves(res["acc_matrix_std"], task_end).items()}
+    plot_curves(folder / "curves.png", mean, task_end, title, std=std)
 
 
 SUMMARY_KEYS = ("ACC", "BWT", "FWT", "forgetting", "avg_incremental_acc", "min_ACC", "WC_ACC",

@@ -353,9 +353,20 @@ class _SeedRun:
         if self.cfg["eval_every"]:
             self.continual_eval(k)
 
+    def _eval_bar(self, ev):
+        """A progress bar over the tasks one ``evaluate_row`` will evaluate (``progress`` only)."""
+        if not self.cfg["progress"]:
+            return None
+        from tqdm.auto import tqdm  # noqa: PLC0415
+        n = len(self.stream) if self.cfg["eval_unseen"] else ev.task + 1
+        when = "before training" if ev.task < 0 else f"after task {ev.task + 1}"
+        return tqdm(total=n, unit="task", desc=f"{self.cfg['method']} seed {self.seed}: evaluate {when}",
+                    leave=False)
+
     def evaluate_row(self, ev) -> None:
         t0 = time.perf_counter()
         row = []
+        bar = self._eval_bar(ev)
         with SpikeCounter(self.model) as counter:
             n = 0
             for task in self.stream:
@@ -366,6 +377,10 @@ class _SeedRun:
                 row.append(a)
                 n += self.evaluator.n_full(task)
                 self._record("before" if ev.task < 0 else "full", ev.task, task.index, a, l)
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
         spikes = {name: c / n for name, c in counter.counts.items()} if n else {}
         if ev.task < 0:
             self.log.before = row
@@ -482,17 +497,14 @@ class _SeedRun:
 def write_seed_outputs(folder: Path, res: dict, records: list[dict], curves: dict) -> None:
     outputs.write_events(folder / "events.jsonl", records)
     outputs.write_matrix_csv(folder / "acc_matrix.csv", res["acc_matrix"], res["task_names"])
-    try:
-        import matplotlib  # noqa: F401, PLC0415
-    except ImportError:
+    if not outputs.have_matplotlib():
         res["plots"] = "skipped: matplotlib is not installed (pip install spiking[plot])"
         outputs.write_json(folder / "results.json", res)
         return
     title = f"{res['config']['method']} on {res['config']['dataset']}, seed {res['seed']}"
     outputs.plot_matrix(folder / "acc_matrix.png", res["acc_matrix"], title)
     if not curves:  # task-boundary curves from the matrix
-        R = res["acc_matrix"]
-        curves = {j: [(res["task_end_steps"][i], R[i][j]) for i in range(j, len(R))] for j in range(len(R))}
+        curves = outputs.boundary_curves(res["acc_matrix"], res["task_end_steps"])
     outputs.plot_curves(folder / "curves.png", curves, res["task_end_steps"], title)
     outputs.write_json(folder / "results.json", res)
 
@@ -564,5 +576,6 @@ def run(config: dict | None = None, *, stream=None,
         return per_seed[0]
     res = aggregate(per_seed)
     if out is not None:
+        outputs.write_seed_aggregate(out, res, per_seed[0]["task_end_steps"])
         outputs.write_json(out / "results.json", res)
     return res
