@@ -23,7 +23,12 @@ def test_main_job_prints_matrices_and_table_and_saves_outputs(tmp_path, capsys):
         pytest.skip(f"MNIST not available: {exc}")
     out = tmp_path / "pm"
     assert _example().main(["--tasks", "2", "--train-subset", "128", "--threads", "1", "--out", str(out)]) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
+    # progress (on by default): training steps and the evaluation after each task, for both methods
+    for m in ("hlop", "finetune"):
+        assert f"{m} seed 2022: evaluate after task 2" in captured.err
+        assert f"{m} seed 2022:" in captured.err.replace(f"{m} seed 2022: evaluate", "")
     # one matrix per method; after task 1 the unseen task 2 is not evaluated
     assert sum(line.startswith("T1 ") for line in text.splitlines()) == 2
     hlop_part = text.split("== hlop")[1].split("== finetune")[0]

@@ -148,7 +148,7 @@ def plot_curves(path, curves: dict, task_end, title: str = "", std: dict | None 
     ax.set_ylabel("accuracy (%)" + (" (mean ± std over seeds)" if std is not None else ""))
     ax.set_ylim(*fitted_range(np.concatenate(shown) if shown else []))
     ax.set_title(title or "continual evaluation", fontsize=9)
-    ax.legend(fontsize=7, ncol=2 if len(curves) <= 10 else 3)
+    ax.legend(fontsize=7, ncol=1 if len(curves) <= 12 else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save_figure(fig, path)
     plt.close(fig)
 
