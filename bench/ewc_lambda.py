@@ -2,6 +2,7 @@
 
     python bench/ewc_lambda.py                  # λ ∈ {10, 30, 100, 300, 1000}, seeds 1, 2 → bench/results/ewc_lambda.json
     python bench/ewc_lambda.py --lambdas 10,100 --seeds 1 --tasks 2 --train-subset 256 --json /tmp/e.json  # smoke
+    python bench/ewc_lambda.py --merge a.json b.json --json c.json   # one summary over sweeps run separately
 
 Every run is ``spiking.runner.run`` with the runner's defaults (SpikingMLP 784-800-800-10, T = 6,
 SGD lr 0.1, batch 64, 1 epoch per task, online EWC with γ = 1 and 1000 per-sample Fisher samples)
@@ -43,6 +44,25 @@ def summarize(rows: list[dict], lambdas: list[float]) -> dict:
     return table
 
 
+def finish(out: dict, lambdas: list[float]) -> None:
+    out["summary"] = summarize(out["rows"], lambdas)
+    out["best_lambda"] = float(max(out["summary"], key=lambda k: out["summary"][k]["ACC_mean"]))
+
+
+def merge(paths: list[str], dest: str) -> int:
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    if any(p["settings"] != parts[0]["settings"] for p in parts):
+        raise SystemExit(f"--merge: the sweeps' settings differ: {[p['settings'] for p in parts]}")
+    lambdas = sorted({lam for p in parts for lam in p["lambdas"]})
+    out = {**parts[0], "merged_from": [{"path": path, "command": p["command"], "loadavg_start": p["loadavg_start"],
+                                        "loadavg_end": p.get("loadavg_end")} for path, p in zip(paths, parts)],
+           "lambdas": lambdas, "rows": [r for p in parts for r in p["rows"]]}
+    finish(out, lambdas)
+    write_json(dest, out)
+    print("best λ (mean ACC):", out["best_lambda"], "→", dest)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--lambdas", default="10,30,100,300,1000")
@@ -52,7 +72,11 @@ def main(argv=None) -> int:
     p.add_argument("--test-subset", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=str(ROOT / "bench" / "results" / "ewc_lambda.json"))
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="combine the rows of sweeps run separately (same settings) into --json; runs nothing")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.json)
     lambdas = [float(v) for v in args.lambdas.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     settings = {"tasks": args.tasks, "train_subset": args.train_subset, "test_subset": args.test_subset,
@@ -71,8 +95,7 @@ def main(argv=None) -> int:
                    "last_row": [100 * a for a in res["acc_matrix"][-1]],
                    "wall_s": time.perf_counter() - t0, "loadavg": os.getloadavg()}
             out["rows"].append(row)
-            out["summary"] = summarize(out["rows"], lambdas)
-            out["best_lambda"] = float(max(out["summary"], key=lambda k: out["summary"][k]["ACC_mean"]))
+            finish(out, lambdas)
             out["loadavg_end"] = os.getloadavg()
             write_json(args.json, out)
             print(f"seed {seed} λ {lam:g}: ACC {row['ACC']:.2f} BWT {row['BWT']:.2f} ({row['wall_s']:.0f} s)",

@@ -72,6 +72,27 @@ def one_trial(env_extra: dict, threads, args, folder: Path) -> dict:
             "threads_used": summary.get("threads")}
 
 
+def write_report(out: dict, names: list[str], conditions: list[str], path) -> dict:
+    """Median per (policy, condition) over the trials so far, the fastest policy per condition; JSON."""
+    table = {}
+    for name in names:
+        for cond in conditions:
+            rows = [t for t in out["trials"] if t["policy"] == name and t["condition"] == cond]
+            if rows:
+                table[f"{name}/{cond}"] = {
+                    "job_s_median": statistics.median(t["job_s"] for t in rows),
+                    "job_s": [round(t["job_s"], 2) for t in rows],
+                    "process_s_median": statistics.median(t["process_s"] for t in rows),
+                    "load1_before": [t["load1_before"] for t in rows]}
+    out["summary"] = table
+    out["fastest"] = {c: min((n for n in names if f"{n}/{c}" in table), key=lambda n: table[f"{n}/{c}"]["job_s_median"])
+                      for c in conditions if any(f"{n}/{c}" in table for n in names)}
+    out["loadavg_end"] = os.getloadavg()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=1) + "\n")
+    return table
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reps", type=int, default=3)
@@ -89,8 +110,16 @@ def main(argv=None) -> int:
         p.error(f"--policies: unknown {unknown}; known: {sorted(policies(cores))}")
     pols = {n: policies(cores)[n] for n in names}
     conditions = [c for c in args.conditions.split(",") if c]
-    load_start = os.getloadavg()
-    trials = []
+    import torch  # noqa: PLC0415
+    out = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+           "workload": f"examples/permuted_mnist.py --tasks {args.tasks} --train-subset {args.train_subset} "
+                       "(hlop then finetune, default preset otherwise)",
+           "machine": {"cores": cores, "platform": platform.platform(), "processor": platform.processor() or None},
+           "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                        "parallel": torch.__config__.parallel_info().splitlines()[-1].strip()},
+           "policies": {n: {"env": e, "threads": t if t else "torch default"} for n, (e, t) in pols.items()},
+           "loadavg_start": os.getloadavg(), "reps": args.reps, "trials": []}
+    trials = out["trials"]
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up, not timed: builds (or loads) the native kernels so that no trial pays for a compile
         one_trial({}, 1, argparse.Namespace(tasks=2, train_subset=64), Path(tmp) / "warmup")
@@ -107,36 +136,15 @@ def main(argv=None) -> int:
                         trials.append({"rep": rep, "condition": cond, "policy": name, "load1_before": load, **r})
                         print(f"rep {rep} {cond:<5} {name:<20} job {r['job_s']:6.1f} s  process "
                               f"{r['process_s']:6.1f} s  load {load:.2f}", flush=True)
+                        write_report(out, names, conditions, args.json)  # an interrupted run keeps its trials
                 finally:
                     if busy is not None:
                         busy.kill()
                         busy.wait()
-    load_end = os.getloadavg()
-    table = {}
-    for name in names:
-        for cond in conditions:
-            rows = [t for t in trials if t["policy"] == name and t["condition"] == cond]
-            table[f"{name}/{cond}"] = {
-                "job_s_median": statistics.median(t["job_s"] for t in rows),
-                "job_s": [round(t["job_s"], 2) for t in rows],
-                "process_s_median": statistics.median(t["process_s"] for t in rows),
-                "load1_before": [t["load1_before"] for t in rows]}
-    best = {c: min(names, key=lambda n: table[f"{n}/{c}"]["job_s_median"]) for c in conditions}
-    import torch  # noqa: PLC0415
-    out = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-           "workload": f"examples/permuted_mnist.py --tasks {args.tasks} --train-subset {args.train_subset} "
-                       "(hlop then finetune, default preset otherwise)",
-           "machine": {"cores": cores, "platform": platform.platform(), "processor": platform.processor() or None},
-           "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                        "parallel": torch.__config__.parallel_info().splitlines()[-1].strip()},
-           "policies": {n: {"env": e, "threads": t if t else "torch default"} for n, (e, t) in pols.items()},
-           "loadavg_start": load_start, "loadavg_end": load_end, "reps": args.reps,
-           "summary": table, "fastest": best, "trials": trials}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    table = write_report(out, names, conditions, args.json)
     for key, v in table.items():
         print(f"{key:<28} median job {v['job_s_median']:6.1f} s   {v['job_s']}")
-    print("fastest:", best, "→", args.json)
+    print("fastest:", out["fastest"], "→", args.json)
     return 0
 
 

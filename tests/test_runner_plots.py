@@ -51,7 +51,9 @@ def test_curves_have_markers_so_a_single_point_task_shows(figures):
     assert all(ln.get_marker() not in (None, "None", "", " ") for ln in lines)
     lo, hi = ax.get_ylim()
     assert 85 < lo < 92 and 97 <= hi <= 100                      # fitted around 91–97 (± std), not 0–100
-    assert len(ax.collections) == 2                              # one ± std band per task
+    from matplotlib.collections import LineCollection, PolyCollection
+    assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 2      # one ± std band per task
+    assert sum(isinstance(c, LineCollection) for c in ax.collections) == 2      # and its error bars
 
 
 def _stream(n_tasks=2, d=12, seed=0):

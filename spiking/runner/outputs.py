@@ -124,7 +124,8 @@ def plot_matrix(path, R, title: str = "", std=None) -> None:
 
 def plot_curves(path, curves: dict, task_end, title: str = "", std: dict | None = None) -> None:
     """Accuracy of every task against the iteration, with markers (a task evaluated once still shows)
-    and a y-range fitted to the data; ``std`` (same keys, one value per point) adds ± std bands.
+    and a y-range fitted to the data; ``std`` (same keys, one value per point) adds ± std bands and
+    error bars (so a single point shows its spread too).
     Dashed lines mark task boundaries."""
     import matplotlib  # noqa: PLC0415
     matplotlib.use("Agg")
@@ -141,6 +142,7 @@ def plot_curves(path, curves: dict, task_end, title: str = "", std: dict | None 
         if std is not None and std.get(j) is not None:
             s = np.asarray(std[j], dtype=np.float64) * 100
             ax.fill_between(steps, accs - s, accs + s, color=line.get_color(), alpha=0.2, lw=0)
+            ax.errorbar(steps, accs, yerr=s, fmt="none", ecolor=line.get_color(), capsize=2, lw=0.8)
             shown += [accs - s, accs + s]
     for t in task_end[:-1]:
         ax.axvline(t, color="grey", ls="--", lw=0.6)
