@@ -363,8 +363,12 @@ class _SeedRun:
 
         Called where the accumulated loss is read (once per task), not per step; the checkpoint of
         the previous task is kept as it is."""
-        if math.isfinite(loss) and loss <= LOSS_LIMIT:
-            return
+        if not (math.isfinite(loss) and loss <= LOSS_LIMIT):
+            self.diverged(f"the mean loss over steps {first}-{last} (task {task + 1}, seed {self.seed}) "
+                          f"is {loss:g}")
+
+    def diverged(self, what: str) -> None:
+        """Raise :class:`TrainingDiverged`: ``what`` happened; the likely options; what is kept."""
         cfg = self.cfg
         suspects = [f"lr={cfg['lr']:g}"] + [
             f"{k}={v:g}" for k, v in cfg["options"].items()
@@ -372,10 +376,19 @@ class _SeedRun:
         kept = (f"{self.ckpt} keeps the state before this task; rerun with a smaller value into "
                 f"another out" if self.ckpt and self.ckpt.exists()
                 else "nothing was computed yet; rerun with a smaller value")
-        raise TrainingDiverged(
-            f"training diverged: the mean loss over steps {first}-{last} (task {task + 1}, seed "
-            f"{self.seed}) is {loss:g}; the likely cause is a too large {' or '.join(suspects)}; "
-            f"the run stopped, {kept}")
+        raise TrainingDiverged(f"training diverged: {what}; the likely cause is a too large "
+                               f"{' or '.join(suspects)}; the run stopped, {kept}")
+
+    def _train_event(self, ev) -> None:
+        """A learn or rehearse event. A step that fails (e.g. a layer refusing NaN input) while the
+        parameters hold NaN/inf is divergence, named by its step (checked only on failure)."""
+        try:
+            (self.learn if ev.kind == "learn" else self.rehearse)(ev)
+        except ValueError as exc:
+            if all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+                raise
+            self.diverged(f"the parameters became NaN/inf by step {self.log.step + 1} (task "
+                          f"{ev.task + 1}, seed {self.seed}; {exc})")
 
     def rehearse(self, ev) -> None:
         """``ev.steps`` steps on old tasks' training data, tasks drawn by the rehearsal schedule."""
@@ -476,10 +489,8 @@ class _SeedRun:
         try:
             for i in range(self.position, len(self.events)):
                 ev = self.events[i]
-                if ev.kind == "learn":
-                    self.learn(ev)
-                elif ev.kind == "rehearse":
-                    self.rehearse(ev)
+                if ev.kind in ("learn", "rehearse"):
+                    self._train_event(ev)
                 elif ev.kind == "unlearn":
                     self.unlearn(ev)
                 elif ev.target is not None:
