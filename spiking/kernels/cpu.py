@@ -32,6 +32,7 @@ cost about as much as the LIF pass itself.
 from __future__ import annotations
 
 import hashlib
+import platform
 import threading
 from pathlib import Path
 from typing import Optional, Union
@@ -72,6 +73,7 @@ def _build():
         digest.update(p.read_bytes())
     cflags = _CFLAGS + _cpu_flags()
     digest.update(" ".join(cflags).encode())
+    digest.update(platform.machine().encode())  # a shared home: never another architecture's build
     name = f"spiking_lif_cpu_{digest.hexdigest()[:12]}"
     return cpp_extension.load(
         name=name,

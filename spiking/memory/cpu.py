@@ -1,6 +1,9 @@
 """Loader for the C fast path (``_csa_cpu.c``: sequential code selection + learning on packed
 weights, one-pass input validation + bit packing, AND-popcount overlaps), built once with the
 system C compiler into ``~/.cache/spiking`` (or ``$SPIKING_CACHE``) and called through ctypes.
+The library's name hashes the source, the compiler and the CPU (:func:`spiking._platform.cpu_key`:
+it is built with ``-march=native``), so a home shared by different machines never loads a
+library built for another CPU.
 
 ``available()`` is False when no compiler is found; callers then use the torch reference
 (:func:`spiking.memory.learn.select_sequence_torch`), which has identical semantics.
@@ -17,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from .._platform import cpu_key
+
 _SRC = Path(__file__).with_name("_csa_cpu.c")
 _LIB = None
 _ERR: str | None = None
@@ -31,7 +36,8 @@ def _build() -> ctypes.CDLL:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise RuntimeError("no C compiler (cc/gcc) found")
-    tag = hashlib.sha1(src + cc.encode()).hexdigest()[:16]
+    # built with -march=native: keyed by the CPU too, so a shared home never loads a foreign binary
+    tag = hashlib.sha1(src + cc.encode() + cpu_key().encode()).hexdigest()[:16]
     out = _cache_dir() / f"sparsey_csa_{tag}.so"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
