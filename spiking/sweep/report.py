@@ -22,7 +22,7 @@ def stats(values: list[float]) -> dict:
 
 
 def summary(records: list[dict]) -> list[dict]:
-    """One entry per (dataset, method, point) in first-seen order; failed trials count in ``failed``."""
+    """One entry per (dataset, method, point) in first-seen order (done trials; ``failed`` counts the rest)."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["dataset"], r["method"], point_name(r["point"])), []).append(r)
@@ -30,7 +30,7 @@ def summary(records: list[dict]) -> list[dict]:
     for (dataset, method, name), rs in groups.items():
         done = [r for r in rs if r["status"] == "done"]
         out.append({"dataset": dataset, "method": method, "point": rs[0]["point"], "point_name": name,
-                    "seeds": [r["seed"] for r in done], "failed": len(rs) - len(done),
+                    "seeds": [r["seed"] for r in done], "failed": sum(r["status"] == "failed" for r in rs),
                     **{m: stats([r[m] for r in done]) for m in METRICS}})
     return out
 

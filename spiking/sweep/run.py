@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..runner import outputs
 from . import report
-from .engine import ray_session, run_trials
+from .engine import ray_session, record, run_trials
 from .spec import SpecError, SweepSpec, expand, from_dict, validate
 
 
@@ -49,6 +49,12 @@ class _Writer:
     def __init__(self, folder: Path, spec: SweepSpec):
         self.path, self.spec, self.records = folder / "sweep.json", spec, {}
         self.started = time.perf_counter()
+
+    def plan(self, trials: list, folder: Path) -> list:
+        """List ``trials`` as pending (sweep.json keeps this order); returns them."""
+        for t in trials:
+            self.records.setdefault(f"trials/{t.key}", record(t, folder, {"status": "pending"}))
+        return trials
 
     def add(self, rec: dict) -> None:
         self.records[rec["out"]] = rec
@@ -78,8 +84,8 @@ def run_sweep(spec: SweepSpec | dict) -> dict:
     writer = _Writer(folder, spec)
     with ray_session(spec) as ray:
         if spec.tune_on is None:
-            (dataset, seeds), = [(spec.settings.get("dataset", "pmnist"), spec.seeds)]
-            run_trials(ray, spec, expand(spec, dataset, seeds), folder, writer.add)
+            dataset, seeds = spec.settings.get("dataset", "pmnist"), spec.seeds
+            run_trials(ray, spec, writer.plan(expand(spec, dataset, seeds), folder), folder, writer.add)
             result = writer.write()
         else:
             result = _reality_check(ray, spec, folder, writer)
@@ -93,7 +99,7 @@ def _reality_check(ray, spec: SweepSpec, folder: Path, writer: _Writer) -> dict:
     seeds2 = spec.phase2_seeds()
     tune = expand(spec, spec.tune_on, spec.seeds)
     grid2 = expand(spec, spec.evaluate_on, seeds2) if spec.contrast else []
-    rec1 = run_trials(ray, spec, tune + grid2, folder, writer.add)[:len(tune)]
+    rec1 = run_trials(ray, spec, writer.plan(tune + grid2, folder), folder, writer.add)[:len(tune)]
     summary1 = report.summary(rec1)
     picks = _best(summary1, spec.select)
     missing = [m for m in spec.methods if m not in picks]
@@ -102,7 +108,7 @@ def _reality_check(ray, spec: SweepSpec, folder: Path, writer: _Writer) -> dict:
     selected = {m: {"point": e["point"], "point_name": e["point_name"], "score": report.score(e, spec.select),
                     "ACC": e["ACC"], "BWT": e["BWT"]} for m, e in picks.items()}
     phase2_trials = expand(spec, spec.evaluate_on, seeds2, only={m: e["point"] for m, e in picks.items()})
-    rec2 = run_trials(ray, spec, phase2_trials, folder, writer.add)
+    rec2 = run_trials(ray, spec, writer.plan(phase2_trials, folder), folder, writer.add)
     extra = {"select": spec.select, "selected": selected,
              "phase1": {"dataset": spec.tune_on, "seeds": spec.seeds, "summary": summary1},
              "phase2": {"dataset": spec.evaluate_on, "seeds": seeds2, "summary": report.summary(rec2)}}
