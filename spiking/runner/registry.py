@@ -91,3 +91,16 @@ def spiking_mlp(cfg, stream):
 def mlp(cfg, stream):
     from ..models import MLP  # noqa: PLC0415
     return MLP(_sizes(cfg, stream))
+
+
+def _hlop_network(train_method):
+    def factory(cfg, stream):
+        from .strategies.hlop import HLOPStrategy  # noqa: PLC0415
+        return HLOPStrategy.build_model({"options": {"train_method": train_method}, "hidden": cfg["hidden"]},
+                                        stream)
+    factory.__doc__ = f"HLOP's {train_method.upper()} network (the paper's baselines use it too)."
+    return factory
+
+
+for _method in ("dsr", "bptt", "ottt"):
+    MODELS.register(f"hlop-{_method}", _hlop_network(_method))

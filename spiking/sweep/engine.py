@@ -103,8 +103,8 @@ def run_trials(ray, spec: SweepSpec, trials: list[Trial], folder: Path,
             on_record(records[t.key])
         else:
             todo.append(t)
-    task = ray.remote(num_cpus=spec.threads, num_gpus=spec.gpus_per_trial,
-                      max_retries=spec.max_retries)(execute_trial)
+    task = ray.remote(num_cpus=spec.threads, num_gpus=spec.gpus_per_trial, max_retries=spec.max_retries,
+                      **({"max_calls": 1} if spec.isolate else {}))(execute_trial)
     pending = {task.remote(t.config, str(folder / "trials" / t.key)): t for t in todo}
     bar = _progress(spec, len(trials), len(records))
     try:

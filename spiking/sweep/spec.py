@@ -49,6 +49,7 @@ class SweepSpec:
     select: str = "ACC"
     eval_seeds: list[int] | None = None  # phase 2 seeds (default: after the largest tuning seed)
     contrast: bool = True            # also run the grid on evaluate_on (what tuning on test would pick)
+    isolate: bool = False            # each trial in a fresh worker process (own peak RSS; slower start)
     progress: bool = True
 
     @property
