@@ -204,7 +204,7 @@ def sweep_main(args) -> int:
         return 2
     try:
         result = run_sweep(sweep_spec(args))
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, ConnectionError) as exc:
         print(f"spiking sweep: error: {exc}", file=sys.stderr)
         return 2
     print(table(result))

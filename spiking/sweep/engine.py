@@ -82,7 +82,14 @@ def ray_session(spec: SweepSpec):
         yield ray
         return
     if spec.address:
-        ray.init(address=spec.address, log_to_driver=False)
+        try:
+            ray.init(address=spec.address, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as exc:
+            raise ConnectionError(
+                f"address: cannot join the Ray cluster at {spec.address} ({str(exc).splitlines()[0]}); "
+                f"is `ray start --head` running there? With token authentication (Ray's default for "
+                f"`ray start`) set RAY_AUTH_MODE=token and give this machine the head's "
+                f"~/.ray/auth_token") from None
     else:
         ray.init(address="local", num_cpus=spec.cpus, include_dashboard=False, log_to_driver=False)
     try:
