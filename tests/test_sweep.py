@@ -102,6 +102,8 @@ def test_worker_killed_mid_trial_is_retried_and_equals_uninterrupted(local_ray, 
     assert not sweep.is_alive()
     t, = result["trials"]
     assert t["status"] == "done" and t["attempts"] == 2
+    first, second = (json.loads(line) for line in attempts.read_text().splitlines())
+    assert first["pid"] != second["pid"] and second["resume"]  # the retry continued the checkpoint
     clean = run({**settings, "seed": 5, "threads": 1})
     saved = json.loads((trial / "results.json").read_text())
     assert saved["acc_matrix"] == clean["acc_matrix"] and t["ACC"] == clean["ACC"]

@@ -38,9 +38,10 @@ def execute_trial(config: dict, out: str) -> dict:
     from ..runner.run import run  # noqa: PLC0415
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    resume = (out / "config.json").exists()  # an earlier attempt claimed the folder: continue it
     with attempts_path(out).open("a") as f:  # who ran it: the pid lets a test kill the worker
-        f.write(json.dumps({"pid": os.getpid(), "start": time.time()}) + "\n")
-    cfg = {**config, "out": str(out), "resume": (out / "config.json").exists(), "progress": False}
+        f.write(json.dumps({"pid": os.getpid(), "start": time.time(), "resume": resume}) + "\n")
+    cfg = {**config, "out": str(out), "resume": resume, "progress": False}
     t0 = time.perf_counter()
     try:
         res = run(cfg)

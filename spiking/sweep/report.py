@@ -111,17 +111,13 @@ def plot(path: Path, entries: list[dict], title: str = "") -> bool:
     datasets = list(dict.fromkeys(e["dataset"] for e in entries))
     fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.6 * len(datasets)), squeeze=False)
     for row, dataset in zip(axes, datasets):
-        mine = [e for e in entries if e["dataset"] == dataset]
-        labels = list(dict.fromkeys(e["point_name"] for e in mine))
-        methods = list(dict.fromkeys(e["method"] for e in mine))
-        width = 0.8 / len(methods)
+        mine = [e for e in entries if e["dataset"] == dataset]  # one x position per (method, point)
         for ax, m in zip(row, METRICS):
-            for i, method in enumerate(methods):
-                es = [e for e in mine if e["method"] == method and e[m]["mean"] is not None]
-                xs = [labels.index(e["point_name"]) + (i - (len(methods) - 1) / 2) * width for e in es]
-                ax.errorbar(xs, [100 * e[m]["mean"] for e in es], [100 * (e[m]["std"] or 0) for e in es],
-                            fmt="o", capsize=4, label=method)
-            ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=7)
+            for method in dict.fromkeys(e["method"] for e in mine):
+                xs = [i for i, e in enumerate(mine) if e["method"] == method and e[m]["mean"] is not None]
+                ax.errorbar(xs, [100 * mine[i][m]["mean"] for i in xs],
+                            [100 * (mine[i][m]["std"] or 0) for i in xs], fmt="o", capsize=4, label=method)
+            ax.set_xticks(range(len(mine)), [e["point_name"] for e in mine], rotation=30, ha="right", fontsize=7)
             ax.set_ylabel(f"{m} % (mean ± std)")
             ax.set_title(f"{dataset}: {m}")
             ax.grid(alpha=0.3)
