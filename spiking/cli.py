@@ -15,6 +15,7 @@ import time
 from . import __version__
 from .runner.config import SETTINGS, parse_text
 from .runner.strategies import STRATEGIES
+from .sweep.spec import SWEEP_OWNED
 
 
 def _converter(flag: str, name: str):
@@ -73,7 +74,8 @@ def add_run_settings(parser, skip=(), defaults=True, overrides=None) -> None:
         if name == "dataset":
             parser.add_argument("--stream", dest=name, type=_converter("--stream", name), metavar="MODULE:FACTORY",
                                 help="your own task stream: factory(cfg, seed) -> TaskStream (same as "
-                                     "--dataset MODULE:FACTORY)", **({} if defaults else {"default": argparse.SUPPRESS}))
+                                     "--dataset MODULE:FACTORY)",
+                                **({} if defaults else {"default": argparse.SUPPRESS}))
 
 
 def method_options_text() -> str:
@@ -90,10 +92,6 @@ def method_options_text() -> str:
     return "\n".join(lines)
 
 
-#: run settings that a sweep sets per trial (flags of their own, or none)
-SWEEP_OWNED = ("method", "seed", "seeds", "out", "resume", "progress", "options")
-
-
 def add_sweep_arguments(sw) -> None:
     sw.add_argument("--spec", default=None, metavar="FILE",
                     help="sweep spec (.toml, .yaml or .json); flags given here override it")
@@ -104,12 +102,13 @@ def add_sweep_arguments(sw) -> None:
                          "(hlop.hebb_lr=0.01,0.02); points of list settings split by ';' "
                          "(hidden=400,400;800,800); one value fixes it; repeatable")
     sw.add_argument("--out", default=None, metavar="DIR", help="the sweep's folder (required)")
-    sw.add_argument("--cpus", type=int, default=None, help="local Ray: CPUs to use (default: all)")
-    sw.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial (default: 0)")
-    sw.add_argument("--address", default=None, help="join this Ray cluster (ray start --head prints it)")
+    sw.add_argument("--cpus", type=int, default=None, metavar="N", help="local Ray: CPUs to use (default: all)")
+    sw.add_argument("--gpus-per-trial", type=float, default=None, metavar="X", help="GPUs per trial (default: 0)")
+    sw.add_argument("--address", default=None, metavar="HOST:PORT",
+                    help="join this Ray cluster (ray start --head prints it)")
     sw.add_argument("--resume", action="store_true", default=None,
                     help="continue the sweep in --out: finished trials are kept, killed ones resume")
-    sw.add_argument("--max-retries", type=int, default=None,
+    sw.add_argument("--max-retries", type=int, default=None, metavar="N",
                     help="re-runs of a trial whose worker died (default: 3)")
     sw.add_argument("--tune-on", default=None, metavar="DATASET",
                     help="reality check: phase 1 (grid, pick per method) on this dataset")
@@ -121,7 +120,10 @@ def add_sweep_arguments(sw) -> None:
                     help="reality check: phase 2 seeds (default: the next len(seeds) after the largest seed)")
     sw.add_argument("--no-contrast", dest="contrast", action="store_false", default=None,
                     help="reality check: skip the grid on the evaluation dataset (the tuned-on-test contrast)")
-    sw.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    sw.add_argument("--isolate", action="store_true", default=None,
+                    help="each trial in a fresh worker process (its own peak memory; a worker start per trial)")
+    sw.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                    help="no progress bar over trials")
     g = sw.add_argument_group("run settings of every trial (default: the spiking run defaults; "
                               "threads is per trial, default 1)")
     add_run_settings(g, skip=SWEEP_OWNED, defaults=False)
@@ -187,7 +189,7 @@ def sweep_spec(args) -> dict:
             if key != "methods":
                 spec[key] = [parse_text("seed", t) if t.isdigit() else t for t in spec[key]]
     for key in ("out", "cpus", "gpus_per_trial", "address", "resume", "max_retries", "tune_on",
-                "evaluate_on", "select", "contrast", "progress"):
+                "evaluate_on", "select", "contrast", "isolate", "progress"):
         if getattr(args, key) is not None:
             spec[key] = getattr(args, key)
     return spec
