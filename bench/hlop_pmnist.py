@@ -12,8 +12,8 @@ Paper configuration: 10 tasks, 784-800-800-10, 1 epoch, batch 64, SGD lr 0.1, la
 [80, 200, 100] then +70, +70, +50×3, +30×3, +10 per layer. The (method, seed) runs are the trials of
 a ``spiking sweep`` (``spiking.sweep.run_sweep``, in ``--sweep-dir``; ``--resume`` continues it), each
 a Ray task in a fresh worker process, so its wall time and peak RSS (``ru_maxrss``) are its own.
-Writes JSON with the command, machine, versions, per-seed numbers, mean ± std (ddof = 1) and medians, and for HLOP the share of
-training time spent in Hebbian updates and projection.
+Writes JSON with the command, machine, versions, per-seed numbers, mean ± std (ddof = 1) and
+medians, and for HLOP the share of training time spent in Hebbian updates and projection.
 """
 from __future__ import annotations
 
