@@ -125,3 +125,14 @@ def test_reality_check_phases(local_ray, tmp_path):
     assert res["contrast"]["picked"][0]["ACC"]["mean"] == max(on_eval.values())
     assert len(res["trials"]) == 4  # 2 points x (tuning, evaluation); phase 2 reused
     assert table(res).startswith("phase 2 (reported)")
+
+
+def test_cli_sweep_prints_the_table_and_exits_1_when_a_trial_failed(local_ray, tmp_path, capsys):
+    from spiking.cli import main
+    argv = ["sweep", "--methods", "finetune", "--seeds", "1,13", "--stream", "sweep_streams:flaky",
+            "--model", "mlp", "--hidden", "16", "--batch-size", "16", "--no-progress", "--out", str(tmp_path / "c")]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "ACC % (mean ± std)" in out and "2 trials (1 failed)" in out
+    saved = json.loads((tmp_path / "c" / "sweep.json").read_text())
+    assert [t["config"]["hidden"] for t in saved["trials"]] == [[16], [16]]
