@@ -40,8 +40,8 @@ import numpy as np
 import torch
 
 from . import metrics, outputs
-from .config import RUNTIME_KEYS, check, check_all, default_config
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import RUNTIME_KEYS, check, check_all, default_config  # noqa: F401 (default_config re-exported)
 from .evaluation import Evaluator, SpikeCounter
 from .registry import DATASETS, MODELS
 from .rehearsal import RehearsalSchedule
