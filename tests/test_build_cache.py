@@ -122,3 +122,22 @@ def test_spiking_build_command(capsys):
     for line in lines:
         directory = Path(line.split("(", 1)[1].rstrip(")"))
         assert ": ok (" in line and (directory / "BUILT").is_file()
+
+
+def test_every_native_source_is_package_data():
+    """Each C/C++/CUDA file of the repository matches a package-data pattern of pyproject.toml
+    (the wheel check in .ci/wheel_check installs and uses them)."""
+    import fnmatch
+    import tomllib
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert (REPO / "spiking" / "_cuda").resolve() == (REPO / "cuda").resolve()
+    native = (".c", ".cpp", ".h", ".cu", ".cuh")
+    files = [p for p in (REPO / "spiking").rglob("*") if p.suffix in native]  # rglob skips the symlink
+    files += [REPO / "spiking" / "_cuda" / p.name for p in (REPO / "cuda").iterdir() if p.suffix in native]
+    assert {p.name for p in files} >= {"lif_cpu.cpp", "_csa_cpu.c", "lif.cu", "lif_step.cuh", "sparsey.cu"}
+    for path in files:
+        rel = path.relative_to(REPO / "spiking")
+        in_package = rel.parts[0] != "_cuda" and any(fnmatch.fnmatch(path.name, pat) for pat in data["*"])
+        in_cuda = any(fnmatch.fnmatch(str(rel), pat) for pat in data["spiking"])
+        assert in_package or in_cuda, f"{rel} would be missing from the wheel"
