@@ -18,7 +18,7 @@ def test_runconfig_dataclass_is_the_declaration():
     assert RunConfig().hidden is not RunConfig().hidden  # fresh list defaults
     with pytest.raises(ValueError, match="tasks must be an int >= 1"):
         RunConfig(tasks=0).to_dict()
-    assert set(RUNTIME_KEYS) == {"out", "resume", "device", "progress", "data_path", "seeds", "threads"}
+    assert set(RUNTIME_KEYS) == {"out", "resume", "progress", "data_path", "seeds"}
 
 
 def test_cli_defaults_equal_the_declared_defaults():

@@ -7,7 +7,7 @@ the same declaration as a dataclass::
     cfg = RunConfig(method="ewc", tasks=3)           # fields with their defaults
     run(cfg.to_dict())
 
-A setting with ``results=False`` (``out``, ``device``, ``threads``...) does not change what a run
+A setting with ``results=False`` (``out``, ``resume``, ``seeds``...) does not change what a run
 computes: two configs that differ only there are the same run (``identity`` ignores them).
 Cross-setting rules (a dataset's scenario, a strategy's own options) are checked by
 ``spiking.runner.run.normalize_config``.
@@ -74,7 +74,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("seed", "int", 0, "seed of data order, permutations and init", low=0),
     Setting("seeds", "seeds", None, "several seeds, e.g. 1,2,3: one run each in out/seed_<s>, "
             "mean ± std in out/results.json", optional=True, results=False),
-    Setting("device", "str", "cpu", "torch device (cpu, cuda, cuda:1)", results=False),
+    Setting("device", "str", "cpu", "torch device (cpu, cuda, cuda:1); its type is part of the results"),
     Setting("eval_every", "int", 0, "continual evaluation every N iterations (0: only after each task)",
             low=0),
     Setting("eval_subset", "int", 1000, "test samples per seen task for continual evaluation", low=1),
@@ -83,8 +83,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             "task; none: the full test sets", low=1, optional=True),
     Setting("eval_unseen", "bool", True, "after each task also evaluate the tasks not yet trained (FWT; "
             "--no-eval-unseen halves the evaluation)"),
-    Setting("threads", "int", None, "torch threads; none: torch's", low=1, optional=True,
-            results=False),
+    Setting("threads", "int", None, "torch threads; none: torch's (the count changes float summation "
+            "order, so it is part of the results)", low=1, optional=True),
     Setting("model", "str", "spiking-mlp", "network: a registered model, or module:factory of your own "
             "(factory(cfg, stream) -> nn.Module); strategies with their own network (hlop) ignore it",
             choices=_models, open_choices=True),
