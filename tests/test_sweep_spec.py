@@ -61,6 +61,8 @@ def test_spec_files_toml_yaml_json_agree(tmp_path):
     ({"colour": 1}, "spec: unknown field(s) ['colour']"),
     ({"settings": {**TINY, "dataset": "no_such_module:f"}}, "dataset: cannot import"),
     ({"settings": {**TINY, "dataset": "pmnist", "scenario": "class"}}, "trial pmnist/finetune"),
+    ({"settings": {**TINY, "device": "bogus"}}, "device must be a torch device"),
+    ({"methods": ["ewc"], "grid": {"ewc.ewc_lambda": [1.0, float("nan")]}}, "ewc_lambda must be a finite"),
 ])
 def test_bad_specs_fail_before_any_trial_naming_the_entry(tmp_path, change, needle):
     spec = {"out": str(tmp_path / "s"), "methods": ["finetune"], "seeds": [1], **change}

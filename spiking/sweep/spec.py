@@ -8,7 +8,7 @@
 ``METHOD.OPTION`` (a strategy option, applied to that method only). A grid with one value is a fixed
 setting. Grid points are the product of the entries that apply to a method. The same spec reads
 from TOML, YAML or JSON (:func:`load_spec`) with these field names. Everything is checked, and every
-trial's run config built and normalised, by :func:`validate` before any trial starts.
+trial's run config built and checked as the runner checks it, by :func:`validate` before any trial starts.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ..runner.config import SETTINGS, check, parse_text
-from ..runner.run import identity, normalize_config
+from ..runner.run import identity
+from ..runner.run import validate as validate_run
 from ..runner.strategies import STRATEGIES
 
 #: run settings a sweep sets itself (per trial), so a spec may not
@@ -215,7 +216,7 @@ def validate(spec: SweepSpec) -> SweepSpec:
             raise SpecError(f"{name} must be an int >= {low}, got {v!r}")
     for dataset, seeds in datasets_and_seeds(spec):
         for trial in expand(spec, dataset, seeds):
-            pass  # expand normalises every config: a bad combination fails here, naming the trial
+            pass  # expand checks every config: a bad combination fails here, naming the trial
     return spec
 
 
@@ -251,7 +252,7 @@ def expand(spec: SweepSpec, dataset: str, seeds, only: dict[str, dict] | None = 
                 cfg = trial_config(spec, method, dataset, point, seed)
                 trial = Trial(method, dataset, point, seed, cfg)
                 try:
-                    normalize_config(cfg)
+                    validate_run(cfg)  # everything the runner checks before claiming a folder
                 except (ValueError, TypeError) as exc:
                     raise SpecError(f"trial {trial.key}: {exc}") from None
                 trials.append(trial)
@@ -260,4 +261,4 @@ def expand(spec: SweepSpec, dataset: str, seeds, only: dict[str, dict] | None = 
 
 def same_run(trial: Trial, stored_config: dict) -> bool:
     """Whether a finished run's recorded config is this trial's."""
-    return identity(normalize_config(trial.config)) == stored_config
+    return identity(validate_run(trial.config)) == stored_config
