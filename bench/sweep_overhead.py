@@ -37,7 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--tasks", type=int, default=3)
-    p.add_argument("--train-subset", type=int, default=20000)
+    p.add_argument("--train-subset", type=int, default=15000)
     p.add_argument("--hidden", default="400,400")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "sweep_overhead.json"))
