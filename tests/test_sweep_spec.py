@@ -85,3 +85,13 @@ def test_without_ray_sweep_says_how_to_install(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and 'pip install "spiking[sweep]"' in err
     assert not (tmp_path / "s").exists()
+
+
+def test_a_second_sweep_in_the_same_folder_fails_at_once(tmp_path):
+    from spiking.runner.lock import FolderLock
+    folder = tmp_path / "s"
+    folder.mkdir()
+    with FolderLock(folder):  # another process's sweep holding the folder
+        with pytest.raises(ValueError, match="in use by another spiking run"):
+            run_sweep({"out": str(folder), "methods": ["finetune"], "seeds": [1], "settings": TINY})
+    assert [p.name for p in folder.iterdir()] == [".lock"]  # nothing written

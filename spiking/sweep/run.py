@@ -23,24 +23,27 @@ import time
 from pathlib import Path
 
 from ..runner import outputs
+from ..runner.lock import LOCK_NAME, FolderLock
 from . import report
 from .engine import ray_session, record, run_trials
 from .spec import SpecError, SweepSpec, expand, from_dict, validate
 
 
-def prepare(spec: SweepSpec) -> Path:
-    """Refuse a folder holding another sweep unless resuming; claim it with spec.json."""
+def prepare(spec: SweepSpec) -> tuple[Path, FolderLock]:
+    """Refuse a folder holding another sweep unless resuming; lock it (one sweep per folder) and
+    claim it with spec.json."""
     folder = Path(spec.out)
     marker = folder / "spec.json"
-    if folder.exists() and any(folder.iterdir()):
+    if folder.exists() and any(p.name != LOCK_NAME for p in folder.iterdir()):
         if not marker.exists():
             raise SpecError(f"out: {folder} is not empty and holds no sweep; choose another out")
         if not spec.resume:
             raise SpecError(f"out: {folder} already holds a sweep; pass --resume (resume=True) to "
                             f"continue it, or choose another out")
     folder.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(folder).acquire()  # a second sweep in this folder fails here, naming the holder
     outputs.write_json(marker, dataclasses.asdict(spec))
-    return folder
+    return folder, lock
 
 
 class _Writer:
@@ -80,18 +83,20 @@ def _best(entries: list[dict], select: str) -> dict[str, dict]:
 def run_sweep(spec: SweepSpec | dict) -> dict:
     """Run the sweep described by ``spec`` (a SweepSpec or its dict) and return sweep.json's content."""
     spec = validate(from_dict(spec) if isinstance(spec, dict) else spec)
-    folder = prepare(spec)
-    writer = _Writer(folder, spec)
-    with ray_session(spec) as ray:
-        if spec.tune_on is None:
-            dataset, seeds = spec.settings.get("dataset", "pmnist"), spec.seeds
-            run_trials(ray, spec, writer.plan(expand(spec, dataset, seeds), folder), folder, writer.add)
-            result = writer.write()
-        else:
-            result = _reality_check(ray, spec, folder, writer)
-    report.write_csv(folder / "summary.csv", result["summary"])
-    title = "reality check" if spec.tune_on else ""
-    report.plot(folder / "sweep.png", result["summary"], title)
+    folder, lock = prepare(spec)
+    try:
+        writer = _Writer(folder, spec)
+        with ray_session(spec) as ray:
+            if spec.tune_on is None:
+                dataset, seeds = spec.settings.get("dataset", "pmnist"), spec.seeds
+                run_trials(ray, spec, writer.plan(expand(spec, dataset, seeds), folder), folder, writer.add)
+                result = writer.write()
+            else:
+                result = _reality_check(ray, spec, folder, writer)
+        report.write_csv(folder / "summary.csv", result["summary"])
+        report.plot(folder / "sweep.png", result["summary"], "reality check" if spec.tune_on else "")
+    finally:
+        lock.release()
     return result
 
 
