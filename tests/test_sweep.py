@@ -136,3 +136,14 @@ def test_cli_sweep_prints_the_table_and_exits_1_when_a_trial_failed(local_ray, t
     assert "ACC % (mean ± std)" in out and "2 trials (1 failed)" in out
     saved = json.loads((tmp_path / "c" / "sweep.json").read_text())
     assert [t["config"]["hidden"] for t in saved["trials"]] == [[16], [16]]
+
+
+@pytest.mark.parametrize("change, needle", [({"settings": {**TINY, "threads": 3}}, "threads: a trial needs 3 CPU"),
+                                            ({"gpus_per_trial": 1}, "gpus_per_trial: a trial needs 1 GPU")])
+def test_a_trial_larger_than_the_cluster_is_refused(local_ray, tmp_path, change, needle):
+    spec = {"out": str(tmp_path / "s"), "methods": ["finetune"], "seeds": [1], "progress": False,
+            "settings": {**TINY, "dataset": "sweep_streams:synthetic"}, **change}
+    spec["settings"]["dataset"] = "sweep_streams:synthetic"
+    with pytest.raises(ValueError, match=needle):
+        run_sweep(spec)
+    assert not list((tmp_path / "s").glob("trials/*"))

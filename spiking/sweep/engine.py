@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from .spec import SweepSpec, Trial, same_run
+from .spec import SpecError, SweepSpec, Trial, same_run
 
 INSTALL_HINT = 'spiking sweep needs Ray: pip install "spiking[sweep]"'
 
@@ -99,9 +99,18 @@ def ray_session(spec: SweepSpec):
         ray.shutdown()
 
 
+def check_resources(ray, spec: SweepSpec) -> None:
+    """A trial that asks for more than the cluster has would wait forever: refuse it, naming it."""
+    have = ray.cluster_resources()
+    for name, key, need in (("threads", "CPU", spec.threads), ("gpus_per_trial", "GPU", spec.gpus_per_trial)):
+        if need and have.get(key, 0) < need:
+            raise SpecError(f"{name}: a trial needs {need:g} {key}(s), the Ray cluster has {have.get(key, 0):g}")
+
+
 def run_trials(ray, spec: SweepSpec, trials: list[Trial], folder: Path,
                on_record: Callable[[dict], None]) -> list[dict]:
     """Run ``trials`` (finished ones reused) and return their records; ``on_record`` after each."""
+    check_resources(ray, spec)
     records: dict[str, dict] = {}
     todo = []
     for t in trials:
