@@ -52,6 +52,7 @@ def test_sweep_outputs_failures_and_resume(local_ray, tmp_path):
         assert set(t) >= {"method", "config", "seed", "status", "ACC", "BWT", "wall_time_s", "out", "error"}
         if t["seed"] == 13:  # the failing trials are recorded with their error; the others went on
             assert t["status"] == "failed" and "no data for seed 13" in t["error"] and t["ACC"] is None
+            assert "sweep_streams.py" in t["traceback"]  # where it failed, for debugging
         else:
             assert t["status"] == "done" and t["error"] is None and t["wall_time_s"] > 0
     # each trial is exactly the runner call its config describes

@@ -60,7 +60,8 @@ def record(trial: Trial, folder: Path, outcome: dict) -> dict:
             "config": trial.config, "status": outcome["status"], "ACC": outcome.get("ACC"),
             "BWT": outcome.get("BWT"), "wall_time_s": outcome.get("wall_time_s"),
             "out": f"trials/{trial.key}", "error": outcome.get("error"), "attempts": n,
-            **({"reused": True} if outcome.get("reused") else {})}
+            **({"reused": True} if outcome.get("reused") else {}),
+            **({"traceback": outcome["traceback"]} if outcome.get("traceback") else {})}
 
 
 def finished(trial: Trial, out: Path) -> dict | None:
