@@ -1,9 +1,12 @@
-"""``spiking run``: the command line over ``spiking.runner.run``.
+"""``spiking run`` / ``spiking sweep`` / ``spiking build``: the command line over the library.
 
     spiking run --method ewc --dataset pmnist --tasks 10 --epochs 1 --batch-size 64 --lr 0.1 \
                 --seeds 1,2,3 --eval-every 50 --out runs/ewc
+    spiking sweep --methods finetune,ewc --seeds 1,2,3 --grid lr=0.05,0.1 --tasks 10 --out sweeps/lr
 
-Strategy options (``Strategy.options``) become flags of their own, e.g. ``--ewc-lambda 500``.
+The run flags are generated from the settings declaration (``spiking.runner.config.SETTINGS``),
+each help line showing the default; strategy options (``Strategy.options``) become flags of their
+own after ``--method NAME`` (e.g. ``--ewc-lambda 500``) and are listed for every method in the help.
 Bad input exits with status 2 and a message naming the argument; nothing is overwritten.
 """
 from __future__ import annotations
