@@ -24,12 +24,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._platform import cpu_model
 from . import outputs
 from .checkpoint import IntegrityError, is_tmp, remove_orphans
 from .lock import LOCK_NAME, FolderLock
 
 MARKER = "config.json"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else ``platform.processor()``/``machine()``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def environment(device: str) -> dict:
