@@ -8,8 +8,8 @@ import torch
 
 pytest.importorskip("matplotlib")
 
-from spiking.data import from_datasets  # noqa: E402
 from spiking.runner import outputs, run  # noqa: E402
+from test_runner_run import synth_stream  # noqa: E402
 
 
 @pytest.fixture
@@ -56,19 +56,6 @@ def test_curves_have_markers_so_a_single_point_task_shows(figures):
     assert sum(isinstance(c, LineCollection) for c in ax.collections) == 2      # and its error bars
 
 
-def _stream(n_tasks=2, d=12, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    parts = []
-    for _ in range(n_tasks):
-        W = torch.randn(d, 3, generator=g)
-
-        def draw(n):
-            x = torch.randn(n, d, generator=g)
-            return x, (x @ W).argmax(1)
-        parts.append((draw(64), draw(48)))
-    return from_datasets(parts, scenario="domain", name="synth")
-
-
 def _read(path):
     rows = list(csv.reader(path.open()))
     return np.array([[float(v) if v else np.nan for v in r[1:]] for r in rows[1:]])
@@ -77,7 +64,7 @@ def _read(path):
 def test_multi_seed_run_writes_mean_and_std_outputs_at_top_level(tmp_path):
     out = tmp_path / "r"
     res = run({"epochs": 1, "batch_size": 16, "threads": 1, "seeds": [1, 2], "out": str(out)},
-              stream=_stream(), model_fn=lambda s: torch.nn.Linear(12, s.n_outputs))
+              stream=synth_stream(2), model_fn=lambda s: torch.nn.Linear(16, s.n_outputs))
     for name in ("acc_matrix_mean.csv", "acc_matrix_std.csv", "acc_matrix.png", "curves.png", "results.json"):
         assert (out / name).exists(), name
     per_seed = np.stack([_read(out / f"seed_{s}" / "acc_matrix.csv") for s in (1, 2)])
