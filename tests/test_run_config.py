@@ -44,7 +44,7 @@ def test_every_setting_is_a_flag_and_help_shows_defaults_and_method_options(caps
     for method, cls in STRATEGIES.items():
         for opt, (_, default, _) in cls.options.items():
             assert "--" + opt.replace("_", "-") in text, (method, opt)
-    assert "--ewc-lambda FLOAT EWC penalty strength λ (default: 1000.0)" in text
+    assert "--ewc-lambda FLOAT EWC penalty strength λ (default: 30.0)" in text
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.strip() == f"spiking {__version__}"

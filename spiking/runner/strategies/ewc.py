@@ -30,7 +30,7 @@ from ..strategy import Strategy
 class EWC(Strategy):
     name = "ewc"
     options = {
-        "ewc_lambda": (float, 30.0, "EWC penalty strength λ (default measured: bench/ewc_lambda.py)"),
+        "ewc_lambda": (float, 30.0, "EWC penalty strength λ"),
         "ewc_gamma": (float, 1.0, "online decay γ of the accumulated Fisher"),
         "fisher_samples": (int, 1000, "training samples per task for the Fisher estimate"),
         "fisher_batch": (int, 1, "mini-batch size of the Fisher estimate (1 = per-sample)"),
