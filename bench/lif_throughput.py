@@ -276,7 +276,8 @@ def gpu_linear(n, steps, batch, device):
 
 
 def measure(workload_name, setup, updates, impls, reps, device):
-    """Interleaved repetitions: every rep runs each implementation once (after one warm-up each)."""
+    """Interleaved repetitions: every rep runs each implementation once (after one warm-up each),
+    starting one implementation later than the rep before."""
     steps = {}
     for name, factory in impls.items():
         try:
@@ -303,8 +304,12 @@ def measure(workload_name, setup, updates, impls, reps, device):
                 continue
             inner[name] = max(1, min(200, int(0.02 / max(time.perf_counter() - t0, 1e-6)) + 1))
     times = {name: [] for name in steps}
-    for _ in range(reps):
-        for name, step in steps.items():
+    order = list(steps)
+    for rep in range(reps):
+        # rotate who goes first: the first of a rep runs right after the last one's memory churn
+        first = rep % max(1, len(order))
+        for name in order[first:] + order[:first]:
+            step = steps[name]
             _sync(device)
             t0 = time.perf_counter()
             for _ in range(inner[name]):
