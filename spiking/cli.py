@@ -136,7 +136,7 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from .runner.outputs import summary_table  # noqa: PLC0415
-    from .runner.run import run  # noqa: PLC0415
+    from .runner.run import TrainingDiverged, run  # noqa: PLC0415
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--method", default="finetune")
@@ -159,9 +159,13 @@ def main(argv=None) -> int:
         progress=not args.no_progress)
     try:
         res = run(config)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"spiking run: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, TrainingDiverged) as exc:
+        # bad settings, unusable folders or files, a diverged loss: one line, no traceback
+        print(f"spiking run: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"spiking run: interrupted; continue with --resume --out {out}", file=sys.stderr)
+        return 130
     print(summary_table(res))
     print(f"results in {out}")
     return 0
