@@ -84,7 +84,9 @@ def cached_build(kind: str, key_parts: Iterable[Union[bytes, str]], build: Calla
     with FileLock(str(directory) + ".lock"):
         if (directory / _DONE).is_file():  # a concurrent process finished it while we waited
             return directory
-        directory.mkdir(exist_ok=True)
+        if directory.exists():  # left by a failed or killed build (its tool's own lock files too)
+            shutil.rmtree(directory)
+        directory.mkdir()
         print(f"spiking: compiling {what} into {directory} (once per toolchain and CPU) ...", end="",
               file=sys.stderr, flush=True)
         start = time.perf_counter()

@@ -141,3 +141,16 @@ def test_every_native_source_is_package_data():
         in_package = rel.parts[0] != "_cuda" and any(fnmatch.fnmatch(path.name, pat) for pat in data["*"])
         in_cuda = any(fnmatch.fnmatch(str(rel), pat) for pat in data["spiking"])
         assert in_package or in_cuda, f"{rel} would be missing from the wheel"
+
+
+def test_killed_build_leaves_nothing_that_blocks_the_next(cache):
+    """A build killed mid-way leaves a partial folder (with e.g. torch's own ``lock`` baton, which
+    would make the next cpp_extension build wait forever): the next build starts from a clean folder."""
+    key = [b"src"]
+    directory = cache / f"demo-{build._key(key)}"
+    directory.mkdir(parents=True)
+    (directory / "lock").write_text("")
+    (directory / "half.o").write_text("partial")
+    seen = []
+    build.cached_build("demo", key, lambda d: seen.append(sorted(p.name for p in d.iterdir())), "the demo library")
+    assert seen == [[]]
