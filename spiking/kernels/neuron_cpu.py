@@ -1,0 +1,139 @@
+"""Fused multi-step neurons on the CPU: a C++ extension instantiated from the neuron template.
+
+``spiking/kernels/neuron_cpu.cpp`` instantiates one forward and one backward loop per dynamics
+definition of ``cuda/neuron_template.cuh`` (float32 and float64); :func:`run` wraps them in one
+``autograd.Function``. Forward saves only what the definition asks for (``NSAVE`` values per step,
+e.g. H_t) and only when a gradient is needed; backward is one reverse-time sweep that also sums
+every per-neuron parameter gradient over T (in double), which autograd then reduces to the
+parameter's own shape (a learnable tau shared or per channel).
+
+Built like :mod:`.cpu` (``torch.utils.cpp_extension.load``, ``-O3 -ffp-contract=off``, cached in
+torch's extension directory under a name hashed from the sources and flags; ~60-80 s the first
+time on 2 cores).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ._common import cuda_source_dir, needs_grad
+
+__all__ = ["run", "available", "load_extension", "template_sources"]
+
+_SOURCE = Path(__file__).with_name("neuron_cpu.cpp")
+_CFLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
+_lock = threading.Lock()
+_ext = None
+_error: Optional[str] = None
+_warned = False
+
+
+def template_sources() -> list[Path]:
+    """The template header, every dynamics definition and the step header it includes."""
+    d = cuda_source_dir()
+    return [d / "lif_step.cuh", d / "neuron_template.cuh", *sorted((d / "neurons").glob("*.cuh"))]
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return ["-mavx2"] if " avx2" in line else []
+    except OSError:
+        pass
+    return []
+
+
+def _build():
+    from torch.utils import cpp_extension
+
+    digest = hashlib.sha1()
+    for p in (_SOURCE, *template_sources()):
+        digest.update(p.read_bytes())
+    cflags = _CFLAGS + _cpu_flags()
+    digest.update(" ".join(cflags).encode())
+    return cpp_extension.load(
+        name=f"spiking_neuron_cpu_{digest.hexdigest()[:12]}", sources=[str(_SOURCE)],
+        extra_include_paths=[str(cuda_source_dir())], extra_cflags=cflags, extra_ldflags=["-fopenmp"],
+        verbose=False,
+    )
+
+
+def load_extension():
+    """Build (first call) or load the cached extension; ``RuntimeError`` if impossible."""
+    global _ext, _error
+    with _lock:
+        if _ext is not None:
+            return _ext
+        if _error is not None:
+            raise RuntimeError(_error)
+        try:
+            _ext = _build()
+        except Exception as exc:  # compiler or ninja missing, build failure
+            _error = f"backend 'cpu': could not build the fused neuron extension: {type(exc).__name__}: {exc}"
+            raise RuntimeError(_error) from exc
+        return _ext
+
+
+def available(warn: bool = False) -> bool:
+    """True if the extension builds/loads; with ``warn``, a failure is warned about once."""
+    global _warned
+    try:
+        load_extension()
+        return True
+    except RuntimeError as exc:
+        if warn and not _warned:
+            _warned = True
+            warnings.warn(f"spiking: neurons fall back to the torch reference: {exc}", RuntimeWarning, stacklevel=3)
+        return False
+
+
+def _dynamics_id(name: str) -> int:
+    names = list(load_extension().names())
+    if name not in names:
+        raise RuntimeError(f"neuron {name!r} has no fused CPU kernel (the template registry has {names})")
+    return names.index(name)
+
+
+class FusedNeuron(torch.autograd.Function):
+    """``(out, state_last) = f(x, state0, params)`` by the fused loops; differentiable in all three."""
+
+    @staticmethod
+    def forward(ctx, x, state0, params, dyn_id, cfg, save):
+        ext = load_extension()
+        out, state, saved = ext.forward(dyn_id, x, state0, params, cfg.hard, cfg.decay_input, save)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x, saved, params)
+        ctx.dyn_id, ctx.cfg, ctx.state_shape = dyn_id, cfg, state0.shape
+        return out, state
+
+    @staticmethod
+    def backward(ctx, g_out, g_state):
+        x, saved, params = ctx.saved_tensors
+        cfg = ctx.cfg
+        gx, gs0, gp = load_extension().backward(
+            ctx.dyn_id, x, saved, params, None if g_out is None else g_out.contiguous(),
+            None if g_state is None else g_state.contiguous(), cfg.hard, cfg.detach_reset, cfg.decay_input,
+            cfg.surrogate.kernel_id, cfg.surrogate.param,
+        )
+        return gx, gs0.view(ctx.state_shape), gp if ctx.needs_input_grad[2] else None, None, None, None
+
+
+def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg):
+    """Fused CPU run of ``spec`` with the arguments and results of ``multistep.run_torch``."""
+    if x.device.type != "cpu":
+        raise RuntimeError(f"backend 'cpu' needs CPU tensors, but x is on {x.device}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"x: the fused neurons support float32 and float64, got {x.dtype}")
+    step_shape = x.shape[1:]
+    st = torch.stack([s.to(x.dtype).expand(step_shape) for s in state0]).contiguous()
+    pr = torch.stack([p.expand(step_shape) for p in params]).contiguous()
+    out, state = FusedNeuron.apply(x.contiguous(), st, pr, _dynamics_id(spec.name), cfg, needs_grad(x, st, pr))
+    return out, tuple(state.unbind(0))
