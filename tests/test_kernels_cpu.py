@@ -173,7 +173,7 @@ def test_dispatcher_and_module_use_the_cpu_path():
 
 def test_custom_op_registration_and_torch_compile():
     x, v0, vth = _inputs((5, 2, 3), torch.float32, seed=4)
-    args = (x, v0, vth, 0.0, 2.0, 0.0, True, True, False, Surrogate("atan", 2.0).kernel_id, 2.0, True, True)
+    args = (x, v0, vth, 0.0, 2.0, 0.0, True, True, False, Surrogate("atan", 2.0).kernel_id, 2.0, True, True, True)
     torch.library.opcheck(cpu._forward_op, args, test_utils=("test_schema", "test_autograd_registration",
                                                               "test_faketensor"))
 

@@ -38,7 +38,7 @@ from typing import Optional, Union
 
 import torch
 
-from ._common import check_v0, cuda_source_dir, make_config, make_ops, run_fused
+from ._common import check_v0, cuda_source_dir, make_config, make_ops, nonfinite_x_error, run_fused
 
 __all__ = ["lif_multistep_cpu", "available", "load_extension", "empty_cache", "SUPPORTED_DTYPES"]
 
@@ -120,10 +120,13 @@ def available() -> tuple[bool, str]:
 # kernels behind the torch custom ops (spiking::lif_cpu_forward / spiking::lif_cpu_backward)
 
 
-def _forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v):
+def _forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v, check_x):
     ext = load_extension()
     v_th = float(vth.item()) if vth is not None else v_threshold
-    s, v, h = ext.forward(x, v0, v_th, vth is not None, tau, v_reset, hard, decay_input, save_h, return_v)
+    s, v, h, x_nonfinite = ext.forward(x, v0, v_th, vth is not None, tau, v_reset, hard, decay_input, save_h,
+                                       return_v)
+    if check_x and x_nonfinite:
+        raise nonfinite_x_error()
     return s, v, h
 
 
@@ -153,12 +156,14 @@ def lif_multistep_cpu(
     detach_reset: bool = False,
     surrogate="sigmoid",
     return_v: bool = False,
+    check_finite: bool = True,
 ):
     """Fused CPU LIF with the arguments and results of ``lif_multistep_torch``.
 
     Returns ``(spikes, v_last)`` or, with ``return_v``, ``(spikes, v_seq)``; differentiable in
     ``x``, ``v0`` and a tensor ``v_threshold``. ``RuntimeError`` for non-CPU tensors or when the
-    extension cannot be built.
+    extension cannot be built; ``ValueError("x contains NaN or inf")`` when ``check_finite`` and
+    the kernel read a non-finite x (the check rides on the kernel's own pass over x).
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -169,7 +174,7 @@ def lif_multistep_cpu(
     if x.dim() < 2:
         raise ValueError(f"x must have shape [T, batch, ...], got {tuple(x.shape)}")
     check_v0(x, v0)
-    cfg, vth = make_config(tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, return_v)
+    cfg, vth = make_config(tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, return_v, check_finite)
     if vth is not None and vth.device.type != "cpu":
         raise RuntimeError(f"backend 'cpu' needs a CPU v_threshold tensor, got one on {vth.device}")
     return run_fused(_ops, x, v0, cfg, vth)

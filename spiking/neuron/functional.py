@@ -167,8 +167,13 @@ def lif_multistep(
     ``backend``: ``"auto"`` (default; also ``$SPIKING_BACKEND``), ``"torch"`` (reference),
     ``"cpu"`` (fused CPU path) or ``"cupy"`` (fused CUDA kernel). A forced backend that cannot run
     raises ``RuntimeError``. Returns ``(spikes, v_last)`` or ``(spikes, v_seq)`` with ``return_v``.
+    ``check_finite``: NaN/inf in ``x`` raise ``ValueError``; the fused backends check x inside
+    their kernel's own pass (no extra scan), the torch reference scans x first.
     """
-    check_input(x, "x", min_dim=2, check_finite=check_finite)
+    check_input(x, "x", min_dim=2, check_finite=False)
+    name = _resolve_backend(backend, x)
+    if check_finite and name == "torch":
+        check_input(x, "x", min_dim=2, check_finite=True)
     check_lif_params(tau, v_threshold, v_reset, check_finite=check_finite)
     sg = get_surrogate(surrogate)
     if v0 is not None:
@@ -179,13 +184,12 @@ def lif_multistep(
         tau=float(tau), v_threshold=v_threshold, v_reset=v_reset, decay_input=bool(decay_input),
         detach_reset=bool(detach_reset), surrogate=sg, return_v=bool(return_v),
     )
-    name = _resolve_backend(backend, x)
     if name == "torch":
         return lif_multistep_torch(x, v0, **kwargs)
     if name == "cpu":
         from ..kernels import cpu
 
-        return cpu.lif_multistep_cpu(x, v0, **kwargs)
+        return cpu.lif_multistep_cpu(x, v0, **kwargs, check_finite=check_finite)
     from ..kernels import cuda
 
-    return cuda.lif_multistep_cupy(x, v0, **kwargs)
+    return cuda.lif_multistep_cupy(x, v0, **kwargs, check_finite=check_finite)

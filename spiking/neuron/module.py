@@ -40,7 +40,8 @@ class LIF(nn.Module):
         stateful: keep the final membrane between ``forward`` calls (until :meth:`reset_state`);
             by default every call starts a fresh sequence from V_rest.
         backend: ``"auto"`` / ``"torch"`` / ``"cpu"`` / ``"cupy"``; ``None`` reads ``$SPIKING_BACKEND``.
-        check_inputs: validate shapes and reject NaN/inf input (one extra reduction per call).
+        check_inputs: validate shapes and reject NaN/inf input (``ValueError``); the fused backends
+            check x inside their kernel's pass (no extra cost), the torch backend scans x first.
     """
 
     is_spiking = True
