@@ -68,7 +68,7 @@ def _build():
 
     cuda_dir = cuda_source_dir()
     digest = hashlib.sha1()
-    for p in (_SOURCE, cuda_dir / "lif_step.cuh"):
+    for p in (_SOURCE, _SOURCE.with_name("cpu_buffers.h"), cuda_dir / "lif_step.cuh"):
         digest.update(p.read_bytes())
     cflags = _CFLAGS + _cpu_flags()
     digest.update(" ".join(cflags).encode())

@@ -2,21 +2,30 @@
 // (cuda/neuron_template.cuh): one forward and one backward loop for every dynamics definition in
 // its registry (NRN_FOR_EACH), float32 and float64.
 //
-// Layout: x, out [T, N]; state [NS, N]; params [NP, N]; saved [NSAVE, T, N] (all contiguous).
+// Layout: x, out [T, N]; state [NS, N]; params [NP, N]; saved [NSAVE, T, N] (all contiguous);
+// the initial state and the parameters may also be [NS, 1] / [NP, 1] (one value per layer).
 // Work is split into chunks of CHUNK consecutive neurons (at::parallel_for); each chunk keeps its
 // state, parameters and gradient accumulators in small stack buffers and walks all T steps, so
 // there is no per-step tensor and no autograd graph. Compiled with -O3 -ffp-contract=off (every
-// operation rounds like the torch reference).
+// operation rounds like the torch reference). Large outputs come from the recycled huge-page
+// buffers of cpu_buffers.h and are written with streaming stores; the forward pass also probes x
+// for NaN/inf (x - x is 0 only for finite x), so no separate scan of x is needed.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "neuron_template.cuh"
+#include "cpu_buffers.h"
 
 namespace {
+
+using cpubuf::empty_big;
+using cpubuf::write_row;
 
 constexpr int64_t CHUNK = 256;
 constexpr int64_t MIN_TASK_WORK = int64_t(1) << 20;
@@ -31,50 +40,75 @@ template <typename C> nrn::Flags<C> make_flags(bool hard, bool detach, bool deca
   return f;
 }
 
+// rows[k][0..len) = src[k, n0..n0+len) for src [K, n], or src[k] repeated for src [K, 1] (n == 1)
+template <int K, typename C>
+inline void load_rows(const C* src, int64_t n, int64_t n0, int64_t len, C (*rows)[CHUNK]) {
+  for (int k = 0; k < K; ++k) {
+    if (n == 1) std::fill(rows[k], rows[k] + len, src[k]);
+    else std::copy(src + k * n + n0, src + k * n + n0 + len, rows[k]);
+  }
+}
+
+// Returns true when some x is NaN or ±inf.
 template <class D, typename C>
-void forward_loop(const C* x, const C* st0, const C* prm, C* out, C* st_last, C* saved, int64_t steps, int64_t n,
-                  const nrn::Flags<C>& f) {
+bool forward_loop(const C* x, const C* st0, const C* prm, C* out, C* st_last, C* saved, int64_t steps, int64_t n,
+                  int64_t s_n, int64_t p_n, const nrn::Flags<C>& f) {
   const int64_t nchunks = (n + CHUNK - 1) / CHUNK;
+  const bool stream = size_t(steps * n) * sizeof(C) >= cpubuf::STREAM_BYTES;
+  std::atomic<bool> nonfinite(false);
   at::parallel_for(0, nchunks, grain(steps), [&](int64_t c0, int64_t c1) {
-    C st[D::NS][CHUNK], pr[D::NP][CHUNK], sv[at_least_1(D::NSAVE)][CHUNK], o[CHUNK];
+    alignas(64) C st[D::NS][CHUNK];
+    alignas(64) C pr[D::NP][CHUNK];
+    alignas(64) C sv[at_least_1(D::NSAVE)][CHUNK];
+    alignas(64) C o[CHUNK];
+    alignas(64) C probe[CHUNK];
     for (int64_t ch = c0; ch < c1; ++ch) {
       const int64_t n0 = ch * CHUNK, len = std::min(CHUNK, n - n0);
-      for (int k = 0; k < D::NS; ++k) std::copy(st0 + k * n + n0, st0 + k * n + n0 + len, st[k]);
-      for (int k = 0; k < D::NP; ++k) std::copy(prm + k * n + n0, prm + k * n + n0 + len, pr[k]);
+      load_rows<D::NS>(st0, s_n, n0, len, st);
+      load_rows<D::NP>(prm, p_n, n0, len, pr);
+      std::fill(probe, probe + len, (C)0);
       for (int64_t t = 0; t < steps; ++t) {
         const C* xt = x + t * n + n0;
         for (int64_t j = 0; j < len; ++j) {
           C s[D::NS], p[D::NP], v[at_least_1(D::NSAVE)];
           for (int k = 0; k < D::NS; ++k) s[k] = st[k][j];
           for (int k = 0; k < D::NP; ++k) p[k] = pr[k][j];
-          o[j] = D::forward(xt[j], s, p, f, v);
+          const C xj = xt[j];
+          probe[j] += xj - xj;
+          o[j] = D::forward(xj, s, p, f, v);
           for (int k = 0; k < D::NS; ++k) st[k][j] = s[k];
           for (int k = 0; k < D::NSAVE; ++k) sv[k][j] = v[k];
         }
-        std::copy(o, o + len, out + t * n + n0);
+        write_row<C>(out + t * n + n0, o, len, stream);
         if (saved)
-          for (int k = 0; k < D::NSAVE; ++k) std::copy(sv[k], sv[k] + len, saved + (k * steps + t) * n + n0);
+          for (int k = 0; k < D::NSAVE; ++k) write_row<C>(saved + (k * steps + t) * n + n0, sv[k], len, stream);
       }
       for (int k = 0; k < D::NS; ++k) std::copy(st[k], st[k] + len, st_last + k * n + n0);
+      bool bad = false;
+      for (int64_t j = 0; j < len; ++j) bad |= !(probe[j] == (C)0);
+      if (bad) nonfinite.store(true, std::memory_order_relaxed);
     }
+    if (stream) cpubuf::stream_fence();
   });
+  return nonfinite.load();
 }
 
 template <class D, int SG, typename C>
 void backward_loop(const C* x, const C* saved, const C* prm, const C* g_out, const C* g_last, C* g_x, C* g_st0,
-                   C* g_prm, int64_t steps, int64_t n, const nrn::Flags<C>& f) {
+                   C* g_prm, int64_t steps, int64_t n, int64_t p_n, const nrn::Flags<C>& f) {
   const int64_t nchunks = (n + CHUNK - 1) / CHUNK;
+  const bool stream = size_t(steps * n) * sizeof(C) >= cpubuf::STREAM_BYTES;
   at::parallel_for(0, nchunks, grain(steps), [&](int64_t c0, int64_t c1) {
-    C gst[D::NS][CHUNK], pr[D::NP][CHUNK], gx[CHUNK];
-    double gp[D::NP][CHUNK];  // parameter gradients summed over T in double
+    alignas(64) C gst[D::NS][CHUNK];
+    alignas(64) C pr[D::NP][CHUNK];
+    alignas(64) C gx[CHUNK];
+    alignas(64) double gp[D::NP][CHUNK];  // parameter gradients summed over T in double
     for (int64_t ch = c0; ch < c1; ++ch) {
       const int64_t n0 = ch * CHUNK, len = std::min(CHUNK, n - n0);
       for (int k = 0; k < D::NS; ++k)
         for (int64_t j = 0; j < len; ++j) gst[k][j] = g_last ? g_last[k * n + n0 + j] : (C)0;
-      for (int k = 0; k < D::NP; ++k) {
-        std::copy(prm + k * n + n0, prm + k * n + n0 + len, pr[k]);
-        std::fill(gp[k], gp[k] + len, 0.0);
-      }
+      load_rows<D::NP>(prm, p_n, n0, len, pr);
+      for (int k = 0; k < D::NP; ++k) std::fill(gp[k], gp[k] + len, 0.0);
       for (int64_t t = steps - 1; t >= 0; --t) {
         const int64_t off = t * n + n0;
         for (int64_t j = 0; j < len; ++j) {
@@ -86,12 +120,13 @@ void backward_loop(const C* x, const C* saved, const C* prm, const C* g_out, con
           for (int k = 0; k < D::NS; ++k) gst[k][j] = gs[k];
           for (int k = 0; k < D::NP; ++k) gp[k][j] += (double)g[k];
         }
-        std::copy(gx, gx + len, g_x + off);
+        write_row<C>(g_x + off, gx, len, stream);
       }
       for (int k = 0; k < D::NS; ++k) std::copy(gst[k], gst[k] + len, g_st0 + k * n + n0);
       for (int k = 0; k < D::NP; ++k)
         for (int64_t j = 0; j < len; ++j) g_prm[k * n + n0 + j] = (C)gp[k][j];
     }
+    if (stream) cpubuf::stream_fence();
   });
 }
 
@@ -121,10 +156,11 @@ void check(const at::Tensor& t, const char* name, at::ScalarType dtype) {
 }
 
 template <class D, typename C>
-void forward_typed(const at::Tensor& x, const at::Tensor& st0, const at::Tensor& prm, at::Tensor& out,
+bool forward_typed(const at::Tensor& x, const at::Tensor& st0, const at::Tensor& prm, at::Tensor& out,
                    at::Tensor& st_last, at::Tensor& saved, int64_t steps, int64_t n, const nrn::Flags<C>& f) {
-  forward_loop<D, C>(x.data_ptr<C>(), st0.data_ptr<C>(), prm.data_ptr<C>(), out.data_ptr<C>(),
-                     st_last.data_ptr<C>(), saved.defined() ? saved.data_ptr<C>() : nullptr, steps, n, f);
+  return forward_loop<D, C>(x.data_ptr<C>(), st0.data_ptr<C>(), prm.data_ptr<C>(), out.data_ptr<C>(),
+                            st_last.data_ptr<C>(), saved.defined() ? saved.data_ptr<C>() : nullptr, steps, n,
+                            st0.numel() / D::NS, prm.numel() / D::NP, f);
 }
 
 template <class D, typename C>
@@ -137,12 +173,13 @@ void backward_typed(const at::Tensor& x, const at::Tensor& saved, const at::Tens
   C* a[3] = {g_x.data_ptr<C>(), g_st0.data_ptr<C>(), g_prm.data_ptr<C>()};
   const C* px = x.data_ptr<C>();
   const C* pp = prm.data_ptr<C>();
+  const int64_t p_n = prm.numel() / D::NP;
   switch (sg) {
-    case lif::SG_SIGMOID: backward_loop<D, lif::SG_SIGMOID, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, f); break;
-    case lif::SG_ATAN: backward_loop<D, lif::SG_ATAN, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, f); break;
+    case lif::SG_SIGMOID: backward_loop<D, lif::SG_SIGMOID, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, p_n, f); break;
+    case lif::SG_ATAN: backward_loop<D, lif::SG_ATAN, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, p_n, f); break;
     case lif::SG_FAST_SIGMOID:
-      backward_loop<D, lif::SG_FAST_SIGMOID, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, f); break;
-    case lif::SG_TRIANGLE: backward_loop<D, lif::SG_TRIANGLE, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, f); break;
+      backward_loop<D, lif::SG_FAST_SIGMOID, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, p_n, f); break;
+    case lif::SG_TRIANGLE: backward_loop<D, lif::SG_TRIANGLE, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, p_n, f); break;
     default: TORCH_CHECK(false, "surrogate: unknown kernel id ", sg);
   }
 }
@@ -150,32 +187,33 @@ void backward_typed(const at::Tensor& x, const at::Tensor& saved, const at::Tens
 }  // namespace
 
 // x [T, ...]; state0 [NS, ...]; params [NP, ...]. Returns (out [T, ...], state_last [NS, ...],
-// saved [NSAVE, T, ...] or empty unless save).
-std::vector<at::Tensor> neuron_forward(int64_t id, const at::Tensor& x, const at::Tensor& state0,
+// saved [NSAVE, T, ...] or empty unless save, x_nonfinite).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, bool> neuron_forward(int64_t id, const at::Tensor& x, const at::Tensor& state0,
                                        const at::Tensor& params, bool hard, bool decay_input, bool save) {
   const Shape sh = shape(id);
   const auto dtype = x.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "x: fused neurons support float32/float64, got ", dtype);
   check(x, "x", dtype); check(state0, "state0", dtype); check(params, "params", dtype);
   const int64_t steps = x.size(0), n = x.numel() / steps;
-  TORCH_CHECK(state0.numel() == sh.ns * n, "state0 must hold ", sh.ns, " values per neuron");
-  TORCH_CHECK(params.numel() == sh.np * n, "params must hold ", sh.np, " values per neuron");
-  at::Tensor out = at::empty(x.sizes(), x.options());
-  at::Tensor st_last = at::empty(state0.sizes(), x.options());
-  at::Tensor saved = (save && sh.nsave > 0) ? at::empty({sh.nsave, steps * n}, x.options()) : at::Tensor();
+  TORCH_CHECK(state0.numel() == sh.ns * n || state0.numel() == sh.ns, "state0 must be [", sh.ns, ", N] or [", sh.ns, ", 1]");
+  TORCH_CHECK(params.numel() == sh.np * n || params.numel() == sh.np, "params must be [", sh.np, ", N] or [", sh.np, ", 1]");
+  at::Tensor out = empty_big(x.sizes(), x.options());
+  at::Tensor st_last = at::empty({sh.ns, n}, x.options());
+  at::Tensor saved = (save && sh.nsave > 0) ? empty_big({sh.nsave, steps * n}, x.options()) : at::Tensor();
+  bool nonfinite = false;
   int64_t i = 0;
 #define NRN_FWD(name, D)                                                                                     \
   if (i++ == id) {                                                                                           \
     if (dtype == at::kFloat)                                                                                 \
-      forward_typed<D, float>(x, state0, params, out, st_last, saved, steps, n,                              \
+      nonfinite = forward_typed<D, float>(x, state0, params, out, st_last, saved, steps, n,                              \
                               make_flags<float>(hard, false, decay_input, 0, 1.0));                          \
     else                                                                                                     \
-      forward_typed<D, double>(x, state0, params, out, st_last, saved, steps, n,                             \
+      nonfinite = forward_typed<D, double>(x, state0, params, out, st_last, saved, steps, n,                             \
                                make_flags<double>(hard, false, decay_input, 0, 1.0));                        \
   }
   NRN_FOR_EACH(NRN_FWD)
 #undef NRN_FWD
-  return {out, st_last, saved.defined() ? saved : at::empty({0}, x.options())};
+  return {out, st_last, saved.defined() ? saved : at::empty({0}, x.options()), nonfinite};
 }
 
 // Returns (grad_x [T, ...], grad_state0 [NS, ...], grad_params [NP, ...]).
@@ -195,9 +233,10 @@ std::vector<at::Tensor> neuron_backward(int64_t id, const at::Tensor& x, const a
   at::Tensor g_last = g_last_opt.has_value() ? *g_last_opt : at::Tensor();
   if (g_out.defined()) { check(g_out, "grad_out", dtype); TORCH_CHECK(g_out.numel() == steps * n, "grad_out: bad shape"); }
   if (g_last.defined()) { check(g_last, "grad_state", dtype); TORCH_CHECK(g_last.numel() == sh.ns * n, "grad_state: bad shape"); }
-  at::Tensor g_x = at::empty(x.sizes(), x.options());
+  at::Tensor g_x = empty_big(x.sizes(), x.options());
   at::Tensor g_st0 = at::empty({sh.ns, n}, x.options());
-  at::Tensor g_prm = at::empty(params.sizes(), x.options());
+  TORCH_CHECK(params.numel() == sh.np * n || params.numel() == sh.np, "params: bad shape");
+  at::Tensor g_prm = at::empty({sh.np, n}, x.options());
   int64_t i = 0;
 #define NRN_BWD(name, D)                                                                                     \
   if (i++ == id) {                                                                                           \
@@ -224,4 +263,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("layout", &layout, "(states, parameters, saved values) of a dynamics id");
   m.def("forward", &neuron_forward, "fused neuron forward");
   m.def("backward", &neuron_backward, "fused neuron backward");
+  m.def("empty_cache", &cpubuf::release_cache, "free the recycled output buffers; returns bytes freed");
 }

@@ -5,7 +5,10 @@ definition of ``cuda/neuron_template.cuh`` (float32 and float64); :func:`run` wr
 ``autograd.Function``. Forward saves only what the definition asks for (``NSAVE`` values per step,
 e.g. H_t) and only when a gradient is needed; backward is one reverse-time sweep that also sums
 every per-neuron parameter gradient over T (in double), which autograd then reduces to the
-parameter's own shape (a learnable tau shared or per channel).
+parameter's own shape (a learnable tau shared or per channel). Outputs use the recycled
+buffers of ``cpu_buffers.h`` (a cache separate from the LIF extension's, same
+``$SPIKING_CPU_CACHE_MB`` limit; :func:`empty_cache` frees it) and x is probed for NaN/inf in the
+same pass.
 
 Built like :mod:`.cpu` (``torch.utils.cpp_extension.load``, ``-O3 -ffp-contract=off``, cached in
 torch's extension directory under a name hashed from the sources and flags; ~60-80 s the first
@@ -22,9 +25,9 @@ from typing import Optional
 
 import torch
 
-from ._common import cuda_source_dir, needs_grad
+from ._common import cuda_source_dir, needs_grad, nonfinite_x_error
 
-__all__ = ["run", "available", "load_extension", "template_sources"]
+__all__ = ["run", "available", "load_extension", "template_sources", "empty_cache"]
 
 _SOURCE = Path(__file__).with_name("neuron_cpu.cpp")
 _CFLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
@@ -37,7 +40,8 @@ _warned = False
 def template_sources() -> list[Path]:
     """The template header, every dynamics definition and the step header it includes."""
     d = cuda_source_dir()
-    return [d / "lif_step.cuh", d / "neuron_template.cuh", *sorted((d / "neurons").glob("*.cuh"))]
+    return [_SOURCE.with_name("cpu_buffers.h"), d / "lif_step.cuh", d / "neuron_template.cuh",
+            *sorted((d / "neurons").glob("*.cuh"))]
 
 
 def _cpu_flags() -> list[str]:
@@ -95,6 +99,11 @@ def available(warn: bool = False) -> bool:
         return False
 
 
+def empty_cache() -> int:
+    """Free the extension's recycled output buffers; returns the bytes freed."""
+    return int(_ext.empty_cache()) if _ext is not None else 0
+
+
 def _dynamics_id(name: str) -> int:
     names = list(load_extension().names())
     if name not in names:
@@ -102,17 +111,28 @@ def _dynamics_id(name: str) -> int:
     return names.index(name)
 
 
+def per_neuron(values: tuple, x: torch.Tensor) -> torch.Tensor:
+    """Stack of tensors broadcastable to one step of ``x``: ``[K, 1]`` when every one is a single
+    value (no per-neuron copy is made), else ``[K, *x.shape[1:]]``."""
+    values = [v.to(x.dtype) for v in values]
+    if all(v.numel() == 1 for v in values):
+        return torch.stack([v.reshape(()) for v in values]).reshape(len(values), 1)
+    return torch.stack([v.expand(x.shape[1:]) for v in values]).contiguous()
+
+
 class FusedNeuron(torch.autograd.Function):
     """``(out, state_last) = f(x, state0, params)`` by the fused loops; differentiable in all three."""
 
     @staticmethod
-    def forward(ctx, x, state0, params, dyn_id, cfg, save):
+    def forward(ctx, x, state0, params, dyn_id, cfg, save, check_x):
         ext = load_extension()
-        out, state, saved = ext.forward(dyn_id, x, state0, params, cfg.hard, cfg.decay_input, save)
+        out, state, saved, nonfinite = ext.forward(dyn_id, x, state0, params, cfg.hard, cfg.decay_input, save)
+        if check_x and nonfinite:
+            raise nonfinite_x_error()
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, saved, params)
         ctx.dyn_id, ctx.cfg, ctx.state_shape = dyn_id, cfg, state0.shape
-        return out, state
+        return out, state.view(state.shape[0], *x.shape[1:])
 
     @staticmethod
     def backward(ctx, g_out, g_state):
@@ -123,17 +143,19 @@ class FusedNeuron(torch.autograd.Function):
             None if g_state is None else g_state.contiguous(), cfg.hard, cfg.detach_reset, cfg.decay_input,
             cfg.surrogate.kernel_id, cfg.surrogate.param,
         )
-        return gx, gs0.view(ctx.state_shape), gp if ctx.needs_input_grad[2] else None, None, None, None
+        gs0 = gs0.sum(1, keepdim=True) if ctx.state_shape[1:].numel() == 1 else gs0
+        gp = gp.sum(1, keepdim=True) if params[0].numel() == 1 else gp.view(params.shape)
+        return gx, gs0.view(ctx.state_shape), gp if ctx.needs_input_grad[2] else None, None, None, None, None
 
 
-def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg):
-    """Fused CPU run of ``spec`` with the arguments and results of ``multistep.run_torch``."""
+def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg, check_x: bool = True):
+    """Fused CPU run of ``spec`` with the arguments and results of ``multistep.run_torch``;
+    ``check_x``: ``ValueError`` when x holds NaN/inf (probed during the kernel's pass over x)."""
     if x.device.type != "cpu":
         raise RuntimeError(f"backend 'cpu' needs CPU tensors, but x is on {x.device}")
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"x: the fused neurons support float32 and float64, got {x.dtype}")
-    step_shape = x.shape[1:]
-    st = torch.stack([s.to(x.dtype).expand(step_shape) for s in state0]).contiguous()
-    pr = torch.stack([p.expand(step_shape) for p in params]).contiguous()
-    out, state = FusedNeuron.apply(x.contiguous(), st, pr, _dynamics_id(spec.name), cfg, needs_grad(x, st, pr))
+    st, pr = per_neuron(state0, x), per_neuron(params, x)
+    out, state = FusedNeuron.apply(x.contiguous(), st, pr, _dynamics_id(spec.name), cfg, needs_grad(x, st, pr),
+                                   check_x)
     return out, tuple(state.unbind(0))

@@ -107,7 +107,7 @@ def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg):
         raise TypeError(f"x: the fused neurons support float32 and float64, got {x.dtype}")
     if spec.name not in TYPES:
         raise RuntimeError(f"neuron {spec.name!r} has no CUDA kernel (known: {sorted(TYPES)})")
-    step_shape = x.shape[1:]
+    step_shape = x.shape[1:]  # the CUDA kernels read per-neuron [K, N] state and parameters
     st = torch.stack([s.to(x.dtype).expand(step_shape) for s in state0]).contiguous()
     pr = torch.stack([p.expand(step_shape) for p in params]).contiguous()
     out, state = FusedNeuronCuda.apply(x.contiguous(), st, pr, spec.name, cfg, needs_grad(x, st, pr))

@@ -44,7 +44,7 @@ def alif_step(x, state, p: ALIFParams, cfg):
 
 
 SPEC = register(NeuronSpec("alif", ALIFParams, ("v", "a"), alif_step,
-                           lambda p, like: (torch.zeros_like(like) + p.v_reset, torch.zeros_like(like))))
+                           lambda p, like: (p.v_reset, torch.zeros_like(p.rho))))
 
 
 def alif_params(tau: float, v_threshold: float, v_reset: Optional[float], beta: float, tau_adapt: float) -> ALIFParams:

@@ -40,7 +40,7 @@ def cuba_lif_step(x, state, p: CubaLIFParams, cfg):
 
 
 SPEC = register(NeuronSpec("cuba_lif", CubaLIFParams, ("i", "v"), cuba_lif_step,
-                           lambda p, like: (torch.zeros_like(like), torch.zeros_like(like) + p.v_reset)))
+                           lambda p, like: (torch.zeros_like(p.alpha), p.v_reset)))
 
 
 def cuba_lif_params(tau_syn: float, tau_mem: float, v_threshold: float, v_reset: Optional[float]) -> CubaLIFParams:

@@ -32,7 +32,7 @@ def if_step(x, state, p: IFParams, cfg):
     return s, (v,)
 
 
-SPEC = register(NeuronSpec("if", IFParams, ("v",), if_step, lambda p, like: (torch.zeros_like(like) + p.v_reset,)))
+SPEC = register(NeuronSpec("if", IFParams, ("v",), if_step, lambda p, like: (p.v_reset,)))
 
 
 def _params(v_threshold, v_reset) -> IFParams:

@@ -31,7 +31,7 @@ def li_step(x, state, p: LIParams, cfg):
     return v, (v,)
 
 
-SPEC = register(NeuronSpec("li", LIParams, ("v",), li_step, lambda p, like: (torch.zeros_like(like) + p.v_leak,),
+SPEC = register(NeuronSpec("li", LIParams, ("v",), li_step, lambda p, like: (p.v_leak,),
                            spiking=False))
 
 

@@ -115,7 +115,10 @@ def run(spec: NeuronSpec, x: torch.Tensor, params: tuple, cfg: StepConfig, state
     ``state0``: a tuple of tensors of one step's shape (``None``: ``spec.initial``); ``backend``:
     ``"auto"`` (``$SPIKING_BACKEND``), ``"torch"``, ``"cpu"`` or ``"cupy"``.
     """
-    check_input(x, "x", min_dim=2, check_finite=check_finite)
+    check_input(x, "x", min_dim=2, check_finite=False)
+    name = _resolve_backend(backend, x)
+    if check_finite and name != "cpu":  # the fused CPU kernel probes x for NaN/inf in its own pass
+        check_input(x, "x", min_dim=2)
     params = _as_params(spec, params, x)
     step_shape = x.shape[1:]
     for field, p in zip(spec.params._fields, params):
@@ -135,13 +138,12 @@ def run(spec: NeuronSpec, x: torch.Tensor, params: tuple, cfg: StepConfig, state
             if s.shape != step_shape:
                 raise ValueError(f"{spec.name}: state0.{sname} must have the shape of one time step "
                                  f"{tuple(step_shape)}, got {tuple(s.shape)}")
-    name = _resolve_backend(backend, x)
     if name == "torch":
         return run_torch(spec, x, tuple(state0), params, cfg)
     if name == "cpu":
         from ..kernels import neuron_cpu
 
-        return neuron_cpu.run(spec, x, tuple(state0), params, cfg)
+        return neuron_cpu.run(spec, x, tuple(state0), params, cfg, check_x=check_finite)
     from ..kernels import neuron_cuda
 
     return neuron_cuda.run(spec, x, tuple(state0), params, cfg)

@@ -43,7 +43,7 @@ def plif_step(x, state, p: PLIFParams, cfg):
 
 
 SPEC = register(NeuronSpec("plif", PLIFParams, ("v",), plif_step,
-                           lambda p, like: (torch.zeros_like(like) + p.v_reset,)))
+                           lambda p, like: (p.v_reset,)))
 
 
 def _decay(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,8 @@ class NeuronSpec:
     ``step(x, state, params, cfg) -> (out, state)`` is the torch reference for one time step
     (``state`` a tuple in ``states`` order, ``params`` an instance of ``params``, every field a
     tensor broadcastable to ``x``); ``initial(params, like) -> state`` gives the state before the
-    first step; ``spiking`` is False for readouts whose output is the membrane.
+    first step (tensors broadcastable to one step ``like``; single values stay single, so the fused
+    path makes no per-neuron copy); ``spiking`` is False for readouts whose output is the membrane.
     """
 
     name: str
