@@ -93,6 +93,23 @@ bool forward_loop(const C* x, const C* st0, const C* prm, C* out, C* st_last, C*
   return nonfinite.load();
 }
 
+// One reverse step over a chunk's neurons. With NEED_P the parameter gradients are added to
+// gpf (compute type; the caller moves them into double every LIF_VTH_FLUSH steps).
+template <class D, int SG, bool NEED_P, typename C>
+inline void backward_row(const C* x, const C* saved, int64_t save_stride, const C* g_out, int64_t len,
+                         C (*gst)[CHUNK], C (*pr)[CHUNK], C (*gpf)[CHUNK], C* gx, const nrn::Flags<C>& f) {
+  for (int64_t j = 0; j < len; ++j) {
+    C gs[D::NS], p[D::NP], v[at_least_1(D::NSAVE)], g[D::NP];
+    for (int k = 0; k < D::NS; ++k) gs[k] = gst[k][j];
+    for (int k = 0; k < D::NP; ++k) p[k] = pr[k][j];
+    for (int k = 0; k < D::NSAVE; ++k) v[k] = saved[k * save_stride + j];
+    gx[j] = D::template backward<SG>(x[j], v, g_out[j], gs, p, f, g);
+    for (int k = 0; k < D::NS; ++k) gst[k][j] = gs[k];
+    if (NEED_P)
+      for (int k = 0; k < D::NP; ++k) gpf[k][j] += g[k];
+  }
+}
+
 template <class D, int SG, typename C>
 void backward_loop(const C* x, const C* saved, const C* prm, const C* g_out, const C* g_last, C* g_x, C* g_st0,
                    C* g_prm, int64_t steps, int64_t n, int64_t p_n, const nrn::Flags<C>& f) {
@@ -102,29 +119,36 @@ void backward_loop(const C* x, const C* saved, const C* prm, const C* g_out, con
     alignas(64) C gst[D::NS][CHUNK];
     alignas(64) C pr[D::NP][CHUNK];
     alignas(64) C gx[CHUNK];
-    alignas(64) double gp[D::NP][CHUNK];  // parameter gradients summed over T in double
+    alignas(64) C zeros[CHUNK] = {};
+    alignas(64) C gpf[D::NP][CHUNK];      // parameter gradients: partial sums of LIF_VTH_FLUSH steps,
+    alignas(64) double gp[D::NP][CHUNK];  // summed over T in double
     for (int64_t ch = c0; ch < c1; ++ch) {
       const int64_t n0 = ch * CHUNK, len = std::min(CHUNK, n - n0);
       for (int k = 0; k < D::NS; ++k)
         for (int64_t j = 0; j < len; ++j) gst[k][j] = g_last ? g_last[k * n + n0 + j] : (C)0;
       load_rows<D::NP>(prm, p_n, n0, len, pr);
-      for (int k = 0; k < D::NP; ++k) std::fill(gp[k], gp[k] + len, 0.0);
+      for (int k = 0; k < D::NP; ++k) {
+        std::fill(gp[k], gp[k] + len, 0.0);
+        std::fill(gpf[k], gpf[k] + len, (C)0);
+      }
       for (int64_t t = steps - 1; t >= 0; --t) {
         const int64_t off = t * n + n0;
-        for (int64_t j = 0; j < len; ++j) {
-          C gs[D::NS], p[D::NP], v[at_least_1(D::NSAVE)], g[D::NP];
-          for (int k = 0; k < D::NS; ++k) gs[k] = gst[k][j];
-          for (int k = 0; k < D::NP; ++k) p[k] = pr[k][j];
-          for (int k = 0; k < D::NSAVE; ++k) v[k] = saved[(k * steps + t) * n + n0 + j];
-          gx[j] = D::template backward<SG>(x[off + j], v, g_out ? g_out[off + j] : (C)0, gs, p, f, g);
-          for (int k = 0; k < D::NS; ++k) gst[k][j] = gs[k];
-          for (int k = 0; k < D::NP; ++k) gp[k][j] += (double)g[k];
+        const C* go = g_out ? g_out + off : zeros;
+        const C* sv = saved ? saved + off : zeros;
+        if (g_prm) {
+          backward_row<D, SG, true>(x + off, sv, steps * n, go, len, gst, pr, gpf, gx, f);
+          if (t % LIF_VTH_FLUSH == 0)
+            for (int k = 0; k < D::NP; ++k)
+              for (int64_t j = 0; j < len; ++j) { gp[k][j] += (double)gpf[k][j]; gpf[k][j] = (C)0; }
+        } else {
+          backward_row<D, SG, false>(x + off, sv, steps * n, go, len, gst, pr, gpf, gx, f);
         }
         write_row<C>(g_x + off, gx, len, stream);
       }
       for (int k = 0; k < D::NS; ++k) std::copy(gst[k], gst[k] + len, g_st0 + k * n + n0);
-      for (int k = 0; k < D::NP; ++k)
-        for (int64_t j = 0; j < len; ++j) g_prm[k * n + n0 + j] = (C)gp[k][j];
+      if (g_prm)
+        for (int k = 0; k < D::NP; ++k)
+          for (int64_t j = 0; j < len; ++j) g_prm[k * n + n0 + j] = (C)gp[k][j];
     }
     if (stream) cpubuf::stream_fence();
   });
@@ -170,7 +194,7 @@ void backward_typed(const at::Tensor& x, const at::Tensor& saved, const at::Tens
   const C* ps = D::NSAVE > 0 ? saved.data_ptr<C>() : nullptr;
   const C* pgo = g_out.defined() ? g_out.data_ptr<C>() : nullptr;
   const C* pgl = g_last.defined() ? g_last.data_ptr<C>() : nullptr;
-  C* a[3] = {g_x.data_ptr<C>(), g_st0.data_ptr<C>(), g_prm.data_ptr<C>()};
+  C* a[3] = {g_x.data_ptr<C>(), g_st0.data_ptr<C>(), g_prm.defined() ? g_prm.data_ptr<C>() : nullptr};
   const C* px = x.data_ptr<C>();
   const C* pp = prm.data_ptr<C>();
   const int64_t p_n = prm.numel() / D::NP;
@@ -216,11 +240,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, bool> neuron_forward(int64_t id, 
   return {out, st_last, saved.defined() ? saved : at::empty({0}, x.options()), nonfinite};
 }
 
-// Returns (grad_x [T, ...], grad_state0 [NS, ...], grad_params [NP, ...]).
+// Returns (grad_x [T, ...], grad_state0 [NS, N], grad_params [NP, N] or empty unless need_params).
 std::vector<at::Tensor> neuron_backward(int64_t id, const at::Tensor& x, const at::Tensor& saved,
                                         const at::Tensor& params, const c10::optional<at::Tensor>& g_out_opt,
                                         const c10::optional<at::Tensor>& g_last_opt, bool hard, bool detach,
-                                        bool decay_input, int64_t sg, double sg_param) {
+                                        bool decay_input, int64_t sg, double sg_param, bool need_params) {
   const Shape sh = shape(id);
   const auto dtype = x.scalar_type();
   check(x, "x", dtype); check(params, "params", dtype);
@@ -236,7 +260,7 @@ std::vector<at::Tensor> neuron_backward(int64_t id, const at::Tensor& x, const a
   at::Tensor g_x = empty_big(x.sizes(), x.options());
   at::Tensor g_st0 = at::empty({sh.ns, n}, x.options());
   TORCH_CHECK(params.numel() == sh.np * n || params.numel() == sh.np, "params: bad shape");
-  at::Tensor g_prm = at::empty({sh.np, n}, x.options());
+  at::Tensor g_prm = need_params ? at::empty({sh.np, n}, x.options()) : at::Tensor();
   int64_t i = 0;
 #define NRN_BWD(name, D)                                                                                     \
   if (i++ == id) {                                                                                           \
@@ -249,7 +273,7 @@ std::vector<at::Tensor> neuron_backward(int64_t id, const at::Tensor& x, const a
   }
   NRN_FOR_EACH(NRN_BWD)
 #undef NRN_BWD
-  return {g_x, g_st0, g_prm};
+  return {g_x, g_st0, g_prm.defined() ? g_prm : at::empty({0}, x.options())};
 }
 
 std::vector<int64_t> layout(int64_t id) {

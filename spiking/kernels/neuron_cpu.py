@@ -141,10 +141,11 @@ class FusedNeuron(torch.autograd.Function):
         gx, gs0, gp = load_extension().backward(
             ctx.dyn_id, x, saved, params, None if g_out is None else g_out.contiguous(),
             None if g_state is None else g_state.contiguous(), cfg.hard, cfg.detach_reset, cfg.decay_input,
-            cfg.surrogate.kernel_id, cfg.surrogate.param,
+            cfg.surrogate.kernel_id, cfg.surrogate.param, bool(ctx.needs_input_grad[2]),
         )
         gs0 = gs0.sum(1, keepdim=True) if ctx.state_shape[1:].numel() == 1 else gs0
-        gp = gp.sum(1, keepdim=True) if params[0].numel() == 1 else gp.view(params.shape)
+        if ctx.needs_input_grad[2]:
+            gp = gp.sum(1, keepdim=True) if params[0].numel() == 1 else gp.view(params.shape)
         return gx, gs0.view(ctx.state_shape), gp if ctx.needs_input_grad[2] else None, None, None, None, None
 
 
