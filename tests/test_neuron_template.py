@@ -86,7 +86,8 @@ def test_long_sequence_float32_gradients_within_1e5():
 def test_registry_matches_kernels():
     ext = neuron_cpu.load_extension()
     names = list(ext.names())
-    assert set(names) == set(neuron_names()) == set(neuron_cuda.TYPES)
+    builtin = {"if", "plif", "alif", "cuba_lif", "li"}  # (docs/neurons.md registers a torch-only example)
+    assert set(names) == builtin == set(neuron_cuda.TYPES) and builtin <= set(neuron_names())
     for i, name in enumerate(names):
         spec = get_neuron(name)
         ns, np_, nsave = ext.layout(i)
@@ -96,7 +97,11 @@ def test_registry_matches_kernels():
 
 def test_auto_backend_uses_fused_path_and_torch_for_other_dtypes():
     x = torch.rand(4, 2, 3) * 3
-    assert multistep._resolve_backend(None, x) == "cpu"
+    assert multistep._resolve_backend(None, x, get_neuron("alif")) == "cpu"
+    torch_only = get_neuron("if").__class__(**{**get_neuron("if").__dict__, "name": "no_kernel_neuron"})
+    assert multistep._resolve_backend(None, x, torch_only) == "torch"
+    with pytest.raises(RuntimeError, match="no fused CPU kernel"):
+        multistep.run(torch_only, x, (1.0, 0.0), multistep.make_config(0.0, False, True, "sigmoid"), backend="cpu")
     assert multistep._resolve_backend(None, x.half()) == "torch"
     out = spiking.IF()(x.half())
     assert out.dtype == torch.float16 and torch.equal(out.float(), spiking.IF()(x))
@@ -127,7 +132,7 @@ def test_single_step_api_matches_multistep():
 
 
 def test_unknown_neuron_name_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown name 'lifx'.*registered neurons: \['alif', 'cuba_lif'"):
+    with pytest.raises(ValueError, match=r"unknown name 'lifx'.*registered neurons: \[.*'alif'.*'cuba_lif'"):
         get_neuron("lifx")
 
 

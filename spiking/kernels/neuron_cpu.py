@@ -27,7 +27,7 @@ import torch
 
 from ._common import cuda_source_dir, needs_grad, nonfinite_x_error
 
-__all__ = ["run", "available", "load_extension", "template_sources", "empty_cache"]
+__all__ = ["run", "available", "has_kernel", "load_extension", "template_sources", "empty_cache"]
 
 _SOURCE = Path(__file__).with_name("neuron_cpu.cpp")
 _CFLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
@@ -102,6 +102,11 @@ def available(warn: bool = False) -> bool:
 def empty_cache() -> int:
     """Free the extension's recycled output buffers; returns the bytes freed."""
     return int(_ext.empty_cache()) if _ext is not None else 0
+
+
+def has_kernel(name: str) -> bool:
+    """Whether the template registry of the built extension has a dynamics definition ``name``."""
+    return name in list(load_extension().names())
 
 
 def _dynamics_id(name: str) -> int:

@@ -90,7 +90,8 @@ def run_torch(spec: NeuronSpec, x: torch.Tensor, state: tuple, params: tuple, cf
     return torch.stack(outs), tuple(state)
 
 
-def _resolve_backend(backend: Optional[str], x: torch.Tensor) -> str:
+def _resolve_backend(backend: Optional[str], x: torch.Tensor, spec: Optional[NeuronSpec] = None) -> str:
+    """The backend to run; ``"auto"`` picks a fused path only for neurons that have a kernel."""
     name = (backend or os.environ.get("SPIKING_BACKEND") or "auto").lower()
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
@@ -99,11 +100,14 @@ def _resolve_backend(backend: Optional[str], x: torch.Tensor) -> str:
     if x.device.type == "cuda":
         from ..kernels import neuron_cuda
 
-        return "cupy" if neuron_cuda.available()[0] else "torch"
+        fused = spec is None or spec.name in neuron_cuda.TYPES
+        return "cupy" if fused and neuron_cuda.available()[0] else "torch"
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
         from ..kernels import neuron_cpu
 
-        return "cpu" if neuron_cpu.available(warn=True) else "torch"
+        if not neuron_cpu.available(warn=True):
+            return "torch"
+        return "cpu" if spec is None or neuron_cpu.has_kernel(spec.name) else "torch"
     return "torch"
 
 
@@ -116,7 +120,7 @@ def run(spec: NeuronSpec, x: torch.Tensor, params: tuple, cfg: StepConfig, state
     ``"auto"`` (``$SPIKING_BACKEND``), ``"torch"``, ``"cpu"`` or ``"cupy"``.
     """
     check_input(x, "x", min_dim=2, check_finite=False)
-    name = _resolve_backend(backend, x)
+    name = _resolve_backend(backend, x, spec)
     if check_finite and name != "cpu":  # the fused CPU kernel probes x for NaN/inf in its own pass
         check_input(x, "x", min_dim=2)
     params = _as_params(spec, params, x)
