@@ -8,26 +8,11 @@ backward; see ``cuda/lif.cu``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple, Optional, Union
 
 import torch
 
 from ..neuron.surrogate import Surrogate, get_surrogate
-
-# cuda/ holds lif_step.cuh and lif.cu; it sits at the repository root next to spiking/.
-CUDA_DIR = Path(__file__).resolve().parents[2] / "cuda"
-
-
-def cuda_source_dir() -> Path:
-    """Directory with ``lif_step.cuh`` / ``lif.cu``; ``RuntimeError`` if the sources are missing."""
-    if not (CUDA_DIR / "lif_step.cuh").is_file():
-        raise RuntimeError(
-            f"LIF kernel sources not found: expected {CUDA_DIR / 'lif_step.cuh'} "
-            "(the fused backends build from the repository's cuda/ directory)"
-        )
-    return CUDA_DIR
-
 
 @dataclass(frozen=True)
 class LifConfig:

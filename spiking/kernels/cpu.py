@@ -10,18 +10,19 @@ chunks), so there is no per-step autograd graph and no per-step tensor. Forward 
 Why a C++ extension (measured, bench/results/lif_throughput_cpu.json): the fused loop is
 memory-bound, does one pass over x/spikes/h per direction, and runs the exact step code that the
 CUDA kernel runs (one source for both, which is what lets the host tests prove the GPU step).
-A numpy in-place loop reaches ~500 M updates/s forward on this machine (shared/notes/peers.md)
-but has no backward and needs a temporary per operation and step; numba is not a dependency;
+A numpy in-place loop has no backward and needs a temporary per operation and step; numba is not a dependency;
 torch.compile of the per-step loop was not pursued (the graph and its compile grow with T).
 
 Build: ``torch.utils.cpp_extension.load`` (ninja, ``-O3 -ffp-contract=off -fno-trapping-math
--fno-math-errno -fopenmp``, plus ``-mavx2`` when the CPU has it), cached in torch's extensions
-directory (``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``); the sources and flags
-are hashed into the extension's name, so a stale or foreign build is never reused. The first
-build takes ~35-60 s on 2 cores; later imports load the cached library.
-``backend="cpu"`` raises ``RuntimeError`` when the build is impossible (no compiler / ninja);
+-fno-math-errno -fopenmp``, plus ``-mavx2`` when the CPU has it) into the build cache of
+:mod:`spiking.build` (``$SPIKING_CACHE``, keyed by sources, compiler, flags, torch and CPU
+instruction set; the sources are copied into the keyed directory, so no checkout path enters the
+build and a second checkout or venv reuses it). ``spiking build`` (run by ``install.sh``) builds it
+ahead of time (~35-60 s on 2 cores); a first use that must compile says so on stderr with its
+duration; later processes import the cached library directly.
+``backend="cpu"`` raises ``RuntimeError`` with the build's real error when it is impossible;
 :func:`available` reports it without raising, and ``backend="auto"`` then warns once
-(``RuntimeWarning``) and uses the torch reference.
+(``RuntimeWarning``, naming that error) and uses the torch reference.
 
 Output buffers of 8 MiB and more are 2 MiB-aligned with transparent huge pages advised, and
 recycled through a small exact-size cache (``$SPIKING_CPU_CACHE_MB``, default 1024, 0 disables;
@@ -31,60 +32,91 @@ cost about as much as the LIF pass itself.
 
 from __future__ import annotations
 
-import hashlib
+import importlib.util
+import os
+import shutil
+import sysconfig
 import threading
 from pathlib import Path
 from typing import Optional, Union
 
 import torch
 
-from ._common import check_v0, cuda_source_dir, make_config, make_ops, nonfinite_x_error, run_fused
+from ..build import cached_build, compiler_id, cpu_isa
+from ..native_sources import cuda_source, native_source
+from ._common import check_v0, make_config, make_ops, nonfinite_x_error, run_fused
 
-__all__ = ["lif_multistep_cpu", "available", "load_extension", "empty_cache", "SUPPORTED_DTYPES"]
+__all__ = ["lif_multistep_cpu", "available", "load_extension", "build_directory", "empty_cache", "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-_SOURCE = Path(__file__).with_name("lif_cpu.cpp")
 _CFLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
 
 
-def _cpu_flags() -> list[str]:
-    """``-mavx2`` when this CPU has AVX2 (part of the extension's name, so never reused elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return ["-mavx2"] if " avx2" in line else []
-    except OSError:
-        pass
-    return []
+def _cflags() -> list[str]:
+    """``_CFLAGS`` plus ``-mavx2`` when this CPU has AVX2."""
+    return _CFLAGS + (["-mavx2"] if "avx2" in cpu_isa().split() else [])
+
 
 _lock = threading.Lock()
 _ext = None
 _error: Optional[str] = None
+_directory: Optional[Path] = None
 
 
-def _build():
+def _sources() -> list[Path]:
+    return [native_source("spiking.kernels", "lif_cpu.cpp"), native_source("spiking.kernels", "cpu_buffers.h"),
+            cuda_source("lif_step.cuh")]
+
+
+def _module_name(directory: Path) -> str:
+    return directory.name.replace("-", "_")
+
+
+def _compile(directory: Path) -> None:
     from torch.utils import cpp_extension
 
-    cuda_dir = cuda_source_dir()
-    digest = hashlib.sha1()
-    for p in (_SOURCE, _SOURCE.with_name("cpu_buffers.h"), cuda_dir / "lif_step.cuh"):
-        digest.update(p.read_bytes())
-    cflags = _CFLAGS + _cpu_flags()
-    digest.update(" ".join(cflags).encode())
-    name = f"spiking_lif_cpu_{digest.hexdigest()[:12]}"
-    return cpp_extension.load(
-        name=name,
-        sources=[str(_SOURCE)],
-        extra_include_paths=[str(cuda_dir)],
-        extra_cflags=cflags,
+    for src in _sources():
+        shutil.copyfile(src, directory / src.name)
+    cpp_extension.load(
+        name=_module_name(directory),
+        sources=[str(directory / "lif_cpu.cpp")],
+        extra_include_paths=[str(directory)],
+        extra_cflags=_cflags(),
         extra_ldflags=["-fopenmp"],
+        build_directory=str(directory),
         verbose=False,
     )
 
 
+def toolchain_key() -> list:
+    """What a built C++ extension depends on besides its sources: flags, the compiler torch uses
+    (``$CXX`` or ``c++``) and its version, torch, its C++ ABI, Python's extension suffix, CPU ISA."""
+    return [" ".join(_cflags()), compiler_id(os.environ.get("CXX", "c++")), f"torch {torch.__version__}",
+            f"cxx11abi {torch.compiled_with_cxx11_abi()}", str(sysconfig.get_config_var("EXT_SUFFIX")), cpu_isa()]
+
+
+def build_key() -> list:
+    """What the built extension depends on: source contents (not paths) and :func:`toolchain_key`."""
+    return [src.read_bytes() for src in _sources()] + toolchain_key()
+
+
+def import_built(directory: Path):
+    """Import the extension module built into ``directory`` by ``cpp_extension.load``."""
+    name = _module_name(directory)
+    spec = importlib.util.spec_from_file_location(name, directory / f"{name}.so")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _build():
+    global _directory
+    _directory = cached_build("lif_cpu", build_key(), _compile, "the fused CPU LIF kernel")
+    return import_built(_directory)
+
+
 def load_extension():
-    """Build (first call, ~30-60 s) or load the cached extension; ``RuntimeError`` if impossible."""
+    """Load the cached extension (building it on first use); ``RuntimeError`` with the reason if impossible."""
     global _ext, _error
     with _lock:
         if _ext is not None:
@@ -93,13 +125,15 @@ def load_extension():
             raise RuntimeError(_error)
         try:
             _ext = _build()
-        except Exception as exc:  # compiler or ninja missing, build failure
-            _error = (
-                "backend 'cpu': could not build the fused LIF C++ extension "
-                f"(needs a C++ compiler and ninja): {type(exc).__name__}: {exc}"
-            )
+        except Exception as exc:  # missing source, compiler or ninja; compile or load failure
+            _error = f"backend 'cpu': the fused LIF C++ extension is unavailable: {type(exc).__name__}: {exc}"
             raise RuntimeError(_error) from exc
         return _ext
+
+
+def build_directory() -> str:
+    """Where the loaded extension lives (empty before :func:`load_extension`)."""
+    return "" if _directory is None else str(_directory)
 
 
 def empty_cache() -> int:

@@ -32,7 +32,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from ._common import check_v0, cuda_source_dir, make_config, make_ops, nonfinite_x_error, run_fused
+from ..native_sources import cuda_source
+from ._common import check_v0, make_config, make_ops, nonfinite_x_error, run_fused
 
 __all__ = ["lif_multistep_cupy", "available", "kernel_source", "SUPPORTED_DTYPES", "BLOCK"]
 
@@ -75,12 +76,11 @@ def kernel_source() -> str:
     """``cuda/lif.cu`` with ``lif_step.cuh`` inlined (NVRTC then needs no include path)."""
     global _source
     if _source is None:
-        d = cuda_source_dir()
-        header = (d / "lif_step.cuh").read_text()
-        body = (d / "lif.cu").read_text()
+        header = cuda_source("lif_step.cuh").read_text()
+        body = cuda_source("lif.cu").read_text()
         include = '#include "lif_step.cuh"'
         if include not in body:
-            raise RuntimeError(f"{d / 'lif.cu'} no longer includes lif_step.cuh; update spiking/kernels/cuda.py")
+            raise RuntimeError(f"{cuda_source('lif.cu')} no longer includes lif_step.cuh; update spiking/kernels/cuda.py")
         _source = body.replace(include, header)
     return _source
 

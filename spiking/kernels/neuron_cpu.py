@@ -10,14 +10,15 @@ buffers of ``cpu_buffers.h`` (a cache separate from the LIF extension's, same
 ``$SPIKING_CPU_CACHE_MB`` limit; :func:`empty_cache` frees it) and x is probed for NaN/inf in the
 same pass.
 
-Built like :mod:`.cpu` (``torch.utils.cpp_extension.load``, ``-O3 -ffp-contract=off``, cached in
-torch's extension directory under a name hashed from the sources and flags; ~60-80 s the first
-time on 2 cores).
+Built like :mod:`.cpu` (``torch.utils.cpp_extension.load``, ``-O3 -ffp-contract=off``), from copies
+of the sources in a cache directory keyed by their contents and the toolchain
+(:func:`spiking.build.cached_build`; ~60-80 s the first time on 2 cores, ``spiking build`` does it
+ahead of time).
 """
 
 from __future__ import annotations
 
-import hashlib
+import shutil
 import threading
 import warnings
 from pathlib import Path
@@ -25,49 +26,57 @@ from typing import Optional
 
 import torch
 
-from ._common import cuda_source_dir, needs_grad, nonfinite_x_error
+from ..build import cached_build
+from ..native_sources import cuda_source, native_source
+from ._common import needs_grad, nonfinite_x_error
+from .cpu import _cflags, _module_name, import_built, toolchain_key
 
-__all__ = ["run", "available", "has_kernel", "load_extension", "template_sources", "empty_cache"]
+__all__ = ["run", "available", "has_kernel", "load_extension", "build_directory", "build_error", "template_sources", "empty_cache"]
 
-_SOURCE = Path(__file__).with_name("neuron_cpu.cpp")
-_CFLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
 _lock = threading.Lock()
 _ext = None
 _error: Optional[str] = None
+_directory: Optional[Path] = None
 _warned = False
 
 
 def template_sources() -> list[Path]:
-    """The template header, every dynamics definition and the step header it includes."""
-    d = cuda_source_dir()
-    return [_SOURCE.with_name("cpu_buffers.h"), d / "lif_step.cuh", d / "neuron_template.cuh",
-            *sorted((d / "neurons").glob("*.cuh"))]
+    """The loops, the buffer header, the template, every dynamics definition and the step header."""
+    neurons = cuda_source("neuron_template.cuh").parent / "neurons"
+    return [native_source("spiking.kernels", "neuron_cpu.cpp"), native_source("spiking.kernels", "cpu_buffers.h"),
+            cuda_source("lif_step.cuh"), cuda_source("neuron_template.cuh"),
+            *(cuda_source(f"neurons/{p.name}") for p in sorted(neurons.glob("*.cuh")))]
 
 
-def _cpu_flags() -> list[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return ["-mavx2"] if " avx2" in line else []
-    except OSError:
-        pass
-    return []
+def _compile(directory: Path) -> None:
+    from torch.utils import cpp_extension
+
+    (directory / "neurons").mkdir(exist_ok=True)
+    for src in template_sources():
+        dest = directory / ("neurons" if src.parent.name == "neurons" else "") / src.name
+        shutil.copyfile(src, dest)
+    cpp_extension.load(
+        name=_module_name(directory), sources=[str(directory / "neuron_cpu.cpp")],
+        extra_include_paths=[str(directory)], extra_cflags=_cflags(), extra_ldflags=["-fopenmp"],
+        build_directory=str(directory), verbose=False,
+    )
 
 
 def _build():
-    from torch.utils import cpp_extension
+    global _directory
+    key = [src.read_bytes() for src in template_sources()] + toolchain_key()
+    _directory = cached_build("neuron_cpu", key, _compile, "the fused CPU neuron-template kernels")
+    return import_built(_directory)
 
-    digest = hashlib.sha1()
-    for p in (_SOURCE, *template_sources()):
-        digest.update(p.read_bytes())
-    cflags = _CFLAGS + _cpu_flags()
-    digest.update(" ".join(cflags).encode())
-    return cpp_extension.load(
-        name=f"spiking_neuron_cpu_{digest.hexdigest()[:12]}", sources=[str(_SOURCE)],
-        extra_include_paths=[str(cuda_source_dir())], extra_cflags=cflags, extra_ldflags=["-fopenmp"],
-        verbose=False,
-    )
+
+def build_error() -> str:
+    """Why the extension could not be built ("" when it was, or was not tried yet)."""
+    return _error or ""
+
+
+def build_directory() -> str:
+    """Where the loaded extension lives (empty before :func:`load_extension`)."""
+    return "" if _directory is None else str(_directory)
 
 
 def load_extension():

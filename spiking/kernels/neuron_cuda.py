@@ -14,7 +14,8 @@ import threading
 import numpy as np
 import torch
 
-from ._common import cuda_source_dir, needs_grad
+from ..native_sources import cuda_source
+from ._common import needs_grad
 
 __all__ = ["run", "available", "kernel_name"]
 
@@ -49,8 +50,9 @@ def _function(name: str, device_index: int):
         if fn is None:
             cupy = _import_cupy()
             with cupy.cuda.Device(device_index):
-                options = ("--std=c++14", "-fmad=false", "-DNRN_NO_INSTANTIATE", f"-I{cuda_source_dir()}")
-                module = cupy.RawModule(code=(cuda_source_dir() / "neurons.cu").read_text(), options=options,
+                source = cuda_source("neurons.cu")
+                options = ("--std=c++14", "-fmad=false", "-DNRN_NO_INSTANTIATE", f"-I{source.parent}")
+                module = cupy.RawModule(code=source.read_text(), options=options,
                                         name_expressions=[name])
                 fn = _functions[key] = module.get_function(name)
     return fn
