@@ -80,18 +80,16 @@ def build_directory() -> str:
 
 
 def load_extension():
-    """Build (first call) or load the cached extension; ``RuntimeError`` if impossible."""
+    """Build (first call) or load the cached extension; ``RuntimeError`` (remembered) if impossible."""
     global _ext, _error
     with _lock:
-        if _ext is not None:
-            return _ext
-        if _error is not None:
+        if _ext is None and _error is None:
+            try:
+                _ext = _build()
+            except Exception as exc:  # missing source, compiler or ninja; compile or load failure
+                _error = f"backend 'cpu': the fused neuron extension is unavailable: {type(exc).__name__}: {exc}"
+        if _ext is None:
             raise RuntimeError(_error)
-        try:
-            _ext = _build()
-        except Exception as exc:  # compiler or ninja missing, build failure
-            _error = f"backend 'cpu': could not build the fused neuron extension: {type(exc).__name__}: {exc}"
-            raise RuntimeError(_error) from exc
         return _ext
 
 

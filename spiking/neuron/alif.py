@@ -81,12 +81,6 @@ class ALIF(NeuronModule):
         self.tau, self.tau_adapt, self.v_reset = float(tau), float(tau_adapt), v_reset
         self._cfg = make_config(v_reset, detach_reset, decay_input, surrogate)
 
-    def params(self, x):
-        return self._p
-
-    def config(self):
-        return self._cfg
-
     def extra_repr(self):
         return f"tau={self.tau:g}, v_threshold={self._p.v_threshold:g}, beta={self._p.beta:g}, " \
                f"tau_adapt={self.tau_adapt:g}, v_reset={self.v_reset}"

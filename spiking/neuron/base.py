@@ -1,7 +1,8 @@
 """``NeuronModule``: the stateful ``nn.Module`` shell shared by the neuron family.
 
-A subclass names its :class:`~.registry.NeuronSpec` (``spec``) and says how to build the spec's
-parameter tuple (``params(x)``) and step configuration (``config()``); this class validates the
+A subclass names its :class:`~.registry.NeuronSpec` (``spec``) and sets the spec's parameter tuple
+``self._p`` (or overrides ``params(x)``, e.g. for learnable parameters) and its step configuration
+``self._cfg``; this class validates the
 backend, runs :func:`~.multistep.run`, and keeps the last state between calls with ``stateful``.
 """
 
@@ -35,12 +36,12 @@ class NeuronModule(nn.Module):
         self.state: Optional[tuple] = None
 
     def params(self, x: torch.Tensor) -> tuple:
-        """The spec's parameter tuple for input ``x [T, B, ...]``."""
-        raise NotImplementedError
+        """The spec's parameter tuple for input ``x [T, B, ...]`` (``self._p`` unless overridden)."""
+        return self._p
 
     def config(self) -> StepConfig:
-        """Reset mode, detach, decay_input and surrogate."""
-        raise NotImplementedError
+        """Reset mode, detach, decay_input and surrogate (``self._cfg``)."""
+        return self._cfg
 
     def reset_state(self) -> None:
         """Forget the state kept by ``stateful=True`` (start of a new sequence)."""

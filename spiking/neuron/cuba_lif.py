@@ -76,12 +76,6 @@ class CubaLIF(NeuronModule):
         self.tau_syn, self.tau_mem, self.v_reset = float(tau_syn), float(tau_mem), v_reset
         self._cfg = make_config(v_reset, detach_reset, decay_input, surrogate)
 
-    def params(self, x):
-        return self._p
-
-    def config(self):
-        return self._cfg
-
     def extra_repr(self):
         return f"tau_syn={self.tau_syn:g}, tau_mem={self.tau_mem:g}, v_threshold={self._p.v_threshold:g}, " \
                f"v_reset={self.v_reset}, decay_input={self._cfg.decay_input}"

@@ -68,11 +68,5 @@ class IF(NeuronModule):
         self.v_threshold, self.v_reset = float(v_threshold), v_reset
         self._cfg = make_config(v_reset, detach_reset, True, surrogate)
 
-    def params(self, x):
-        return self._p
-
-    def config(self):
-        return self._cfg
-
     def extra_repr(self):
         return f"v_threshold={self.v_threshold:g}, v_reset={self.v_reset}, surrogate={self._cfg.surrogate.name}"

@@ -65,11 +65,5 @@ class LI(NeuronModule):
         self.tau = float(tau)
         self._cfg = make_config(0.0, False, decay_input, "sigmoid")
 
-    def params(self, x):
-        return self._p
-
-    def config(self):
-        return self._cfg
-
     def extra_repr(self):
         return f"tau={self.tau:g}, v_leak={self._p.v_leak:g}, decay_input={self._cfg.decay_input}"

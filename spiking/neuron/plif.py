@@ -101,9 +101,6 @@ class PLIF(NeuronModule):
     def params(self, x):
         return PLIFParams(_decay(self.w, x), self.v_threshold, 0.0 if self.v_reset is None else self.v_reset)
 
-    def config(self):
-        return self._cfg
-
     def extra_repr(self):
         return f"channels={self.w.numel() if self.w.dim() else None}, v_threshold={self.v_threshold:g}, " \
                f"v_reset={self.v_reset}, decay_input={self._cfg.decay_input}"
