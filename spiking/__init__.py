@@ -1,8 +1,9 @@
 """spiking: spiking neural networks for continual learning and episodic memory.
 
-Public names: :class:`LIF` (multi-step LIF layer), the neuron family :class:`IF`, :class:`PLIF`,
-:class:`ALIF`, :class:`CubaLIF`, :class:`LI`, :class:`RLIF` (``docs/neurons.md``), ``spiking.nir`` (NIR export/load), :func:`lif_multistep` / :func:`lif_step`
-(the pure functions under it), :mod:`spiking.neuron.surrogate`, :mod:`spiking.encode`.
+Public names: :class:`LIF` (multi-step LIF layer), :func:`lif_multistep` / :func:`lif_step` (the
+pure functions under it), the neuron family :class:`IF`, :class:`PLIF`, :class:`ALIF`,
+:class:`CubaLIF`, :class:`LI`, :class:`RLIF` (``docs/neurons.md``), ``spiking.nir`` (NIR export/load),
+:mod:`spiking.neuron.surrogate`, :mod:`spiking.encode`.
 Sub-packages: ``spiking.data`` (MNIST loaders, task streams), ``spiking.memory`` (Sparsey-style
 SDR memory), ``spiking.plasticity`` (HLOP), ``spiking.runner`` (task-sequence runner).
 """

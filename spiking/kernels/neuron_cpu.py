@@ -31,7 +31,8 @@ from ..native_sources import cuda_source, native_source
 from ._common import needs_grad, nonfinite_x_error
 from .cpu import _cflags, _module_name, import_built, toolchain_key
 
-__all__ = ["run", "available", "has_kernel", "load_extension", "build_directory", "build_error", "template_sources", "empty_cache"]
+__all__ = ["run", "available", "has_kernel", "load_extension", "build_directory", "build_error", "template_sources",
+           "empty_cache"]
 
 _lock = threading.Lock()
 _ext = None

@@ -95,7 +95,8 @@ def _lif_node(name: str, tau_steps, v_threshold, v_reset, decay_input: bool, sha
     tau = np.broadcast_to(np.asarray(tau_steps, dtype=np.float64), tuple(shape))
     _warn_soft(name, meta)
     return nir.LIF(tau=tau * dt, r=np.ones(shape) if decay_input else tau.copy(), v_leak=_full(rest, shape),
-                   v_threshold=_full(v_threshold, shape), v_reset=_full(rest, shape), metadata={"spiking": _encode(meta)})
+                   v_threshold=_full(v_threshold, shape), v_reset=_full(rest, shape),
+                   metadata={"spiking": _encode(meta)})
 
 
 def _neuron_node(name: str, m: nn.Module, shape, dt: float):

@@ -222,7 +222,8 @@ def _modules(name: str, node, dt: float, shape) -> list:
         return [_linear(node)]
     if isinstance(node, nir.Conv2d):
         w = torch.as_tensor(np.asarray(node.weight), dtype=torch.float32)
-        conv = nn.Conv2d(w.shape[1] * int(node.groups), w.shape[0], tuple(w.shape[-2:]), stride=tuple(_pair(node.stride)),
+        conv = nn.Conv2d(w.shape[1] * int(node.groups), w.shape[0], tuple(w.shape[-2:]),
+                         stride=tuple(_pair(node.stride)),
                          padding=node.padding if isinstance(node.padding, str) else tuple(_pair(node.padding)),
                          dilation=tuple(_pair(node.dilation)), groups=int(node.groups))
         with torch.no_grad():
