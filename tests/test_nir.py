@@ -282,3 +282,17 @@ def test_general_nir_parameters_map_through_scales():
     with torch.no_grad():
         out = net.double()(x)
     assert out.sum() > 0 and torch.equal(out, torch.stack(ref))
+
+
+def test_spiking_mlp_exports_with_its_readout():
+    from spiking.models import SpikingMLP
+
+    torch.manual_seed(8)
+    model = SpikingMLP((12, 10, 8, 4), T=5)
+    x = torch.rand(3, 12) * 3
+    graph = snir.export(model, x)
+    assert [type(n).__name__ for n in graph.nodes.values()] == ["Input", "Linear", "LIF", "Linear", "LIF", "Linear",
+                                                                 "Output"]
+    seq = x.unsqueeze(0).expand(5, 3, 12)
+    with torch.no_grad():  # its readout is W·mean(s) = mean(W·s): equal up to rounding
+        assert torch.allclose(snir.load(graph)(seq).mean(0), model(x), atol=1e-5)
