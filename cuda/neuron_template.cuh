@@ -9,8 +9,8 @@
 //   template <typename C> static C forward(C x, C* s, const C* p, const nrn::Flags<C>& f, C* save);
 //       one step: updates the state s[NS] in place, writes save[NSAVE], returns the output
 //       (the spike 0/1, or the membrane for non-spiking neurons);
-//   template <int SG, typename C> static C backward(C x, const C* save, C g_out, C* g_s, const C* p,
-//                                                   const nrn::Flags<C>& f, C* g_p);
+//   template <int SG, typename C, typename F> static C backward(C x, const C* save, C g_out, C* g_s,
+//                                                               const C* p, const F& f, C* g_p);
 //       the local derivatives of that step: g_s holds dL/ds_t on entry and dL/ds_{t-1} on return,
 //       g_out is dL/d(output_t), g_p receives this step's dL/dp (not accumulated), returns dL/dx_t.
 // Parameters arrive per neuron (p[k] = params[k, i]); the registry at the end of this file gives
@@ -32,6 +32,16 @@ template <typename C> struct Flags {
   bool detach;       // no gradient through the spike in the reset term
   bool decay_input;  // LIF charge: H = V + (X - (V - V_rest)) k  or  H = V - (V - V_rest) k + X
   lif::Params<C> sg; // only sg_param / sg_k are used (surrogate width / atan's π/2·alpha)
+};
+
+// The same with the reset mode fixed at compile time: the host backward loops are instantiated
+// with it, which lets them vectorise (with runtime reset flags GCC does not vectorise the sigmoid
+// surrogate's exp).
+template <typename C, bool HARD, bool DETACH> struct FixedFlags {
+  static constexpr bool hard = HARD;
+  static constexpr bool detach = DETACH;
+  bool decay_input;
+  lif::Params<C> sg;
 };
 
 // LIF charge with k = 1/tau: decay_input ? V + (X - (V - rest)) k : V - (V - rest) k + X.
@@ -56,8 +66,8 @@ template <typename C> LIF_HD C fire_reset(C h, C theta, C v_reset, bool hard, C*
 
 // Backward of fire_reset. g_spike: dL/dS from outside the reset; g_v: dL/dV_t. Writes dL/dθ to
 // *g_theta and returns dL/dH.
-template <int SG, typename C>
-LIF_HD C fire_reset_backward(C h, C theta, C v_reset, C g_spike, C g_v, const Flags<C>& f, C* g_theta) {
+template <int SG, typename C, typename F>
+LIF_HD C fire_reset_backward(C h, C theta, C v_reset, C g_spike, C g_v, const F& f, C* g_theta) {
   const C z = h - theta;
   const C s = z >= (C)0 ? (C)1 : (C)0;
   const C sg = lif::surrogate_grad<SG>(z, f.sg);

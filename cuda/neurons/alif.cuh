@@ -15,8 +15,8 @@ struct ALIF {
     s[1] = p[4] * s[1] + ((C)1 - p[4]) * spike;
     return spike;
   }
-  template <int SG, typename C>
-  static LIF_HD C backward(C, const C* save, C g_out, C* g_s, const C* p, const Flags<C>& f, C* g_p) {
+  template <int SG, typename C, typename F>
+  static LIF_HD C backward(C, const C* save, C g_out, C* g_s, const C* p, const F& f, C* g_p) {
     C g_th;
     const C g_spike = g_out + g_s[1] * ((C)1 - p[4]);      // output and adaptation paths
     const C g_h = fire_reset_backward<SG>(save[0], save[1], p[2], g_spike, g_s[0], f, &g_th);

@@ -13,8 +13,8 @@ struct CubaLIF {
     save[0] = h;
     return fire_reset(h, p[2], p[3], f.hard, &s[1]);
   }
-  template <int SG, typename C>
-  static LIF_HD C backward(C, const C* save, C g_out, C* g_s, const C* p, const Flags<C>& f, C* g_p) {
+  template <int SG, typename C, typename F>
+  static LIF_HD C backward(C, const C* save, C g_out, C* g_s, const C* p, const F& f, C* g_p) {
     C g_th;
     const C g_h = fire_reset_backward<SG>(save[0], p[2], p[3], g_out, g_s[1], f, &g_th);
     const C g_i = g_s[0] + (f.decay_input ? g_h * p[1] : g_h);   // dL/dI_t

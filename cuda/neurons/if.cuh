@@ -9,8 +9,8 @@ struct IF {
     save[0] = h;
     return fire_reset(h, p[0], p[1], f.hard, &s[0]);
   }
-  template <int SG, typename C>
-  static LIF_HD C backward(C, const C* save, C g_out, C* g_s, const C* p, const Flags<C>& f, C* g_p) {
+  template <int SG, typename C, typename F>
+  static LIF_HD C backward(C, const C* save, C g_out, C* g_s, const C* p, const F& f, C* g_p) {
     C g_th;
     const C g_h = fire_reset_backward<SG>(save[0], p[0], p[1], g_out, g_s[0], f, &g_th);
     g_s[0] = g_h;  // dH/dV_{t-1} = 1

@@ -9,8 +9,8 @@ struct LI {
     s[0] = charge(x, s[0], p[0], p[1], f.decay_input);
     return s[0];
   }
-  template <int SG, typename C>
-  static LIF_HD C backward(C, const C*, C g_out, C* g_s, const C* p, const Flags<C>& f, C* g_p) {
+  template <int SG, typename C, typename F>
+  static LIF_HD C backward(C, const C*, C g_out, C* g_s, const C* p, const F& f, C* g_p) {
     const C g_v = g_out + g_s[0];
     g_s[0] = g_v * ((C)1 - p[0]);
     g_p[0] = (C)0; g_p[1] = (C)0;

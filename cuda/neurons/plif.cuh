@@ -12,8 +12,8 @@ struct PLIF {
     save[1] = s[0];
     return fire_reset(h, p[1], p[2], f.hard, &s[0]);
   }
-  template <int SG, typename C>
-  static LIF_HD C backward(C x, const C* save, C g_out, C* g_s, const C* p, const Flags<C>& f, C* g_p) {
+  template <int SG, typename C, typename F>
+  static LIF_HD C backward(C x, const C* save, C g_out, C* g_s, const C* p, const F& f, C* g_p) {
     C g_th;
     const C g_h = fire_reset_backward<SG>(save[0], p[1], p[2], g_out, g_s[0], f, &g_th);
     const C a = save[1] - p[2];                            // V_{t-1} - V_rest

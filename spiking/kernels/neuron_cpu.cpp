@@ -93,26 +93,12 @@ bool forward_loop(const C* x, const C* st0, const C* prm, C* out, C* st_last, C*
   return nonfinite.load();
 }
 
-// One reverse step over a chunk's neurons. With NEED_P the parameter gradients are added to
-// gpf (compute type; the caller moves them into double every LIF_VTH_FLUSH steps).
-template <class D, int SG, bool NEED_P, typename C>
-inline void backward_row(const C* x, const C* saved, int64_t save_stride, const C* g_out, int64_t len,
-                         C (*gst)[CHUNK], C (*pr)[CHUNK], C (*gpf)[CHUNK], C* gx, const nrn::Flags<C>& f) {
-  for (int64_t j = 0; j < len; ++j) {
-    C gs[D::NS], p[D::NP], v[at_least_1(D::NSAVE)], g[D::NP];
-    for (int k = 0; k < D::NS; ++k) gs[k] = gst[k][j];
-    for (int k = 0; k < D::NP; ++k) p[k] = pr[k][j];
-    for (int k = 0; k < D::NSAVE; ++k) v[k] = saved[k * save_stride + j];
-    gx[j] = D::template backward<SG>(x[j], v, g_out[j], gs, p, f, g);
-    for (int k = 0; k < D::NS; ++k) gst[k][j] = gs[k];
-    if (NEED_P)
-      for (int k = 0; k < D::NP; ++k) gpf[k][j] += g[k];
-  }
-}
-
-template <class D, int SG, typename C>
+template <class D, int SG, bool HARD, bool DETACH, typename C>
 void backward_loop(const C* x, const C* saved, const C* prm, const C* g_out, const C* g_last, C* g_x, C* g_st0,
-                   C* g_prm, int64_t steps, int64_t n, int64_t p_n, const nrn::Flags<C>& f) {
+                   C* g_prm, int64_t steps, int64_t n, int64_t p_n, const nrn::Flags<C>& flags) {
+  nrn::FixedFlags<C, HARD, DETACH> f;
+  f.decay_input = flags.decay_input;
+  f.sg = flags.sg;
   const int64_t nchunks = (n + CHUNK - 1) / CHUNK;
   const bool stream = size_t(steps * n) * sizeof(C) >= cpubuf::STREAM_BYTES;
   at::parallel_for(0, nchunks, grain(steps), [&](int64_t c0, int64_t c1) {
@@ -121,7 +107,7 @@ void backward_loop(const C* x, const C* saved, const C* prm, const C* g_out, con
     alignas(64) C gx[CHUNK];
     alignas(64) C zeros[CHUNK] = {};
     alignas(64) C gpf[D::NP][CHUNK];      // parameter gradients: partial sums of LIF_VTH_FLUSH steps,
-    alignas(64) double gp[D::NP][CHUNK];  // summed over T in double
+    alignas(64) double gp[D::NP][CHUNK];  // summed over T in double (only when g_prm is asked for)
     for (int64_t ch = c0; ch < c1; ++ch) {
       const int64_t n0 = ch * CHUNK, len = std::min(CHUNK, n - n0);
       for (int k = 0; k < D::NS; ++k)
@@ -133,16 +119,22 @@ void backward_loop(const C* x, const C* saved, const C* prm, const C* g_out, con
       }
       for (int64_t t = steps - 1; t >= 0; --t) {
         const int64_t off = t * n + n0;
+        const C* xt = x + off;
         const C* go = g_out ? g_out + off : zeros;
         const C* sv = saved ? saved + off : zeros;
-        if (g_prm) {
-          backward_row<D, SG, true>(x + off, sv, steps * n, go, len, gst, pr, gpf, gx, f);
-          if (t % LIF_VTH_FLUSH == 0)
-            for (int k = 0; k < D::NP; ++k)
-              for (int64_t j = 0; j < len; ++j) { gp[k][j] += (double)gpf[k][j]; gpf[k][j] = (C)0; }
-        } else {
-          backward_row<D, SG, false>(x + off, sv, steps * n, go, len, gst, pr, gpf, gx, f);
+        const int64_t ss = steps * n;
+        for (int64_t j = 0; j < len; ++j) {
+          C gs[D::NS], p[D::NP], v[at_least_1(D::NSAVE)], g[D::NP];
+          for (int k = 0; k < D::NS; ++k) gs[k] = gst[k][j];
+          for (int k = 0; k < D::NP; ++k) p[k] = pr[k][j];
+          for (int k = 0; k < D::NSAVE; ++k) v[k] = sv[k * ss + j];
+          gx[j] = D::template backward<SG>(xt[j], v, go[j], gs, p, f, g);
+          for (int k = 0; k < D::NS; ++k) gst[k][j] = gs[k];
+          for (int k = 0; k < D::NP; ++k) gpf[k][j] += g[k];
         }
+        if (g_prm && t % LIF_VTH_FLUSH == 0)
+          for (int k = 0; k < D::NP; ++k)
+            for (int64_t j = 0; j < len; ++j) { gp[k][j] += (double)gpf[k][j]; gpf[k][j] = (C)0; }
         write_row<C>(g_x + off, gx, len, stream);
       }
       for (int k = 0; k < D::NS; ++k) std::copy(gst[k], gst[k] + len, g_st0 + k * n + n0);
@@ -152,6 +144,16 @@ void backward_loop(const C* x, const C* saved, const C* prm, const C* g_out, con
     }
     if (stream) cpubuf::stream_fence();
   });
+}
+
+// backward_loop with the surrogate, reset mode and detach fixed at compile time
+template <class D, int SG, typename C>
+void backward_modes(const C* x, const C* s, const C* p, const C* go, const C* gl, C* gx, C* gs0, C* gp, int64_t steps,
+                    int64_t n, int64_t p_n, const nrn::Flags<C>& f) {
+  if (f.hard && f.detach) backward_loop<D, SG, true, true, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
+  else if (f.hard) backward_loop<D, SG, true, false, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
+  else if (f.detach) backward_loop<D, SG, false, true, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
+  else backward_loop<D, SG, false, false, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
 }
 
 struct Shape { int ns, np, nsave; };
@@ -199,11 +201,11 @@ void backward_typed(const at::Tensor& x, const at::Tensor& saved, const at::Tens
   const C* pp = prm.data_ptr<C>();
   const int64_t p_n = prm.numel() / D::NP;
   switch (sg) {
-    case lif::SG_SIGMOID: backward_loop<D, lif::SG_SIGMOID, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, p_n, f); break;
-    case lif::SG_ATAN: backward_loop<D, lif::SG_ATAN, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, p_n, f); break;
+    case lif::SG_SIGMOID: backward_modes<D, lif::SG_SIGMOID, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, p_n, f); break;
+    case lif::SG_ATAN: backward_modes<D, lif::SG_ATAN, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, p_n, f); break;
     case lif::SG_FAST_SIGMOID:
-      backward_loop<D, lif::SG_FAST_SIGMOID, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, p_n, f); break;
-    case lif::SG_TRIANGLE: backward_loop<D, lif::SG_TRIANGLE, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, p_n, f); break;
+      backward_modes<D, lif::SG_FAST_SIGMOID, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, p_n, f); break;
+    case lif::SG_TRIANGLE: backward_modes<D, lif::SG_TRIANGLE, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, p_n, f); break;
     default: TORCH_CHECK(false, "surrogate: unknown kernel id ", sg);
   }
 }
