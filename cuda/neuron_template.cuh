@@ -34,13 +34,13 @@ template <typename C> struct Flags {
   lif::Params<C> sg; // only sg_param / sg_k are used (surrogate width / atan's π/2·alpha)
 };
 
-// The same with the reset mode fixed at compile time: the host backward loops are instantiated
-// with it, which lets them vectorise (with runtime reset flags GCC does not vectorise the sigmoid
-// surrogate's exp).
-template <typename C, bool HARD, bool DETACH> struct FixedFlags {
+// The same with every flag fixed at compile time: the host backward loops are instantiated with
+// it, which lets them vectorise (with runtime flags GCC does not vectorise the sigmoid surrogate's
+// exp).
+template <typename C, bool HARD, bool DETACH, bool DECAY> struct FixedFlags {
   static constexpr bool hard = HARD;
   static constexpr bool detach = DETACH;
-  bool decay_input;
+  static constexpr bool decay_input = DECAY;
   lif::Params<C> sg;
 };
 

@@ -93,11 +93,10 @@ bool forward_loop(const C* x, const C* st0, const C* prm, C* out, C* st_last, C*
   return nonfinite.load();
 }
 
-template <class D, int SG, bool HARD, bool DETACH, typename C>
+template <class D, int SG, bool HARD, bool DETACH, bool DECAY, typename C>
 void backward_loop(const C* x, const C* saved, const C* prm, const C* g_out, const C* g_last, C* g_x, C* g_st0,
                    C* g_prm, int64_t steps, int64_t n, int64_t p_n, const nrn::Flags<C>& flags) {
-  nrn::FixedFlags<C, HARD, DETACH> f;
-  f.decay_input = flags.decay_input;
+  nrn::FixedFlags<C, HARD, DETACH, DECAY> f;
   f.sg = flags.sg;
   const int64_t nchunks = (n + CHUNK - 1) / CHUNK;
   const bool stream = size_t(steps * n) * sizeof(C) >= cpubuf::STREAM_BYTES;
@@ -146,14 +145,21 @@ void backward_loop(const C* x, const C* saved, const C* prm, const C* g_out, con
   });
 }
 
-// backward_loop with the surrogate, reset mode and detach fixed at compile time
+// backward_loop with the surrogate, reset mode, detach and charge form fixed at compile time
+template <class D, int SG, bool HARD, bool DETACH, typename C>
+void backward_decay(const C* x, const C* s, const C* p, const C* go, const C* gl, C* gx, C* gs0, C* gp, int64_t steps,
+                    int64_t n, int64_t p_n, const nrn::Flags<C>& f) {
+  if (f.decay_input) backward_loop<D, SG, HARD, DETACH, true, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
+  else backward_loop<D, SG, HARD, DETACH, false, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
+}
+
 template <class D, int SG, typename C>
 void backward_modes(const C* x, const C* s, const C* p, const C* go, const C* gl, C* gx, C* gs0, C* gp, int64_t steps,
                     int64_t n, int64_t p_n, const nrn::Flags<C>& f) {
-  if (f.hard && f.detach) backward_loop<D, SG, true, true, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
-  else if (f.hard) backward_loop<D, SG, true, false, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
-  else if (f.detach) backward_loop<D, SG, false, true, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
-  else backward_loop<D, SG, false, false, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
+  if (f.hard && f.detach) backward_decay<D, SG, true, true, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
+  else if (f.hard) backward_decay<D, SG, true, false, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
+  else if (f.detach) backward_decay<D, SG, false, true, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
+  else backward_decay<D, SG, false, false, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
 }
 
 struct Shape { int ns, np, nsave; };
