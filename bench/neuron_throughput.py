@@ -13,9 +13,7 @@ median and min-max seconds, neuron-updates/s (T·B·N / time) and ours/peer spee
   LI       vs Norse LIBoxCell, per-step loop
   RLIF     vs snnTorch RLeaky (all-to-all), per-step loop (ours is also a torch loop: RLIF is not
            on the fused template, see spiking/neuron/rlif.py), at N = --rlif-n
-  LIF      its dedicated fused kernel vs the same dynamics on the template ("lif_template" row,
-           the torch reference step of spiking.LIF run by the generic template loop is not
-           available: see docs/neurons.md) -- omitted; LIF has its own bench (bench/lif_throughput.py)
+(LIF keeps its dedicated kernel and its own bench, bench/lif_throughput.py.)
 
 Writes JSON (command, machine, versions, os.getloadavg() at start and end) to
 bench/results/neuron_throughput_{cpu,gpu}.json. --device cuda runs the GPU rows when a GPU is
