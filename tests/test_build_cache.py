@@ -86,7 +86,7 @@ def test_lif_build_key_ignores_the_checkout_path(tmp_path, monkeypatch):
     other = tmp_path / "other-checkout"
     other.mkdir()
     copies = {}
-    for src in (native_source("spiking.kernels", "lif_cpu.cpp"), cuda_source("lif_step.cuh")):
+    for src in cpu._sources():  # lif_cpu.cpp, cpu_buffers.h, lif_step.cuh
         copies[src.name] = other / src.name
         copies[src.name].write_bytes(src.read_bytes())
     monkeypatch.setattr(cpu, "_sources", lambda: list(copies.values()))
@@ -113,12 +113,13 @@ def test_native_sources_are_packaged_files():
 
 
 def test_spiking_build_command(capsys):
-    """`spiking build` reports both native libraries as built, in finished cache directories."""
+    """`spiking build` reports every native library as built, in finished cache directories."""
     from spiking.cli import main
 
     assert main(["build"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["fused CPU LIF extension", "Sparsey C library"]
+    assert [line.split(":")[0] for line in lines] == ["fused CPU LIF extension", "fused CPU neuron-template extension",
+                                                      "Sparsey C library"]
     for line in lines:
         directory = Path(line.split("(", 1)[1].rstrip(")"))
         assert ": ok (" in line and (directory / "BUILT").is_file()
