@@ -98,6 +98,9 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
                    help="after each task evaluate only the tasks seen so far (no FWT; about half the "
                         "evaluation time)")
     r.add_argument("--threads", type=_positive("--threads"), default=None, help="torch threads")
+    r.add_argument("--cuda-graph", dest="cuda_graph", action="store_true",
+                   help="replay the training step as a CUDA graph (device cuda; methods whose step is "
+                        "graph-safe: finetune, ewc, gpm, hlop with dsr/bptt)")
     r.add_argument("--model", default="spiking-mlp", choices=MODELS)
     r.add_argument("--hidden", type=_hidden, default=[800, 800], help="hidden sizes, e.g. 800,800")
     r.add_argument("--T", type=_positive("--T"), default=6, help="time steps of the spiking model")
@@ -136,7 +139,7 @@ def main(argv=None) -> int:
         momentum=args.momentum, optimizer=args.optimizer, seed=args.seed, seeds=args.seeds,
         device=args.device, eval_every=args.eval_every, eval_subset=args.eval_subset,
         test_subset=args.test_subset, eval_unseen=args.eval_unseen, threads=args.threads,
-        model=args.model, hidden=args.hidden, T=args.T, options=options,
+        cuda_graph=args.cuda_graph, model=args.model, hidden=args.hidden, T=args.T, options=options,
         rehearse_steps=args.rehearse_steps, rehearsal=args.rehearsal,
         rehearsal_rate=args.rehearsal_rate, unlearn=args.unlearn, data_path=args.data_path, out=out, resume=args.resume,
         progress=not args.no_progress)

@@ -33,7 +33,8 @@ class ProjectedLinearFn(torch.autograd.Function):
         ctx.save_for_backward(x if x_grad is None else x_grad, W)
         ctx.projector, ctx.layer = projector, layer
         ctx.keep = layer is not None and layer.hebb_is_grad_input
-        return x @ W.t()
+        Wt = layer.weight_t() if layer is not None and layer.weight is W else W.t()
+        return torch.mm(x, Wt) if x.dim() == 2 else x @ Wt
 
     @staticmethod
     def backward(ctx, delta):
@@ -70,12 +71,26 @@ class HLOPLinear(nn.Linear):
         self.residual: Optional[torch.Tensor] = None
         self.stats: Optional[dict] = None
 
+    def weight_t(self) -> torch.Tensor:
+        """``Wᵀ`` as a view without autograd history, kept while the weight's storage stays (the
+        optimizer updates it in place): no transpose op per call."""
+        w = self.weight
+        key = (id(w), w.data_ptr())
+        cached = getattr(self, "_weight_t", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, w.t())
+            if torch.is_inference_mode_enabled():  # a view made in inference mode is not kept
+                return cached[1]
+            self._weight_t = cached
+        return cached[1]
+
     def forward(self, x: torch.Tensor, x_grad: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x Wᵀ (+ b)``; ``x_grad`` (same shape as ``x``) replaces ``x`` in the weight gradient."""
         if x_grad is not None and x_grad.shape != x.shape:
             raise ValueError(f"x_grad must have the shape of x {tuple(x.shape)}, got {tuple(x_grad.shape)}")
-        if self.training:
-            self.last_input = (x if x_grad is None else x_grad).detach()
+        if self.training:  # kept for the Hebbian rule, read under no_grad (no detach op needed)
+            self.last_input = x if x_grad is None else x_grad
             self.residual = None
         if (self.projector is None and x_grad is None) or not torch.is_grad_enabled():
             return nn.functional.linear(x, self.weight, self.bias)

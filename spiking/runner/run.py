@@ -41,6 +41,8 @@ import torch
 
 from . import metrics, outputs
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .cuda_graph import GraphedStep, check_cuda_graph
+from .device_mean import DeviceMean
 from .evaluation import Evaluator, SpikeCounter
 from .rehearsal import RehearsalSchedule
 from .strategies import STRATEGIES
@@ -49,7 +51,7 @@ from .timeline import Schedule, build_timeline
 DATASETS = ("pmnist", "fashion-pmnist", "split-mnist", "split-fashion")
 MODELS = ("spiking-mlp", "mlp")
 #: settings that do not change the results: a different value does not make a different run
-RUNTIME_KEYS = ("out", "resume", "device", "progress", "data_path", "seeds", "threads")
+RUNTIME_KEYS = ("out", "resume", "device", "progress", "data_path", "seeds", "threads", "cuda_graph")
 
 
 def default_config() -> dict:
@@ -57,7 +59,7 @@ def default_config() -> dict:
         method="finetune", dataset="pmnist", scenario=None, tasks=None, epochs=1, train_subset=None,
         batch_size=64, lr=0.1, momentum=0.0, weight_decay=0.0, optimizer="sgd",
         seed=0, seeds=None, device="cpu", eval_every=0, eval_subset=1000, eval_batch_size=1000,
-        test_subset=None, eval_unseen=True, threads=None,
+        test_subset=None, eval_unseen=True, threads=None, cuda_graph=False,
         model="spiking-mlp", hidden=[800, 800], T=6, options={},
         rehearse_steps=0, rehearsal="uniform", rehearsal_rate=1.0, unlearn=[],
         out=None, resume=False, progress=False, data_path=None, deterministic=True,
@@ -98,8 +100,9 @@ def normalize_config(config: dict | None = None, custom_stream: bool = False,
     _int(cfg, "train_subset", 1, allow_none=True)
     _int(cfg, "test_subset", 1, allow_none=True)
     _int(cfg, "threads", 1, allow_none=True)
-    if not isinstance(cfg["eval_unseen"], bool):
-        raise ValueError(f"eval_unseen must be True or False, got {cfg['eval_unseen']!r}")
+    for key in ("eval_unseen", "cuda_graph"):
+        if not isinstance(cfg[key], bool):
+            raise ValueError(f"{key} must be True or False, got {cfg[key]!r}")
     for key in ("lr", "momentum", "weight_decay", "rehearsal_rate"):
         v = cfg[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -127,6 +130,7 @@ def normalize_config(config: dict | None = None, custom_stream: bool = False,
     strategy = STRATEGIES[cfg["method"]](**cfg["options"])  # unknown / ill-typed options fail here
     cfg["options"] = {k: getattr(strategy, k) for k in type(strategy).options}  # defaults filled in
     RehearsalSchedule(cfg["rehearsal"], cfg["rehearsal_rate"])
+    check_cuda_graph(cfg, STRATEGIES[cfg["method"]])
     cfg["unlearn"] = [list(u) for u in cfg["unlearn"]]
     if cfg["optimizer"] not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {cfg['optimizer']!r}")
@@ -272,6 +276,9 @@ class _SeedRun:
         self.evaluator = Evaluator(self.stream, cfg["eval_batch_size"], self.device,
                                    cfg["eval_subset"], subset_seed=seed, test_subset=cfg["test_subset"])
         self.log = _Log()
+        self.task_loss = DeviceMean()  # this learn event's training loss, summed on the device
+        # cuda_graph: a learn event's full batches replay a captured step (recaptured per event)
+        self.graphed = GraphedStep(self.strategy, cfg["batch_size"]) if cfg["cuda_graph"] else None
         self.position = 0
         self.pbar = None
 
@@ -316,12 +323,14 @@ class _SeedRun:
     def learn(self, ev) -> None:
         cfg, log, task = self.cfg, self.log, self.stream[ev.task]
         self.strategy.before_task(task)
-        t0, in_eval, losses = time.perf_counter(), 0.0, []
+        t0, in_eval = time.perf_counter(), 0.0
+        self.task_loss.reset()
+        step = self._step_fn()
         every = cfg["eval_every"]
         for epoch in range(ev.epochs):
             g = _generator(self.seed, ev.task, epoch)
             for x, y in self.strategy.batches(task, cfg["batch_size"], g):
-                losses.append(self.strategy.train_step(x.to(self.device), y.to(self.device), task))
+                self.task_loss.add(step(x.to(self.device), y.to(self.device), task))
                 log.step += 1
                 if every and log.step % every == 0:
                     in_eval += self.continual_eval(ev.task)
@@ -329,10 +338,17 @@ class _SeedRun:
                     self.pbar.update(1)
         self.strategy.after_task(task)
         log.train_time.append(time.perf_counter() - t0 - in_eval)
-        log.train_loss.append(float(np.mean(losses)) if losses else float("nan"))
+        log.train_loss.append(self.task_loss.value())  # the one host read of the task's losses
         log.task_end.append(log.step)
         if every and log.step % every != 0:
             self.continual_eval(ev.task)
+
+    def _step_fn(self):
+        """``strategy.train_step`` or, with ``cuda_graph``, its graphed form (captured afresh)."""
+        if self.graphed is None:
+            return self.strategy.train_step
+        self.graphed.reset()
+        return self.graphed
 
     def rehearse(self, ev) -> None:
         """``ev.steps`` steps on old tasks' training data, tasks drawn by the rehearsal schedule."""
@@ -340,13 +356,14 @@ class _SeedRun:
         g = _generator(self.seed, k, 10_000)
         iters: dict[int, object] = {}
         picks = self.rehearsal.sample_tasks(k, range(k), ev.steps, g)
+        step = self.strategy.train_step  # eager: consecutive steps change task (no static graph)
         for j in picks.tolist():
             batch = next(iters.get(j, iter(())), None)
             if batch is None:
                 iters[j] = iter(self.stream[j].train_batches(self.cfg["batch_size"], generator=g))
                 batch = next(iters[j])
             x, y = batch
-            self.strategy.train_step(x.to(self.device), y.to(self.device), self.stream[j])
+            step(x.to(self.device), y.to(self.device), self.stream[j])
             self.log.step += 1
         self.log.train_time[-1] += time.perf_counter() - t0
         self.log.task_end[-1] = self.log.step

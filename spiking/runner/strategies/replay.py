@@ -27,6 +27,7 @@ POLICIES = ("reservoir", "class_balanced")
 
 class Replay(Strategy):
     name = "replay"
+    graph_safe = "the replay buffer grows and is sampled on the host every step (changing shapes)"
     options = {
         "buffer_size": (int, 1000, "samples kept in the replay buffer"),
         "policy": (str, "reservoir", "buffer policy: reservoir | class_balanced"),
