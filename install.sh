@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs spiking (editable) with test, plotting and peer-library extras into the active Python.
+# Installs spiking (editable) with test, plotting and peer-library extras into the active Python,
+# then builds its native code (`spiking build`).
 # torch is pinned to the CPU build that lies on this project's machines unless SPIKING_TORCH says
 # otherwise (e.g. SPIKING_TORCH="torch" for your platform's default build, or "" to keep yours).
 # snnTorch, Norse and SpikingJelly are installed with --no-deps: their declared dependencies would
@@ -14,4 +15,6 @@ fi
 $PIP install -e ".[test,plot]"
 $PIP install --no-deps "snntorch==1.0.0" "norse==1.1.0" "spikingjelly==2.0.0"
 $PIP install "nir" "nirtorch" "loguru"
+# compile the native code now (fused CPU LIF, Sparsey C library) into ~/.cache/spiking, not at first use
+python -m spiking.cli build
 python -c "import spiking, torch; print('spiking', spiking.__version__, 'with torch', torch.__version__)"

@@ -1,10 +1,17 @@
 """LIF throughput: spiking's fused kernels against snnTorch, Norse, SpikingJelly and plain torch.
 
 One run measures every implementation on every workload with interleaved repetitions (rep 1 of
-all implementations, then rep 2, ...), so machine noise hits all of them alike; it reports the
-median and min-max wall time, neuron-updates/s (T·B·N / time) and the ratio of ours to the
-fastest peer measured in the same run, and writes JSON (command, machine, versions) to
+all implementations, then rep 2, ...), so machine noise hits all of them alike, at each torch
+thread count asked for (CPU default: 1 and 2); it reports the median and min-max wall time,
+neuron-updates/s (T·B·N / time) and the ratio of ours to the fastest peer measured in the same
+run, and writes JSON (command, machine, versions, load average at start and end) to
 bench/results/lif_throughput_{cpu,gpu}.json.
+
+"Ours" (``spiking``) is what a user calls: ``LIF(tau=2.0, v_threshold=1.0, v_reset=0.0)`` with
+every other argument at its default (backend "auto", NaN/inf check on). ``spiking-unchecked``
+(``check_inputs=False``) and ``spiking-torch`` (the torch reference backend) are reference rows,
+not peers. Targets on the defaults, against the fastest peer of the same run and thread count:
+lif_fwd >= 3x, lif_fwd_bwd >= 3x, net >= 1.3x; and the default within 10 % of the unchecked row.
 
 Workloads (all LIF: tau = 2, V_th = 1, hard reset to 0, each library's default surrogate unless
 stated):
@@ -19,7 +26,7 @@ stated):
   gpu_linear_n   (GPU only) Linear(n,n) -> LIF, batch 16, T = 500, n in {4096, 8192, 16384},
                  forward + backward (Open Neuromorphic benchmark shape)
 
-Usage: python bench/lif_throughput.py [--quick] [--reps 7] [--threads N] [--device cpu|cuda] [--out PATH]
+Usage: python bench/lif_throughput.py [--quick] [--reps 7] [--threads 1,2] [--device cpu|cuda] [--out PATH]
 """
 
 from __future__ import annotations
@@ -43,11 +50,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import spiking  # noqa: E402
+from spiking.kernels import auto_backend  # noqa: E402
 from spiking.neuron.module import LIF  # noqa: E402
 
 TAU = 2.0
-OURS = {"cpu": "spiking-cpu", "cuda": "spiking-cupy"}
-NOT_PEERS = {"spiking-cpu", "spiking-cupy", "spiking-torch"}
+OURS = "spiking"  # LIF(...) with default arguments
+NOT_PEERS = {"spiking", "spiking-unchecked", "spiking-torch"}
+TARGETS = {"lif_fwd": 3.0, "lif_fwd_bwd": 3.0, "net": 1.3}  # ours / fastest peer, on defaults
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,9 +66,11 @@ NOT_PEERS = {"spiking-cpu", "spiking-cupy", "spiking-torch"}
 
 
 class OursLIF(nn.Module):
-    def __init__(self, backend: str):
+    """``LIF(tau, v_threshold, v_reset)`` plus only the keyword arguments given (none: the defaults)."""
+
+    def __init__(self, **kwargs):
         super().__init__()
-        self.lif = LIF(tau=TAU, v_threshold=1.0, v_reset=0.0, backend=backend, check_inputs=False)
+        self.lif = LIF(tau=TAU, v_threshold=1.0, v_reset=0.0, **kwargs)
 
     def forward(self, x):
         return self.lif(x)
@@ -160,11 +171,9 @@ def _try(factory: Callable[[], nn.Module]) -> Optional[Callable[[], nn.Module]]:
 
 def implementations(device: str) -> dict[str, Callable[[], nn.Module]]:
     cands: dict[str, Callable[[], nn.Module]] = {}
-    if device == "cpu":
-        cands["spiking-cpu"] = lambda: OursLIF("cpu")
-    else:
-        cands["spiking-cupy"] = lambda: OursLIF("cupy")
-    cands["spiking-torch"] = lambda: OursLIF("torch")
+    cands["spiking"] = OursLIF
+    cands["spiking-unchecked"] = lambda: OursLIF(check_inputs=False)
+    cands["spiking-torch"] = lambda: OursLIF(backend="torch")
     cands["torch-loop"] = TorchLoopLIF
     cands["snntorch"] = SnnTorchLIF
     cands["norse-lifbox"] = NorseLIF
@@ -308,22 +317,25 @@ def measure(workload_name, setup, updates, impls, reps, device):
         res[name] = {"median_s": med, "min_s": min(ts), "max_s": max(ts), "times_s": ts, "steps_per_rep": inner[name],
                      "updates_per_s_median": updates / med, "updates_per_s_min_max": [updates / max(ts),
                                                                                       updates / min(ts)]}
-    ours = OURS[device]
+    ours = OURS
     peers = {k: v for k, v in res.items() if k not in NOT_PEERS}
     summary = {}
     if ours in res and peers:
         best = min(peers, key=lambda k: peers[k]["median_s"])
         summary = {"fastest_peer": best, "ours": ours,
                    "ratio_ours_vs_fastest_peer": peers[best]["median_s"] / res[ours]["median_s"]}
-        if "spiking-torch" in res:
-            summary["ratio_ours_vs_our_torch_reference"] = res["spiking-torch"]["median_s"] / res[ours]["median_s"]
+        for ref, key in (("spiking-unchecked", "ratio_default_vs_unchecked"),
+                         ("spiking-torch", "ratio_ours_vs_our_torch_reference")):
+            if ref in res:
+                summary[key] = res[ref]["median_s"] / res[ours]["median_s"]
     for name, r in sorted(res.items(), key=lambda kv: kv[1]["median_s"]):
         print(f"  {workload_name:>18s} {name:>18s}: {r['median_s'] * 1e3:9.2f} ms "
               f"[{r['min_s'] * 1e3:.2f}-{r['max_s'] * 1e3:.2f}]  {r['updates_per_s_median'] / 1e6:9.1f} M updates/s",
               flush=True)
     if summary:
         print(f"  {workload_name:>18s} ours / fastest peer ({summary['fastest_peer']}): "
-              f"{summary['ratio_ours_vs_fastest_peer']:.2f}x", flush=True)
+              f"{summary['ratio_ours_vs_fastest_peer']:.2f}x; default / unchecked speed "
+              f"{summary.get('ratio_default_vs_unchecked', float('nan')):.2f}", flush=True)
     return {"neuron_updates": updates, "results": res, "summary": summary}
 
 
@@ -357,7 +369,7 @@ def _machine(device):
     except OSError:
         pass
     info = {"platform": platform.platform(), "cpu": cpu_model, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "device": device}
+            "torch_threads_default": torch.get_num_threads(), "device": device}
     try:
         info["load_avg_at_start"] = os.getloadavg()
     except OSError:
@@ -396,9 +408,28 @@ def roofline(r: dict, device: str) -> dict:
     saved state); backward reads H and dL/dspikes and writes dL/dx: 6 values = 24 bytes.
     """
     bw = copy_bandwidth(device)
-    achieved = 6 * 4 * r["neuron_updates"] / r["results"][OURS[device]]["median_s"]
+    achieved = 6 * 4 * r["neuron_updates"] / r["results"][OURS]["median_s"]
     return {"copy_bandwidth_Bps": bw, "lif_fwd_bwd_achieved_Bps": achieved, "fraction_of_copy_bandwidth": achieved / bw,
             "bytes_per_update": 24}
+
+
+def check_targets(workloads: dict) -> dict:
+    """Per target workload: ours / fastest peer against TARGETS, and default within 10 % of unchecked."""
+    out = {}
+    for name, want in TARGETS.items():
+        summary = workloads.get(name, {}).get("summary", {})
+        if "ratio_ours_vs_fastest_peer" not in summary:
+            continue
+        ratio, unchecked = summary["ratio_ours_vs_fastest_peer"], summary.get("ratio_default_vs_unchecked")
+        out[name] = {"ratio": ratio, "target": want, "met": ratio >= want, "default_vs_unchecked": unchecked,
+                     "default_within_10pct_of_unchecked": None if unchecked is None else unchecked >= 0.9}
+    return out
+
+
+def _thread_counts(text: Optional[str], device: str) -> list[Optional[int]]:
+    if text is None:
+        return [1, 2] if device == "cpu" else [None]
+    return [int(t) for t in text.split(",")]
 
 
 def main(argv=None):
@@ -407,14 +438,12 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=7, help="interleaved repetitions per implementation")
     ap.add_argument("--quick", action="store_true", help="small shapes and 2 reps (smoke test)")
     ap.add_argument("--workloads", default="all", help="comma list: lif_fwd,lif_fwd_bwd,net,net_static,gpu_linear")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch.set_num_threads (default: torch's choice); on a loaded shared machine 1 thread "
-                         "avoids OpenMP barrier stalls that slow per-step torch loops many-fold")
+    ap.add_argument("--threads", default=None,
+                    help="comma list of torch thread counts, each a full pass over the workloads "
+                         "(default: 1,2 on CPU, torch's choice on CUDA)")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/lif_throughput_{device}.json)")
     args = ap.parse_args(argv)
     device = args.device
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     reps = 2 if args.quick else args.reps
     lif_shape = (20, 8, 1024) if args.quick else (100, 64, 4096)
     net_steps, net_batch = (5, 16) if args.quick else (25, 128)
@@ -439,7 +468,7 @@ def main(argv=None):
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / (
         f"lif_throughput_{device}{'_quick' if args.quick else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    results = {}
+    runs = {}
     doc = {
         "command": " ".join([Path(sys.executable).name] + sys.argv),
         "machine": _machine(device),
@@ -448,26 +477,41 @@ def main(argv=None):
                    "net_batch": net_batch, "tau": TAU,
                    "timing": "wall clock per step, median of interleaved reps (on GPU each rep times "
                              "steps_per_rep back-to-back steps and divides)",
-                   "ours": OURS[device], "peers": sorted(k for k in impls if k not in NOT_PEERS),
-                   "notes": "ours runs LIF(check_inputs=False) like the peers (no NaN scan); spiking-torch is "
-                            "our reference path, not a peer; surrogates are each library's default"},
-        "workloads": results,
+                   "ours": OURS, "ours_backend": auto_backend(torch.zeros(2, 2, device=device)),
+                   "peers": sorted(k for k in impls if k not in NOT_PEERS), "targets": TARGETS,
+                   "notes": "ours is LIF(tau, v_threshold, v_reset) with default arguments (backend auto, NaN/inf "
+                            "check on); spiking-unchecked (check_inputs=False) and spiking-torch (reference "
+                            "backend) are reference rows, not peers; surrogates are each library's default"},
+        "runs": runs,
         "wall_s": None,
     }
-    for wname, make in workloads.items():
-        if wanted is not None and not any(wname.startswith(w) for w in wanted):
-            continue
-        print(f"workload {wname}", flush=True)
-        setup, updates = make()
-        results[wname] = measure(wname, setup, updates, impls, reps, device)
-        if device == "cuda":
-            torch.cuda.empty_cache()
-            if wname.startswith("lif_fwd_bwd") and OURS[device] in results[wname]["results"]:
-                r = doc.setdefault("roofline", {})[wname] = roofline(results[wname], device)
-                print(f"  roofline: {r['fraction_of_copy_bandwidth']:.1%} of the measured copy "
-                      f"bandwidth {r['copy_bandwidth_Bps'] / 1e12:.2f} TB/s", flush=True)
-        out.write_text(json.dumps(doc, indent=1))  # partial results survive an interrupted run
+    for threads in _thread_counts(args.threads, device):
+        if threads is not None:
+            torch.set_num_threads(threads)
+        label = str(torch.get_num_threads())
+        print(f"=== torch threads {label}", flush=True)
+        results = {}
+        runs[label] = {"torch_threads": torch.get_num_threads(), "workloads": results}
+        for wname, make in workloads.items():
+            if wanted is not None and not any(wname.startswith(w) for w in wanted):
+                continue
+            print(f"workload {wname}", flush=True)
+            setup, updates = make()
+            results[wname] = measure(wname, setup, updates, impls, reps, device)
+            if device == "cuda":
+                torch.cuda.empty_cache()
+                if wname.startswith("lif_fwd_bwd") and OURS in results[wname]["results"]:
+                    r = runs[label].setdefault("roofline", {})[wname] = roofline(results[wname], device)
+                    print(f"  roofline: {r['fraction_of_copy_bandwidth']:.1%} of the measured copy "
+                          f"bandwidth {r['copy_bandwidth_Bps'] / 1e12:.2f} TB/s", flush=True)
+            runs[label]["targets"] = check_targets(results)
+            out.write_text(json.dumps(doc, indent=1))  # partial results survive an interrupted run
+        for name, t in runs[label]["targets"].items():
+            print(f"target {name} @ {label} thread(s): {t['ratio']:.2f}x (>= {t['target']}x: "
+                  f"{'met' if t['met'] else 'NOT met'}); default / unchecked speed {t['default_vs_unchecked']:.2f}",
+                  flush=True)
     doc["wall_s"] = time.time() - t_start
+    doc["machine"]["load_avg_at_end"] = os.getloadavg()
     out.write_text(json.dumps(doc, indent=1))
     print(f"wrote {out} ({doc['wall_s']:.0f} s)")
 

@@ -17,10 +17,12 @@
 
 // Forward. v0: [N] or nullptr (start at V_rest); vth_ptr: device scalar (learnable threshold) or
 // nullptr (use v_th); h_seq: [T, N] or nullptr (inference: nothing saved); v_out: [T, N] when
-// return_v else [N] (the final membrane).
+// return_v else [N] (the final membrane); nonfinite: device int set to 1 when some x is NaN or
+// ±inf (checked while x is read: no extra pass), or nullptr (no check).
 template <typename T, bool HARD, bool DECAY_INPUT>
 __global__ void lif_forward(const T* __restrict__ x, const T* __restrict__ v0, const double* __restrict__ vth_ptr,
                             T* __restrict__ spike, T* __restrict__ h_seq, T* __restrict__ v_out,
+                            int* __restrict__ nonfinite,
                             double tau, double v_th, double v_reset, long long n, int steps, int return_v) {
   typedef lif::Store<T> S;
   typedef typename S::C C;
@@ -31,9 +33,12 @@ __global__ void lif_forward(const T* __restrict__ x, const T* __restrict__ v0, c
                                                HARD, DECAY_INPUT, 1.0, -1);
   C v = v0 ? S::load(v0[i]) : S::round(p.v_rest);
   long long k = i;
+  C probe = (C)0;
 #pragma unroll 4  // independent x loads of later steps can be issued early (latency hiding)
   for (int t = 0; t < steps; ++t, k += n) {
-    const C h = lif::charge<T, DECAY_INPUT>(S::load(x[k]), v, p);
+    const C xk = S::load(x[k]);
+    probe += lif::finite_probe(xk);
+    const C h = lif::charge<T, DECAY_INPUT>(xk, v, p);
     const bool fired = lif::fire<T>(h, p);
     spike[k] = S::store(fired ? (C)1 : (C)0);
     if (h_seq) h_seq[k] = S::store(h);
@@ -41,6 +46,7 @@ __global__ void lif_forward(const T* __restrict__ x, const T* __restrict__ v0, c
     if (return_v) v_out[k] = S::store(v);
   }
   if (!return_v) v_out[i] = S::store(v);
+  if (nonfinite && lif::probe_failed(probe)) *nonfinite = 1;  // benign race: every writer stores 1
 }
 
 // Block-wide sum of one double per thread, added to *out by thread 0 (one atomic per block).
@@ -110,7 +116,7 @@ __global__ void lif_backward(const T* __restrict__ h_seq, const T* __restrict__ 
 #ifdef LIF_INSTANTIATE_ALL
 // Every configuration, for the nvcc -ptx check in tests/test_cuda_compile.py.
 #define LIF_FWD(T, H, D) template __global__ void lif_forward<T, H, D>( \
-    const T*, const T*, const double*, T*, T*, T*, double, double, double, long long, int, int);
+    const T*, const T*, const double*, T*, T*, T*, int*, double, double, double, long long, int, int);
 #define LIF_FWD_T(T) LIF_FWD(T, true, true) LIF_FWD(T, true, false) LIF_FWD(T, false, true) LIF_FWD(T, false, false)
 LIF_FWD_T(float) LIF_FWD_T(double) LIF_FWD_T(lif::f16) LIF_FWD_T(lif::bf16)
 #define LIF_BWD(T, SG, H, D) template __global__ void lif_backward<T, SG, H, D>( \

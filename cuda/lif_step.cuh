@@ -236,6 +236,12 @@ LIF_HD typename Store<T>::C charge(typename Store<T>::C x, typename Store<T>::C 
   }
 }
 
+// Input check folded into the forward pass: a - a is 0 for every finite a and NaN for NaN and
+// ±inf (no build uses -ffinite-math-only / fast math, so the compilers keep it). The kernels add
+// it into a per-neuron accumulator that stays 0 unless some x was not finite.
+template <typename C> LIF_HD C finite_probe(C a) { return a - a; }
+template <typename C> LIF_HD bool probe_failed(C acc) { return !(acc == (C)0); }
+
 // z = H - V_th as stored by torch (its sign decides the spike)
 template <typename T>
 LIF_HD typename Store<T>::C fire_z(typename Store<T>::C h, const Params<typename Store<T>::C>& p) {

@@ -66,11 +66,26 @@ def _hidden(text):
         raise argparse.ArgumentTypeError(f"--hidden must be comma-separated ints, got {text!r}") from None
 
 
+def _add_build_command(sub) -> None:
+    sub.add_parser("build", help="compile the native code (fused CPU LIF kernel, Sparsey C library) "
+                                 "into the build cache ahead of first use (install.sh runs it)")
+
+
+def _build_command() -> int:
+    """``spiking build``: build or find every native library; exit status 1 if one is unavailable."""
+    from .build import build_all  # noqa: PLC0415
+    results = build_all()
+    for name, ok, detail in results:
+        print(f"{name}: {'ok' if ok else 'UNAVAILABLE'} ({detail})")
+    return 0 if all(ok for _, ok, _ in results) else 1
+
+
 def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     from .runner.run import DATASETS, MODELS  # noqa: PLC0415
     from .runner.strategies import STRATEGIES  # noqa: PLC0415
     p = argparse.ArgumentParser(prog="spiking", description="spiking neural networks for continual learning")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_build_command(sub)
     r = sub.add_parser("run", help="train a strategy over a task stream and write results")
     r.add_argument("--method", default="finetune", choices=sorted(STRATEGIES))
     r.add_argument("--dataset", default="pmnist", choices=DATASETS)
@@ -124,13 +139,15 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from .runner.outputs import summary_table  # noqa: PLC0415
-    from .runner.run import run  # noqa: PLC0415
+    from .runner.run import TrainingDiverged, run  # noqa: PLC0415
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--method", default="finetune")
     known, _ = pre.parse_known_args(argv)
     parser = build_parser(known.method)
     args = parser.parse_args(argv)
+    if args.command == "build":
+        return _build_command()
     options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_")}
     out = args.out or f"runs/{args.method}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     config = dict(
@@ -145,9 +162,13 @@ def main(argv=None) -> int:
         progress=not args.no_progress)
     try:
         res = run(config)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"spiking run: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, TrainingDiverged) as exc:
+        # bad settings, unusable folders or files, a diverged loss: one line, no traceback
+        print(f"spiking run: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"spiking run: interrupted; continue with --resume --out {out}", file=sys.stderr)
+        return 130
     print(summary_table(res))
     print(f"results in {out}")
     return 0

@@ -9,6 +9,7 @@ from spiking.memory import Macrocolumn
 from spiking.memory import cpu as mem_cpu
 from spiking.memory import cuda as mem_cuda
 from spiking.memory.csa import CSAParams, normalise, pack_bits, select
+from spiking.native_sources import cuda_source
 
 gpu = pytest.mark.skipif(not mem_cuda.available(), reason="needs CUDA and CuPy")
 
@@ -22,7 +23,7 @@ def patterns(M, n, a, seed=0, device="cpu"):
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
 def test_sparsey_cu_compiles_to_ptx(tmp_path):
     out = tmp_path / "sparsey.ptx"
-    res = subprocess.run(["nvcc", "-ptx", str(mem_cuda.SOURCE), "-o", str(out)], capture_output=True, text=True)
+    res = subprocess.run(["nvcc", "-ptx", str(cuda_source("sparsey.cu")), "-o", str(out)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     ptx = out.read_text()
     assert ".entry sparsey_packed_sums" in ptx and ".entry sparsey_select" in ptx

@@ -90,7 +90,9 @@ def test_seeds_give_mean_and_std(tmp_path):
 
 
 def _digest(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    """Every file but the lock (whose holder line each attempt rewrites)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.name != ".lock"}
 
 
 def test_output_folder_of_another_run_is_refused_and_untouched(tmp_path):

@@ -19,12 +19,15 @@ _warned: set[str] = set()
 
 
 def _once(key: str, message: str, warn: bool) -> None:
+    """``message`` once per process: a ``RuntimeWarning`` (``warn``) or an INFO log record, not both
+    (a warning also logged would print twice)."""
     if key in _warned:
         return
     _warned.add(key)
     if warn:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
-    _log.warning(message) if warn else _log.info(message)
+    else:
+        _log.info(message)
 
 
 def auto_backend(x: torch.Tensor) -> str:
@@ -49,6 +52,6 @@ def auto_backend(x: torch.Tensor) -> str:
         ok, why = cpu.available()
         if ok:
             return "cpu"
-        _once("cpu", f"spiking: falling back to the torch reference LIF: {why}", warn=True)
+        _once("cpu", f"spiking: LIF uses the slower torch reference path on CPU because {why}", warn=True)
         return "torch"
     return "torch"

@@ -8,26 +8,11 @@ backward; see ``cuda/lif.cu``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple, Optional, Union
 
 import torch
 
 from ..neuron.surrogate import Surrogate, get_surrogate
-
-# cuda/ holds lif_step.cuh and lif.cu; it sits at the repository root next to spiking/.
-CUDA_DIR = Path(__file__).resolve().parents[2] / "cuda"
-
-
-def cuda_source_dir() -> Path:
-    """Directory with ``lif_step.cuh`` / ``lif.cu``; ``RuntimeError`` if the sources are missing."""
-    if not (CUDA_DIR / "lif_step.cuh").is_file():
-        raise RuntimeError(
-            f"LIF kernel sources not found: expected {CUDA_DIR / 'lif_step.cuh'} "
-            "(the fused backends build from the repository's cuda/ directory)"
-        )
-    return CUDA_DIR
-
 
 @dataclass(frozen=True)
 class LifConfig:
@@ -42,6 +27,13 @@ class LifConfig:
     sg_id: int
     sg_param: float
     return_v: bool
+    check_x: bool = True        # raise ValueError when x holds NaN/inf (checked inside the kernel)
+
+
+def nonfinite_x_error() -> ValueError:
+    """The error a fused forward raises when its kernel saw NaN or ±inf in ``x`` (the message of
+    :func:`spiking.neuron.functional.check_input`, which the torch reference path still runs)."""
+    return ValueError("x contains NaN or inf")
 
 
 def make_config(
@@ -52,6 +44,7 @@ def make_config(
     detach_reset: bool,
     surrogate: Union[str, Surrogate, tuple],
     return_v: bool,
+    check_x: bool = True,
 ) -> tuple[LifConfig, Optional[torch.Tensor]]:
     """Return the static config and the threshold tensor (``None`` for a plain-number threshold)."""
     sg = get_surrogate(surrogate)
@@ -66,6 +59,7 @@ def make_config(
         sg_id=sg.kernel_id,
         sg_param=float(sg.param),
         return_v=bool(return_v),
+        check_x=bool(check_x),
     )
     return cfg, vth_t
 
@@ -98,8 +92,9 @@ class FusedOps(NamedTuple):
 def make_ops(tag: str, forward_impl, backward_impl) -> FusedOps:
     """Register ``spiking::lif_{tag}_forward`` / ``_backward`` custom ops with autograd.
 
-    ``forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v)``
-    returns ``(spikes, v_out, h_seq)`` (``h_seq`` empty unless ``save_h``); ``backward_impl(h_seq,
+    ``forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v,
+    check_x)`` returns ``(spikes, v_out, h_seq)`` (``h_seq`` empty unless ``save_h``) and, with
+    ``check_x``, raises :func:`nonfinite_x_error` when its kernel read NaN/inf in x; ``backward_impl(h_seq,
     grad_s, grad_v, vth, v_threshold, tau, v_reset, hard, decay_input, detach_reset, sg_id,
     sg_param, return_v, need_v0, need_vth)`` returns ``(grad_x, grad_v0, grad_vth)`` (empty
     tensors where not needed; ``grad_vth`` float64). Custom ops keep ``torch.compile`` graphs whole.
@@ -109,13 +104,13 @@ def make_ops(tag: str, forward_impl, backward_impl) -> FusedOps:
     def forward_op(
         x: torch.Tensor, v0: Optional[torch.Tensor], vth: Optional[torch.Tensor], v_threshold: float,
         tau: float, v_reset: float, hard: bool, decay_input: bool, detach_reset: bool, sg_id: int,
-        sg_param: float, save_h: bool, return_v: bool,
+        sg_param: float, save_h: bool, return_v: bool, check_x: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v)
+        return forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v, check_x)
 
     @forward_op.register_fake
     def _(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, detach_reset, sg_id, sg_param, save_h,
-          return_v):
+          return_v, check_x):
         v = torch.empty_like(x) if return_v else x.new_empty(x.shape[1:])
         h = torch.empty_like(x) if save_h else x.new_empty((0,))
         return torch.empty_like(x), v, h
@@ -139,7 +134,7 @@ def make_ops(tag: str, forward_impl, backward_impl) -> FusedOps:
 
     def setup_context(ctx, inputs, output):
         (x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, detach_reset, sg_id, sg_param, save_h,
-         return_v) = inputs
+         return_v, _) = inputs
         # unused outputs (h_seq always, often v) get None, not a materialised [T, N] zero gradient
         ctx.set_materialize_grads(False)
         ctx.cfg = (v_threshold, tau, v_reset, hard, decay_input, detach_reset, sg_id, sg_param, return_v)
@@ -160,7 +155,7 @@ def make_ops(tag: str, forward_impl, backward_impl) -> FusedOps:
             )
             grad_v0 = gv0 if need_v0 else None
             grad_vth = gvth.to(vth.dtype).reshape(vth.shape) if need_vth else None
-            return (gx, grad_v0, grad_vth) + (None,) * 10
+            return (gx, grad_v0, grad_vth) + (None,) * 11
         return backward
 
     forward_op.register_autograd(make_backward(backward_op), setup_context=setup_context)
@@ -168,8 +163,9 @@ def make_ops(tag: str, forward_impl, backward_impl) -> FusedOps:
     class Eager(torch.autograd.Function):
         @staticmethod
         def forward(ctx, *inputs):
-            x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, _, _, _, save_h, return_v = inputs
-            output = forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v)
+            x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, _, _, _, save_h, return_v, check_x = inputs
+            output = forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v,
+                                  check_x)
             setup_context(ctx, inputs, output)
             ctx.mark_non_differentiable(output[2])
             return output
@@ -196,5 +192,6 @@ def run_fused(ops: FusedOps, x: torch.Tensor, v0: Optional[torch.Tensor], cfg: L
     s, v, _ = forward_op(
         x.contiguous(), None if v0 is None else v0.contiguous(), vth, cfg.v_threshold, cfg.tau, cfg.v_reset,
         cfg.hard, cfg.decay_input, cfg.detach_reset, cfg.sg_id, cfg.sg_param, needs_grad(x, v0, vth), cfg.return_v,
+        cfg.check_x,
     )
     return s, v

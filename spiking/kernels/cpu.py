@@ -10,18 +10,19 @@ chunks), so there is no per-step autograd graph and no per-step tensor. Forward 
 Why a C++ extension (measured, bench/results/lif_throughput_cpu.json): the fused loop is
 memory-bound, does one pass over x/spikes/h per direction, and runs the exact step code that the
 CUDA kernel runs (one source for both, which is what lets the host tests prove the GPU step).
-A numpy in-place loop reaches ~500 M updates/s forward on this machine (shared/notes/peers.md)
-but has no backward and needs a temporary per operation and step; numba is not a dependency;
+A numpy in-place loop has no backward and needs a temporary per operation and step; numba is not a dependency;
 torch.compile of the per-step loop was not pursued (the graph and its compile grow with T).
 
 Build: ``torch.utils.cpp_extension.load`` (ninja, ``-O3 -ffp-contract=off -fno-trapping-math
--fno-math-errno -fopenmp``, plus ``-mavx2`` when the CPU has it), cached in torch's extensions
-directory (``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``); the sources and flags
-are hashed into the extension's name, so a stale or foreign build is never reused. The first
-build takes ~35-60 s on 2 cores; later imports load the cached library.
-``backend="cpu"`` raises ``RuntimeError`` when the build is impossible (no compiler / ninja);
+-fno-math-errno -fopenmp``, plus ``-mavx2`` when the CPU has it) into the build cache of
+:mod:`spiking.build` (``$SPIKING_CACHE``, keyed by sources, compiler, flags, torch and CPU
+instruction set; the sources are copied into the keyed directory, so no checkout path enters the
+build and a second checkout or venv reuses it). ``spiking build`` (run by ``install.sh``) builds it
+ahead of time (~35-60 s on 2 cores); a first use that must compile says so on stderr with its
+duration; later processes import the cached library directly.
+``backend="cpu"`` raises ``RuntimeError`` with the build's real error when it is impossible;
 :func:`available` reports it without raising, and ``backend="auto"`` then warns once
-(``RuntimeWarning``) and uses the torch reference.
+(``RuntimeWarning``, naming that error) and uses the torch reference.
 
 Output buffers of 8 MiB and more are 2 MiB-aligned with transparent huge pages advised, and
 recycled through a small exact-size cache (``$SPIKING_CPU_CACHE_MB``, default 1024, 0 disables;
@@ -31,60 +32,82 @@ cost about as much as the LIF pass itself.
 
 from __future__ import annotations
 
-import hashlib
+import importlib.util
+import os
+import shutil
+import sysconfig
 import threading
 from pathlib import Path
 from typing import Optional, Union
 
 import torch
 
-from ._common import check_v0, cuda_source_dir, make_config, make_ops, run_fused
+from ..build import cached_build, compiler_id, cpu_isa
+from ..native_sources import cuda_source, native_source
+from ._common import check_v0, make_config, make_ops, nonfinite_x_error, run_fused
 
-__all__ = ["lif_multistep_cpu", "available", "load_extension", "empty_cache", "SUPPORTED_DTYPES"]
+__all__ = ["lif_multistep_cpu", "available", "load_extension", "build_directory", "empty_cache", "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-_SOURCE = Path(__file__).with_name("lif_cpu.cpp")
 _CFLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
 
 
-def _cpu_flags() -> list[str]:
-    """``-mavx2`` when this CPU has AVX2 (part of the extension's name, so never reused elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return ["-mavx2"] if " avx2" in line else []
-    except OSError:
-        pass
-    return []
+def _cflags() -> list[str]:
+    """``_CFLAGS`` plus ``-mavx2`` when this CPU has AVX2."""
+    return _CFLAGS + (["-mavx2"] if "avx2" in cpu_isa().split() else [])
+
 
 _lock = threading.Lock()
 _ext = None
 _error: Optional[str] = None
+_directory: Optional[Path] = None
 
 
-def _build():
+def _sources() -> list[Path]:
+    return [native_source("spiking.kernels", "lif_cpu.cpp"), cuda_source("lif_step.cuh")]
+
+
+def _module_name(directory: Path) -> str:
+    return directory.name.replace("-", "_")
+
+
+def _compile(directory: Path) -> None:
     from torch.utils import cpp_extension
 
-    cuda_dir = cuda_source_dir()
-    digest = hashlib.sha1()
-    for p in (_SOURCE, cuda_dir / "lif_step.cuh"):
-        digest.update(p.read_bytes())
-    cflags = _CFLAGS + _cpu_flags()
-    digest.update(" ".join(cflags).encode())
-    name = f"spiking_lif_cpu_{digest.hexdigest()[:12]}"
-    return cpp_extension.load(
-        name=name,
-        sources=[str(_SOURCE)],
-        extra_include_paths=[str(cuda_dir)],
-        extra_cflags=cflags,
+    for src in _sources():
+        shutil.copyfile(src, directory / src.name)
+    cpp_extension.load(
+        name=_module_name(directory),
+        sources=[str(directory / "lif_cpu.cpp")],
+        extra_include_paths=[str(directory)],
+        extra_cflags=_cflags(),
         extra_ldflags=["-fopenmp"],
+        build_directory=str(directory),
         verbose=False,
     )
 
 
+def build_key() -> list:
+    """What the built extension depends on: source contents (not paths), flags, the compiler torch
+    uses (``$CXX`` or ``c++``) and its version, torch, its C++ ABI, Python's extension suffix, CPU ISA."""
+    return [src.read_bytes() for src in _sources()] + [
+        " ".join(_cflags()), compiler_id(os.environ.get("CXX", "c++")), f"torch {torch.__version__}",
+        f"cxx11abi {torch.compiled_with_cxx11_abi()}", str(sysconfig.get_config_var("EXT_SUFFIX")), cpu_isa(),
+    ]
+
+
+def _build():
+    global _directory
+    _directory = cached_build("lif_cpu", build_key(), _compile, "the fused CPU LIF kernel")
+    name = _module_name(_directory)
+    spec = importlib.util.spec_from_file_location(name, _directory / f"{name}.so")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_extension():
-    """Build (first call, ~30-60 s) or load the cached extension; ``RuntimeError`` if impossible."""
+    """Load the cached extension (building it on first use); ``RuntimeError`` with the reason if impossible."""
     global _ext, _error
     with _lock:
         if _ext is not None:
@@ -93,13 +116,15 @@ def load_extension():
             raise RuntimeError(_error)
         try:
             _ext = _build()
-        except Exception as exc:  # compiler or ninja missing, build failure
-            _error = (
-                "backend 'cpu': could not build the fused LIF C++ extension "
-                f"(needs a C++ compiler and ninja): {type(exc).__name__}: {exc}"
-            )
+        except Exception as exc:  # missing source, compiler or ninja; compile or load failure
+            _error = f"backend 'cpu': the fused LIF C++ extension is unavailable: {type(exc).__name__}: {exc}"
             raise RuntimeError(_error) from exc
         return _ext
+
+
+def build_directory() -> str:
+    """Where the loaded extension lives (empty before :func:`load_extension`)."""
+    return "" if _directory is None else str(_directory)
 
 
 def empty_cache() -> int:
@@ -120,10 +145,13 @@ def available() -> tuple[bool, str]:
 # kernels behind the torch custom ops (spiking::lif_cpu_forward / spiking::lif_cpu_backward)
 
 
-def _forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v):
+def _forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v, check_x):
     ext = load_extension()
     v_th = float(vth.item()) if vth is not None else v_threshold
-    s, v, h = ext.forward(x, v0, v_th, vth is not None, tau, v_reset, hard, decay_input, save_h, return_v)
+    s, v, h, x_nonfinite = ext.forward(x, v0, v_th, vth is not None, tau, v_reset, hard, decay_input, save_h,
+                                       return_v)
+    if check_x and x_nonfinite:
+        raise nonfinite_x_error()
     return s, v, h
 
 
@@ -153,12 +181,14 @@ def lif_multistep_cpu(
     detach_reset: bool = False,
     surrogate="sigmoid",
     return_v: bool = False,
+    check_finite: bool = True,
 ):
     """Fused CPU LIF with the arguments and results of ``lif_multistep_torch``.
 
     Returns ``(spikes, v_last)`` or, with ``return_v``, ``(spikes, v_seq)``; differentiable in
     ``x``, ``v0`` and a tensor ``v_threshold``. ``RuntimeError`` for non-CPU tensors or when the
-    extension cannot be built.
+    extension cannot be built; ``ValueError("x contains NaN or inf")`` when ``check_finite`` and
+    the kernel read a non-finite x (the check rides on the kernel's own pass over x).
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -169,7 +199,7 @@ def lif_multistep_cpu(
     if x.dim() < 2:
         raise ValueError(f"x must have shape [T, batch, ...], got {tuple(x.shape)}")
     check_v0(x, v0)
-    cfg, vth = make_config(tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, return_v)
+    cfg, vth = make_config(tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, return_v, check_finite)
     if vth is not None and vth.device.type != "cpu":
         raise RuntimeError(f"backend 'cpu' needs a CPU v_threshold tensor, got one on {vth.device}")
     return run_fused(_ops, x, v0, cfg, vth)

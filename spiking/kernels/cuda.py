@@ -13,6 +13,11 @@
   memory (no host sync); its gradient is a per-block reduction plus one ``atomicAdd`` per block.
 * Forward saves only ``h_seq`` (H_t) when a gradient is needed; backward recomputes spikes and
   σ' from it in one reverse-time loop (see ``cuda/lif.cu``).
+* NaN/inf in ``x``: the forward kernel checks x while reading it and sets a device flag (one int
+  per device and stream, kept at 0). With the check on, the flag is read right after the launch:
+  one host sync per call, where the former separate ``isfinite(x).all()`` scan also synced, but
+  without its extra pass over x. A lazier read (on a later call) would report the error on the
+  wrong call or never, so it was not chosen; ``check_inputs=False`` skips the read (no sync).
 
 Asking for this backend without CuPy, without a GPU or with CPU tensors raises ``RuntimeError``.
 """
@@ -27,7 +32,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from ._common import check_v0, cuda_source_dir, make_config, make_ops, run_fused
+from ..native_sources import cuda_source
+from ._common import check_v0, make_config, make_ops, nonfinite_x_error, run_fused
 
 __all__ = ["lif_multistep_cupy", "available", "kernel_source", "SUPPORTED_DTYPES", "BLOCK"]
 
@@ -70,12 +76,11 @@ def kernel_source() -> str:
     """``cuda/lif.cu`` with ``lif_step.cuh`` inlined (NVRTC then needs no include path)."""
     global _source
     if _source is None:
-        d = cuda_source_dir()
-        header = (d / "lif_step.cuh").read_text()
-        body = (d / "lif.cu").read_text()
+        header = cuda_source("lif_step.cuh").read_text()
+        body = cuda_source("lif.cu").read_text()
         include = '#include "lif_step.cuh"'
         if include not in body:
-            raise RuntimeError(f"{d / 'lif.cu'} no longer includes lif_step.cuh; update spiking/kernels/cuda.py")
+            raise RuntimeError(f"{cuda_source('lif.cu')} no longer includes lif_step.cuh; update spiking/kernels/cuda.py")
         _source = body.replace(include, header)
     return _source
 
@@ -145,7 +150,19 @@ def _check_cuda(t: torch.Tensor, name: str) -> None:
         raise RuntimeError(f"backend 'cupy' needs CUDA tensors, but {name} is on {t.device}")
 
 
-def _forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v):
+_flags: dict = {}
+
+
+def _nonfinite_flag(dev: int, stream_ptr: int) -> torch.Tensor:
+    """The int32 device flag that forward kernels on this device and stream set on NaN/inf x."""
+    key = (dev, stream_ptr)
+    flag = _flags.get(key)
+    if flag is None:
+        flag = _flags[key] = torch.zeros((), dtype=torch.int32, device=torch.device("cuda", dev))
+    return flag
+
+
+def _forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v, check_x):
     _check_cuda(x, "x")
     steps, n = x.shape[0], math.prod(x.shape[1:])
     name = f"lif_forward<{SUPPORTED_DTYPES[x.dtype]},{_b(hard)},{_b(decay_input)}>"
@@ -156,12 +173,17 @@ def _forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save
     h = torch.empty_like(x) if save_h else x.new_empty((0,))
     v = torch.empty_like(x) if return_v else x.new_empty(x.shape[1:])
     vth64 = _vth64(vth, x)
+    dev = x.get_device()
+    flag = _nonfinite_flag(dev, torch.cuda.current_stream(dev).cuda_stream) if check_x else None
     args = (
-        _ptr(x), _ptr(v0), _ptr(vth64), _ptr(s), _ptr(h if save_h else None), _ptr(v),
+        _ptr(x), _ptr(v0), _ptr(vth64), _ptr(s), _ptr(h if save_h else None), _ptr(v), _ptr(flag),
         np.float64(tau), np.float64(v_threshold), np.float64(v_reset), np.int64(n), np.int32(steps),
         np.int32(1 if return_v else 0),
     )
     _launch(fn, x, n, args)
+    if flag is not None and bool(flag.item()):  # the host sync described in the module docstring
+        flag.zero_()
+        raise nonfinite_x_error()
     return s, v, h
 
 
@@ -200,12 +222,14 @@ def lif_multistep_cupy(
     detach_reset: bool = False,
     surrogate="sigmoid",
     return_v: bool = False,
+    check_finite: bool = True,
 ):
     """Fused CUDA LIF with the arguments and results of ``lif_multistep_torch``.
 
     Returns ``(spikes, v_last)`` or, with ``return_v``, ``(spikes, v_seq)``; differentiable in
     ``x``, ``v0`` and a tensor ``v_threshold``. ``RuntimeError`` without CuPy, without a GPU, or
-    for tensors not on a CUDA device.
+    for tensors not on a CUDA device; ``ValueError("x contains NaN or inf")`` when
+    ``check_finite`` and the kernel read a non-finite x.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -218,7 +242,7 @@ def lif_multistep_cupy(
     if x.dim() < 2:
         raise ValueError(f"x must have shape [T, batch, ...], got {tuple(x.shape)}")
     check_v0(x, v0)
-    cfg, vth = make_config(tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, return_v)
+    cfg, vth = make_config(tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, return_v, check_finite)
     if vth is not None and vth.device != x.device:
         raise RuntimeError(f"backend 'cupy': v_threshold is on {vth.device} but x is on {x.device}")
     return run_fused(_ops, x, v0, cfg, vth)

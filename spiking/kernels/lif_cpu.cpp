@@ -23,7 +23,9 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
+#include <tuple>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -174,21 +176,26 @@ struct Config {
   int sg;
 };
 
+// Returns true when some x is NaN or ±inf: every chunk adds lif::finite_probe(x) (0 for finite x)
+// into a per-neuron accumulator while it reads x, so the check costs no extra pass over x.
 template <typename T, bool HARD, bool DECAY>
-void forward_impl(const T* x, const T* v0, T* spike, T* h_seq, T* v_out, bool return_v, int64_t steps,
+bool forward_impl(const T* x, const T* v0, T* spike, T* h_seq, T* v_out, bool return_v, int64_t steps,
                   int64_t n, const Config& c) {
   typedef lif::Store<T> S;
   typedef typename S::C C;
   const lif::Params<C> p = lif::make_params<T>(c.tau, c.v_th, c.vth_is_tensor, c.v_reset, HARD, DECAY, 1.0, -1);
   const int64_t nchunks = (n + CHUNK - 1) / CHUNK;
   const bool stream = size_t(steps * n) * sizeof(T) >= STREAM_BYTES;
+  std::atomic<bool> nonfinite(false);
   at::parallel_for(0, nchunks, grain_chunks(steps), [&, p0 = p](int64_t c0, int64_t c1) {
     const lif::Params<C> p = p0;  // thread-local copy: no aliasing with the buffers below
     alignas(64) C v[CHUNK];
     alignas(64) C h[CHUNK];
     alignas(64) C s[CHUNK];
+    alignas(64) C probe[CHUNK];
     for (int64_t ch = c0; ch < c1; ++ch) {
       const int64_t n0 = ch * CHUNK, len = std::min(CHUNK, n - n0);
+      for (int64_t j = 0; j < len; ++j) probe[j] = (C)0;
       if (v0) {
         for (int64_t j = 0; j < len; ++j) v[j] = S::load(v0[n0 + j]);
       } else {
@@ -199,7 +206,9 @@ void forward_impl(const T* x, const T* v0, T* spike, T* h_seq, T* v_out, bool re
         const int64_t off = t * n + n0;
         const T* xt = x + off;
         for (int64_t j = 0; j < len; ++j) {
-          const C hj = lif::charge<T, DECAY>(S::load(xt[j]), v[j], p);
+          const C xj = S::load(xt[j]);
+          probe[j] += lif::finite_probe(xj);
+          const C hj = lif::charge<T, DECAY>(xj, v[j], p);
           const bool fired = lif::fire<T>(hj, p);
           h[j] = hj;
           s[j] = fired ? (C)1 : (C)0;
@@ -210,9 +219,13 @@ void forward_impl(const T* x, const T* v0, T* spike, T* h_seq, T* v_out, bool re
         if (return_v) write_row<T>(v_out + off, v, len, stream);
       }
       if (!return_v) write_row<T>(v_out + n0, v, len, false);
+      bool bad = false;
+      for (int64_t j = 0; j < len; ++j) bad |= lif::probe_failed(probe[j]);
+      if (bad) nonfinite.store(true, std::memory_order_relaxed);
     }
     if (stream) stream_fence();
   });
+  return nonfinite.load();
 }
 
 template <typename T, int SG, bool HARD, bool DETACH>
@@ -292,7 +305,7 @@ void check_cpu(const at::Tensor& t, const char* name) {
 }
 
 template <typename AT>
-void forward_dispatch(const at::Tensor& x, const at::Tensor& v0, at::Tensor& spike, at::Tensor& h_seq,
+bool forward_dispatch(const at::Tensor& x, const at::Tensor& v0, at::Tensor& spike, at::Tensor& h_seq,
                       at::Tensor& v_out, bool return_v, int64_t steps, int64_t n, const Config& c) {
   typedef typename Raw<AT>::type T;
   const T* px = cptr<AT>(x);
@@ -300,10 +313,10 @@ void forward_dispatch(const at::Tensor& x, const at::Tensor& v0, at::Tensor& spi
   T* ps = mptr<AT>(spike);
   T* ph = mptr<AT>(h_seq);
   T* pv = mptr<AT>(v_out);
-  if (c.hard && c.decay_input) forward_impl<T, true, true>(px, pv0, ps, ph, pv, return_v, steps, n, c);
-  else if (c.hard) forward_impl<T, true, false>(px, pv0, ps, ph, pv, return_v, steps, n, c);
-  else if (c.decay_input) forward_impl<T, false, true>(px, pv0, ps, ph, pv, return_v, steps, n, c);
-  else forward_impl<T, false, false>(px, pv0, ps, ph, pv, return_v, steps, n, c);
+  if (c.hard && c.decay_input) return forward_impl<T, true, true>(px, pv0, ps, ph, pv, return_v, steps, n, c);
+  if (c.hard) return forward_impl<T, true, false>(px, pv0, ps, ph, pv, return_v, steps, n, c);
+  if (c.decay_input) return forward_impl<T, false, true>(px, pv0, ps, ph, pv, return_v, steps, n, c);
+  return forward_impl<T, false, false>(px, pv0, ps, ph, pv, return_v, steps, n, c);
 }
 
 template <typename T, int SG>
@@ -336,9 +349,10 @@ void backward_dispatch(const at::Tensor& h_seq, const at::Tensor& grad_s, const 
 
 }  // namespace
 
-// x [T, N...]; v0 [N...] or undefined. Returns (spikes, v_out, h_seq): v_out is v_seq [T, ...] when
-// return_v else the final membrane [...]; h_seq is undefined (empty) unless save_h.
-std::vector<at::Tensor> lif_forward(const at::Tensor& x, const c10::optional<at::Tensor>& v0_opt, double v_th,
+// x [T, N...]; v0 [N...] or undefined. Returns (spikes, v_out, h_seq, x_nonfinite): v_out is
+// v_seq [T, ...] when return_v else the final membrane [...]; h_seq is empty unless save_h;
+// x_nonfinite is true when some x is NaN or ±inf (the caller raises; see forward_impl).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, bool> lif_forward(const at::Tensor& x, const c10::optional<at::Tensor>& v0_opt, double v_th,
                                     bool vth_is_tensor, double tau, double v_reset, bool hard, bool decay_input,
                                     bool save_h, bool return_v) {
   check_cpu(x, "x");
@@ -353,14 +367,16 @@ std::vector<at::Tensor> lif_forward(const at::Tensor& x, const c10::optional<at:
   at::Tensor h_seq = save_h ? empty_big(x.sizes(), x.options()) : at::Tensor();
   at::Tensor v_out = return_v ? empty_big(x.sizes(), x.options()) : at::empty(x.sizes().slice(1), x.options());
   Config c{tau, v_th, v_reset, 1.0, vth_is_tensor, hard, decay_input, false, -1};
+  bool nonfinite = false;
   switch (x.scalar_type()) {
-    case at::kFloat: forward_dispatch<float>(x, v0, spike, h_seq, v_out, return_v, steps, n, c); break;
-    case at::kDouble: forward_dispatch<double>(x, v0, spike, h_seq, v_out, return_v, steps, n, c); break;
-    case at::kHalf: forward_dispatch<at::Half>(x, v0, spike, h_seq, v_out, return_v, steps, n, c); break;
-    case at::kBFloat16: forward_dispatch<at::BFloat16>(x, v0, spike, h_seq, v_out, return_v, steps, n, c); break;
+    case at::kFloat: nonfinite = forward_dispatch<float>(x, v0, spike, h_seq, v_out, return_v, steps, n, c); break;
+    case at::kDouble: nonfinite = forward_dispatch<double>(x, v0, spike, h_seq, v_out, return_v, steps, n, c); break;
+    case at::kHalf: nonfinite = forward_dispatch<at::Half>(x, v0, spike, h_seq, v_out, return_v, steps, n, c); break;
+    case at::kBFloat16:
+      nonfinite = forward_dispatch<at::BFloat16>(x, v0, spike, h_seq, v_out, return_v, steps, n, c); break;
     default: TORCH_CHECK(false, "x: unsupported dtype ", x.scalar_type());
   }
-  return {spike, v_out, save_h ? h_seq : at::empty({0}, x.options())};
+  return {spike, v_out, save_h ? h_seq : at::empty({0}, x.options()), nonfinite};
 }
 
 // Returns (grad_x, grad_v0 or empty, grad_vth as a float64 0-dim tensor or empty).

@@ -1,6 +1,8 @@
 """Loader for the C fast path (``_csa_cpu.c``: sequential code selection + learning on packed
 weights, one-pass input validation + bit packing, AND-popcount overlaps), built once with the
-system C compiler into ``~/.cache/spiking`` (or ``$SPIKING_CACHE``) and called through ctypes.
+system C compiler into the build cache of :mod:`spiking.build` (``$SPIKING_CACHE``, keyed by
+source, compiler, flags and CPU instruction set, since it is built with ``-march=native``) and
+called through ctypes.
 
 ``available()`` is False when no compiler is found; callers then use the torch reference
 (:func:`spiking.memory.learn.select_sequence_torch`), which has identical semantics.
@@ -8,44 +10,43 @@ system C compiler into ``~/.cache/spiking`` (or ``$SPIKING_CACHE``) and called t
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
 
-_SRC = Path(__file__).with_name("_csa_cpu.c")
+from ..build import cached_build, compiler_id, cpu_isa
+from ..native_sources import native_source
+
 _LIB = None
 _ERR: str | None = None
+_DIR: Path | None = None
+_FLAGS = ["-O3", "-shared", "-fPIC"]
+_LIBNAME = "sparsey_csa.so"
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("SPIKING_CACHE", Path.home() / ".cache" / "spiking"))
+def _compile(cc: str, src: Path, directory: Path) -> None:
+    """``-march=native`` when the compiler accepts it, else the portable flags."""
+    cmd = [cc, *_FLAGS, "-march=native", str(src), "-o", str(directory / _LIBNAME), "-lm"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        cmd.remove("-march=native")
+        res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"compiling {src.name} failed: {res.stderr[-2000:]}")
 
 
 def _build() -> ctypes.CDLL:
-    src = _SRC.read_bytes()
+    global _DIR
+    src = native_source("spiking.memory", "_csa_cpu.c")
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise RuntimeError("no C compiler (cc/gcc) found")
-    tag = hashlib.sha1(src + cc.encode()).hexdigest()[:16]
-    out = _cache_dir() / f"sparsey_csa_{tag}.so"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp_so = Path(tmp) / out.name
-            cmd = [cc, "-O3", "-march=native", "-shared", "-fPIC", str(_SRC), "-o", str(tmp_so), "-lm"]
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            if res.returncode != 0:
-                cmd.remove("-march=native")
-                res = subprocess.run(cmd, capture_output=True, text=True)
-            if res.returncode != 0:
-                raise RuntimeError(f"compiling {_SRC.name} failed: {res.stderr[-2000:]}")
-            os.replace(tmp_so, out)
-    lib = ctypes.CDLL(str(out))
+    key = [src.read_bytes(), compiler_id(cc), " ".join(_FLAGS + ["-march=native"]), cpu_isa()]
+    _DIR = cached_build("sparsey_csa", key, lambda d: _compile(cc, src, d), "the Sparsey C library")
+    lib = ctypes.CDLL(str(_DIR / _LIBNAME))
     fn = lib.sparsey_select_sequence
     P = ctypes.c_void_p
     fn.argtypes = [ctypes.c_int] * 3 + [ctypes.c_int, P, P, P] + [ctypes.c_int, P, P] + \
@@ -56,6 +57,16 @@ def _build() -> ctypes.CDLL:
     lib.sparsey_pack_validate.argtypes = [ctypes.c_int64, ctypes.c_int, ctypes.c_int, P, ctypes.c_int, P, P]
     lib.sparsey_pack_validate.restype = ctypes.c_int64
     return lib
+
+
+def build_error() -> str:
+    """Why the C path is unavailable (empty when it loaded or was not tried yet)."""
+    return _ERR or ""
+
+
+def build_directory() -> str:
+    """Where the loaded library lives (empty before it loaded)."""
+    return "" if _DIR is None else str(_DIR)
 
 
 def available() -> bool:

@@ -6,14 +6,13 @@ False without CuPy or a CUDA device; :class:`~spiking.memory.Macrocolumn` then u
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..native_sources import cuda_source
 from .csa import CSAParams
 
-SOURCE = Path(__file__).resolve().parents[2] / "cuda" / "sparsey.cu"
 _THREADS = 256          # power of two (block reduction in sparsey_select)
 _NULL = np.uint64(0)    # a null pointer argument
 
@@ -25,14 +24,15 @@ def available() -> bool:
         import cupy  # noqa: F401
     except ImportError:
         return False
-    return SOURCE.exists()
+    cuda_source("sparsey.cu")  # RuntimeError naming the file when the installation lacks it
+    return True
 
 
 @lru_cache(maxsize=None)
 def _module(device_index: int):
     import cupy
     with cupy.cuda.Device(device_index):
-        return cupy.RawModule(code=SOURCE.read_text(), options=("-std=c++14",))
+        return cupy.RawModule(code=cuda_source("sparsey.cu").read_text(), options=("-std=c++14",))
 
 
 def _cp(t: torch.Tensor):

@@ -20,6 +20,9 @@ and traces stored while the MAC was frozen by the critical period wrote nothing.
 
 Critical period: once the fraction of input weights set reaches ``theta_sat`` the MAC stops writing
 (``frozen``); stores still return codes and ids (``written`` is False for them).
+``theta_sat=None`` switches the critical period off: the MAC keeps writing as its weights fill
+up, and past about half fill (the measured capacity, README "Sparsey MAC") the superposed traces
+cross-talk, so earlier traces are no longer recalled exactly. Use it only to study that regime.
 """
 from __future__ import annotations
 
@@ -52,8 +55,10 @@ class Macrocolumn:
             raise ValueError(f"K must be >= 2, got {K}")
         if not isinstance(n_top, int) or n_top < 0:
             raise ValueError(f"n_top must be an int >= 0, got {n_top!r}")
-        if theta_sat is not None and not 0.0 < theta_sat <= 1.0:
-            raise ValueError(f"theta_sat must lie in (0, 1] or be None, got {theta_sat}")
+        if theta_sat is not None and (isinstance(theta_sat, bool) or not isinstance(theta_sat, (int, float))
+                                      or not 0.0 < theta_sat <= 1.0):
+            raise ValueError(f"theta_sat must lie in (0, 1] or be None (no critical period: recall is "
+                             f"no longer exact past about half fill), got {theta_sat!r}")
         if backend not in ("auto", "c", "torch"):
             raise ValueError(f"backend must be 'auto', 'c' or 'torch', got {backend!r}")
         unknown = set(csa) - _PARAM_NAMES
@@ -108,11 +113,14 @@ class Macrocolumn:
         return torch.nonzero(self._talive).reshape(-1)
 
     def trace(self, tid: int) -> dict:
-        """Input (bool [N]), code [Q], previous code or None, written flag of a stored trace."""
+        """Input (bool [N]), code [Q] int64, previous code or None, written flag of a stored trace.
+
+        Only row ``tid`` is read and copied (O(N + Q), whatever the number of stored traces)."""
         self._check_ids(tid)
-        prev = self._tprev[tid]
-        return {"x": unpack_bits(self._tx[tid], self.N), "code": self._tcode[tid].clone(),
-                "prev": None if bool((prev < 0).all()) else prev.clone(), "written": bool(self._twritten[tid])}
+        prev = self.traces["prev"][tid].long()
+        return {"x": unpack_bits(self.traces["x"][tid].clone(), self.N),
+                "code": self.traces["code"][tid].long(),
+                "prev": None if bool((prev < 0).all()) else prev, "written": bool(self._twritten[tid])}
 
     def nbytes(self) -> int:
         """Bytes held by the synapses (packed binary weights; the trace table is extra, ~M·(8·nw + 4Q))."""
@@ -447,14 +455,66 @@ class Macrocolumn:
             "traces": self.traces.state_dict(),
         }
 
-    def load_state_dict(self, d: dict) -> None:
+    def check_state_dict(self, d: dict) -> CSAParams:
+        """Validate every key, type and shape of a state dict for this MAC before anything is
+        loaded; ``ValueError`` naming the entry. Returns the CSA parameters it holds."""
+        def need(mapping, keys, where):
+            if not isinstance(mapping, dict):
+                raise ValueError(f"state_dict{where} must be a dict, got {type(mapping).__name__}")
+            missing = sorted(set(keys) - set(mapping))
+            if missing:
+                raise ValueError(f"state_dict{where} lacks {missing} (has {sorted(mapping)})")
+        need(d, ("config", "params", "U", "H", "D", "generator", "traces"), "")
         cfg = d["config"]
+        need(cfg, ("n_inputs", "Q", "K", "n_top", "horizontal", "theta_sat", "seed"), "['config']")
         mine = {"n_inputs": self.N, "Q": self.Q, "K": self.K, "n_top": self.n_top, "horizontal": self.horizontal}
         for k, v in mine.items():
             if cfg[k] != v:
                 raise ValueError(f"state_dict has {k}={cfg[k]}, this Macrocolumn has {k}={v}")
+        ts = cfg["theta_sat"]
+        if ts is not None and not (isinstance(ts, (int, float)) and 0.0 < ts <= 1.0):
+            raise ValueError(f"state_dict['config']['theta_sat'] must lie in (0, 1] or be None, got {ts!r}")
+        try:
+            params = CSAParams(**d["params"])
+        except TypeError as exc:
+            raise ValueError(f"state_dict['params']: {exc}") from exc
+        for name, syn in (("U", self.U), ("H", self.H), ("D", self.D)):
+            sd = d[name]
+            if syn is None:
+                continue
+            need(sd, ("n_pre", "n_post"), f"[{name!r}]")
+            if (sd["n_pre"], sd["n_post"]) != (syn.n_pre, syn.n_post):
+                raise ValueError(f"state_dict[{name!r}] is for {sd['n_pre']}->{sd['n_post']} synapses, "
+                                 f"this Macrocolumn has {syn.n_pre}->{syn.n_post}")
+            if "packed" in sd:
+                want = (syn.n_post, syn.n_words)
+                t = sd["packed"]
+                if not isinstance(t, torch.Tensor) or tuple(t.shape) != want:
+                    got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                    raise ValueError(f"state_dict[{name!r}]['packed'] must have shape {want}, got {got}")
+        g = d["generator"]
+        if not (isinstance(g, torch.Tensor) and g.dtype == torch.uint8
+                and g.shape == self.generator.get_state().shape):
+            raise ValueError("state_dict['generator'] is not a torch.Generator state")
+        cols = d["traces"]
+        need(cols, self.traces.columns(), "['traces']")
+        rows = {len(v) for v in cols.values() if isinstance(v, torch.Tensor)}
+        if len(rows) > 1:
+            raise ValueError(f"state_dict['traces'] columns have different lengths {sorted(rows)}")
+        for name, (shape, dtype) in self.traces.columns().items():
+            t = cols[name]
+            if not isinstance(t, torch.Tensor) or tuple(t.shape[1:]) != shape or t.dtype != dtype:
+                got = (tuple(t.shape[1:]), t.dtype) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"state_dict['traces'][{name!r}] must be [M, *{shape}] {dtype}, got {got}")
+        return params
+
+    def load_state_dict(self, d: dict) -> None:
+        """Load a :meth:`state_dict`; everything is validated first (:meth:`check_state_dict`), so a
+        mismatched dict raises ``ValueError`` and leaves this MAC unchanged."""
+        params = self.check_state_dict(d)
+        cfg = d["config"]
         self.theta_sat, self.seed = cfg["theta_sat"], cfg["seed"]
-        self.params = CSAParams(**d["params"])
+        self.params = params
         self.U.load_state_dict(d["U"])
         if self.H is not None:
             self.H.load_state_dict(d["H"])

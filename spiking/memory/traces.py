@@ -12,6 +12,10 @@ class TraceTable:
         self._cols = {k: torch.zeros(0, *shape, dtype=dt) for k, (shape, dt) in columns.items()}
         self._n = 0
 
+    def columns(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """``{name: (row shape, dtype)}`` of every column."""
+        return {k: (tuple(v.shape[1:]), v.dtype) for k, v in self._cols.items()}
+
     def __len__(self) -> int:
         return self._n
 

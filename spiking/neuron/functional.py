@@ -35,6 +35,17 @@ BACKENDS = ("auto", "torch", "cpu", "cupy")
 def check_lif_params(tau: float, v_threshold: Threshold, v_reset: Optional[float], check_finite: bool = True) -> None:
     """Raise ``ValueError`` naming the parameter when a LIF parameter is invalid.
 
+    Stability bound: with either ``decay_input`` the membrane obeys
+    ``V_t - V_rest = (1 - 1/tau) (V_{t-1} - V_rest) + input``, so the leak factor is ``1 - 1/tau``.
+    ``tau >= 1`` gives a factor in ``[0, 1)``: a leaky integrator (``tau = 1``: no memory).
+    ``1/2 < tau < 1`` gives a negative factor: the membrane overshoots rest and flips sign every
+    step while it decays; ``tau = 1/2`` never decays; ``tau < 1/2`` diverges (|factor| > 1).
+    Hence ``tau < 1`` is rejected (as in SpikingJelly).
+
+    The threshold must lie above the resting potential (``V_rest = v_reset``, or 0 for soft reset):
+    otherwise the neuron fires at rest on every step and a soft reset pushes it further up. A
+    tensor threshold (``learn_threshold``) is scanned only when ``check_finite`` is True.
+
     ``check_finite=False`` skips the value scan of a tensor threshold (a device sync, and a
     data-dependent branch that ``torch.compile(fullgraph=True)`` cannot trace).
     """
@@ -42,17 +53,32 @@ def check_lif_params(tau: float, v_threshold: Threshold, v_reset: Optional[float
         raise TypeError(f"tau must be a number, got {type(tau).__name__}")
     if not math.isfinite(tau) or tau <= 0:
         raise ValueError(f"tau must be a positive finite number, got {tau!r}")
-    if isinstance(v_threshold, torch.Tensor):
-        if v_threshold.numel() != 1:
-            raise ValueError(f"v_threshold must be a scalar, got a tensor of shape {tuple(v_threshold.shape)}")
-        if check_finite and not torch.isfinite(v_threshold.detach()).all():
-            raise ValueError("v_threshold must be finite")
-    else:
-        if isinstance(v_threshold, bool) or not isinstance(v_threshold, (int, float)) or not math.isfinite(v_threshold):
-            raise ValueError(f"v_threshold must be a finite number, got {v_threshold!r}")
+    if tau < 1:
+        raise ValueError(
+            f"tau must be >= 1, got {tau!r}: the discrete update V <- (1 - 1/tau) V + ... has leak "
+            f"factor {1 - 1 / tau:.3g}, so the membrane alternates in sign (1/2 < tau < 1) or "
+            f"diverges (tau <= 1/2) instead of decaying"
+        )
     if v_reset is not None:
         if isinstance(v_reset, bool) or not isinstance(v_reset, (int, float)) or not math.isfinite(v_reset):
             raise ValueError(f"v_reset must be a finite number (hard reset) or None (soft reset), got {v_reset!r}")
+    rest = 0.0 if v_reset is None else float(v_reset)
+    why = (f"v_threshold must be above the resting potential V_rest = {rest:g} "
+           f"({'soft reset' if v_reset is None else 'v_reset'}); a neuron at rest would fire every step")
+    if isinstance(v_threshold, torch.Tensor):
+        if v_threshold.numel() != 1:
+            raise ValueError(f"v_threshold must be a scalar, got a tensor of shape {tuple(v_threshold.shape)}")
+        if check_finite:
+            vth = float(v_threshold.detach())
+            if not math.isfinite(vth):
+                raise ValueError("v_threshold must be finite")
+            if vth <= rest:
+                raise ValueError(f"{why}; got {vth:g}")
+    else:
+        if isinstance(v_threshold, bool) or not isinstance(v_threshold, (int, float)) or not math.isfinite(v_threshold):
+            raise ValueError(f"v_threshold must be a finite number, got {v_threshold!r}")
+        if v_threshold <= rest:
+            raise ValueError(f"{why}; got {v_threshold!r}")
 
 
 def check_input(x: torch.Tensor, name: str = "x", min_dim: int = 2, check_finite: bool = True) -> None:
@@ -167,8 +193,13 @@ def lif_multistep(
     ``backend``: ``"auto"`` (default; also ``$SPIKING_BACKEND``), ``"torch"`` (reference),
     ``"cpu"`` (fused CPU path) or ``"cupy"`` (fused CUDA kernel). A forced backend that cannot run
     raises ``RuntimeError``. Returns ``(spikes, v_last)`` or ``(spikes, v_seq)`` with ``return_v``.
+    ``check_finite``: NaN/inf in ``x`` raise ``ValueError``; the fused backends check x inside
+    their kernel's own pass (no extra scan), the torch reference scans x first.
     """
-    check_input(x, "x", min_dim=2, check_finite=check_finite)
+    check_input(x, "x", min_dim=2, check_finite=False)
+    name = _resolve_backend(backend, x)
+    if check_finite and name == "torch":
+        check_input(x, "x", min_dim=2, check_finite=True)
     check_lif_params(tau, v_threshold, v_reset, check_finite=check_finite)
     sg = get_surrogate(surrogate)
     if v0 is not None:
@@ -179,13 +210,12 @@ def lif_multistep(
         tau=float(tau), v_threshold=v_threshold, v_reset=v_reset, decay_input=bool(decay_input),
         detach_reset=bool(detach_reset), surrogate=sg, return_v=bool(return_v),
     )
-    name = _resolve_backend(backend, x)
     if name == "torch":
         return lif_multistep_torch(x, v0, **kwargs)
     if name == "cpu":
         from ..kernels import cpu
 
-        return cpu.lif_multistep_cpu(x, v0, **kwargs)
+        return cpu.lif_multistep_cpu(x, v0, **kwargs, check_finite=check_finite)
     from ..kernels import cuda
 
-    return cuda.lif_multistep_cupy(x, v0, **kwargs)
+    return cuda.lif_multistep_cupy(x, v0, **kwargs, check_finite=check_finite)

@@ -40,7 +40,8 @@ class LIF(nn.Module):
         stateful: keep the final membrane between ``forward`` calls (until :meth:`reset_state`);
             by default every call starts a fresh sequence from V_rest.
         backend: ``"auto"`` / ``"torch"`` / ``"cpu"`` / ``"cupy"``; ``None`` reads ``$SPIKING_BACKEND``.
-        check_inputs: validate shapes and reject NaN/inf input (one extra reduction per call).
+        check_inputs: validate shapes and reject NaN/inf input (``ValueError``); the fused backends
+            check x inside their kernel's pass (no extra cost), the torch backend scans x first.
     """
 
     is_spiking = True
@@ -113,8 +114,16 @@ class LIF(nn.Module):
             check_input(x, "x", min_dim=1)
         if v is None:
             v = torch.full_like(x, 0.0 if self.v_reset is None else self.v_reset)
+        elif not isinstance(v, torch.Tensor):
+            raise TypeError(f"v must be a torch.Tensor or None, got {type(v).__name__}")
         elif v.shape != x.shape:
             raise ValueError(f"v must have the shape of x {tuple(x.shape)}, got {tuple(v.shape)}")
+        elif v.dtype != x.dtype:  # as forward: a float64 state would silently promote the output
+            raise TypeError(f"v must have the dtype of x ({x.dtype}), got {v.dtype}")
+        elif v.device != x.device:
+            raise ValueError(f"v must be on the device of x ({x.device}), got {v.device}")
+        elif self.check_inputs:
+            check_input(v, "v", min_dim=1)
         return lif_step(x, v, **self._params())
 
     def extra_repr(self) -> str:

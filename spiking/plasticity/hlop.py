@@ -21,6 +21,7 @@ The lateral neurons never change the forward pass or inference.
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Optional, Sequence, Union
 
 import torch
@@ -32,7 +33,7 @@ from .hebbian import (hebbian_args, oja_iterations_many, orthogonal_rows, orthon
 from .layers import HLOPLinear
 from .projector import Projector
 
-__all__ = ["LateralBank", "HLOP", "PAPER_PMNIST_SCHEDULE", "layer_rows"]
+__all__ = ["LateralBank", "HLOP", "PAPER_PMNIST_SCHEDULE", "layer_rows", "optimizer_conflict"]
 
 # lateral neurons per layer [fc1, fc2, head] added before each permuted-MNIST task (paper)
 PAPER_PMNIST_SCHEDULE = [[80, 200, 100]] + [[70] * 3] * 2 + [[50] * 3] * 3 + [[30] * 3] * 3 + [[10] * 3]
@@ -178,10 +179,41 @@ def layer_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1])
 
 
+def optimizer_conflict(optimizer: torch.optim.Optimizer) -> Optional[str]:
+    """Why ``optimizer``'s step would leave the projected gradient's subspace, or None.
+
+    Protection needs ``ΔW = −lr · Σ (projected gradients)``: plain SGD, momentum and Nesterov keep
+    that form; any other optimizer rescales coordinates (Adam: ``g / sqrt(v)``), and weight decay
+    adds ``λW``, which is not projected.
+    """
+    if not isinstance(optimizer, torch.optim.SGD):
+        return f"{type(optimizer).__name__} rescales the projected gradient coordinate-wise"
+    for group in optimizer.param_groups:
+        if group.get("weight_decay", 0):
+            return f"weight_decay={group['weight_decay']} adds λW, which is not projected"
+    return None
+
+
 def _in_features(module: nn.Module) -> int:
     if isinstance(module, nn.Conv2d):
         return module.in_channels * module.kernel_size[0] * module.kernel_size[1]
     return module.in_features
+
+
+def _optimizer_guard(hlop_ref):
+    """Global optimizer pre-step hook: refuse (before the step) an optimizer that updates a protected
+    weight and is not compatible with the projection (:func:`optimizer_conflict`)."""
+    def hook(optimizer, args, kwargs):
+        hlop = hlop_ref()
+        if hlop is None:
+            return
+        protected = {id(m.weight) for m in hlop.modules.values()}
+        if any(id(p) in protected for g in optimizer.param_groups for p in g["params"]):
+            why = optimizer_conflict(optimizer)
+            if why is not None:
+                raise ValueError(f"HLOP: the optimizer of the protected layers must be plain SGD "
+                                 f"(momentum allowed) without weight decay: {why}")
+    return hook
 
 
 class HLOP:
@@ -200,6 +232,8 @@ class HLOP:
     :class:`~spiking.plasticity.layers.HLOPLinear` layers project their saved input (and supply
     ``hebb_input``); other layers get a hook that projects the weight gradient ``G (I − HᵀH)`` and
     a forward hook that keeps their input for the Hebbian rule. Both are the same linear map.
+    Any optimizer stepping a protected weight must keep the update a sum of projected gradients:
+    its first ``step()`` raises ``ValueError`` otherwise (:func:`optimizer_conflict`).
     """
 
     def __init__(self, model: nn.Module, layers: Optional[Sequence[str]] = None,
@@ -248,6 +282,8 @@ class HLOP:
             else:
                 self._handles.append(m.register_forward_pre_hook(self._capture(n)))
                 self._handles.append(m.weight.register_hook(self._grad_hook(n)))
+        self._handles.append(torch.optim.optimizer.register_optimizer_step_pre_hook(
+            _optimizer_guard(weakref.ref(self))))
 
     # ------------------------------------------------------------------ hooks
     def _capture(self, name):

@@ -1,6 +1,7 @@
 """Run outputs in the output folder, every file written atomically (temp file + rename).
 
-    results.json       metrics, acc_matrix, acc_before, timings, config, seed, versions
+    config.json        whose run the folder holds (config, seeds, environment) + checksum
+    results.json       metrics, acc_matrix, acc_before, timings, config, seed, versions + checksum
     events.jsonl       one line per evaluation: step, trained, task, acc, loss, kind
     acc_matrix.csv     R with a header row of task names
     acc_matrix.png     heatmap of R
@@ -8,6 +9,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -18,7 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_bytes
+from .checkpoint import IntegrityError, atomic_write_bytes
+
+#: key of the checksum in a checked JSON file (``"sha256:<hex>"``)
+CHECKSUM = "checksum"
 
 
 def clean(obj):
@@ -47,6 +52,42 @@ def write_text(path, text: str) -> None:
 
 def write_json(path, obj) -> None:
     write_text(path, json.dumps(clean(obj), indent=2, allow_nan=False) + "\n")
+
+
+def json_digest(obj) -> str:
+    """``"sha256:<hex>"`` of the canonical JSON (sorted keys, no spaces) of a clean object."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_checked_json(path, obj: dict) -> None:
+    """``write_json`` of ``obj`` plus a ``"checksum"`` entry over the rest (see :func:`read_checked_json`)."""
+    data = clean(obj)
+    data.pop(CHECKSUM, None)
+    write_json(path, {**data, CHECKSUM: json_digest(data)})
+
+
+def read_checked_json(path) -> dict:
+    """The object of a file written by :func:`write_checked_json`, its checksum verified.
+
+    Raises :class:`~spiking.runner.checkpoint.IntegrityError` (a ``ValueError``) naming the file when
+    it is torn or altered, and ``ValueError`` when it is not such a file (no checksum, not an object).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IntegrityError(f"{path} is corrupt: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a spiking file: it holds a JSON {type(data).__name__}, "
+                         f"not an object")
+    stored = data.pop(CHECKSUM, None)
+    if stored is None:
+        raise ValueError(f"{path} has no checksum: it was not written by this version of spiking")
+    if stored != json_digest(data):
+        raise IntegrityError(f"{path} is corrupt: its checksum does not match its content "
+                             f"(damaged on disk or edited)")
+    return data
 
 
 def write_events(path, events: list[dict]) -> None:

@@ -14,13 +14,21 @@ A run executes the event timeline (``timeline.py``) for each seed:
   about half; ``test_subset = n`` evaluates a fixed seeded n-sample subset instead, a speed knob for
   reduced runs); spikes per sample of every spiking layer are counted with forward hooks.
 * ``threads`` calls ``torch.set_num_threads`` (on a loaded 2-core machine 1 thread is far faster).
+  The thread count changes float reductions, hence results: ``threads=None`` is recorded as the
+  count actually used, and it is part of the run's identity.
 * Seeds: ``seed`` (or every entry of ``seeds``) seeds torch/numpy/random, the stream (e.g. the
   permutations), the model init and every batch order (a generator per task and epoch), so the
   same seed on CPU gives the same ``acc_matrix``. ``seeds=[1, 2, 3]`` runs each into
   ``out/seed_<s>/`` and ``out/results.json`` reports mean and ``<metric>_std`` (sample std, ddof=1).
-* Output folder: ``config.json`` marks whose run it is. A folder holding another config's run,
-  or the same run without ``resume``, is refused before anything is written. A checkpoint is
-  written atomically after every task; ``resume=True`` continues from it.
+* Validate, then claim: :func:`validate` checks every setting (device, options, NaN/inf), and the
+  first seed's stream, model and strategy are built, before the output folder is touched
+  (``outfolder.py``: one lock-holding writer per folder, ``config.json`` marks whose run it is,
+  another config's folder or this run without ``resume`` is refused with nothing written).
+* Integrity: a checkpoint (``checkpoint.py``) is written atomically after every task;
+  checkpoints, ``results.json`` and ``config.json`` carry a checksum verified before use;
+  ``resume=True`` continues from the checkpoint, or returns the stored results of a finished run
+  (its config and seed checked). A task whose mean training loss is non-finite or above
+  :data:`LOSS_LIMIT` stops the run (:class:`TrainingDiverged`), the last checkpoint kept.
 * Timings: ``train_time_s`` per task (learn + rehearse + after_task, without evaluation),
   ``eval_time_s``, ``wall_time_s`` (summed over resumed segments). Peak memory: ``peak_rss_mb`` is
   ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (process-lifetime peak resident set, so it includes
@@ -40,10 +48,11 @@ import numpy as np
 import torch
 
 from . import metrics, outputs
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, verify_checkpoint
 from .cuda_graph import GraphedStep, check_cuda_graph
 from .device_mean import DeviceMean
 from .evaluation import Evaluator, SpikeCounter
+from .outfolder import check_out_path, claim, environment
 from .rehearsal import RehearsalSchedule
 from .strategies import STRATEGIES
 from .timeline import Schedule, build_timeline
@@ -51,7 +60,15 @@ from .timeline import Schedule, build_timeline
 DATASETS = ("pmnist", "fashion-pmnist", "split-mnist", "split-fashion")
 MODELS = ("spiking-mlp", "mlp")
 #: settings that do not change the results: a different value does not make a different run
-RUNTIME_KEYS = ("out", "resume", "device", "progress", "data_path", "seeds", "threads", "cuda_graph")
+#: (``threads`` and the device type do change them: they are part of the identity)
+RUNTIME_KEYS = ("out", "resume", "progress", "data_path", "seeds")
+#: a task whose mean training loss exceeds this (or is NaN/inf) has diverged: cross-entropy at
+#: chance is ln(classes) ≈ 2.3, so 1e6 means logits of order 1e6
+LOSS_LIMIT = 1e6
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became non-finite (or exceeded ``LOSS_LIMIT``); names steps and options."""
 
 
 def default_config() -> dict:
@@ -137,9 +154,45 @@ def normalize_config(config: dict | None = None, custom_stream: bool = False,
     return cfg
 
 
+def check_device(name) -> None:
+    """``ValueError`` naming the device unless torch can use it here (cpu, cuda[:i], mps)."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {name!r}") from None
+    if dev.type == "cuda":
+        if torch.version.cuda is None:
+            raise ValueError(f"device {name!r}: this torch {torch.__version__} is built without CUDA; "
+                             f"use device 'cpu' or install a CUDA build of torch")
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: no CUDA GPU is visible to torch; use device 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {name!r}: MPS is not available here; use device 'cpu'")
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be 'cpu', 'cuda[:i]' or 'mps', got {name!r}")
+
+
+def validate(config: dict | None = None, custom_stream: bool = False, custom_model: bool = False) -> dict:
+    """Every check that needs neither the output folder nor the data: the normalised config, with
+    ``threads`` resolved to the count that will be used, or a ``ValueError`` naming the setting."""
+    cfg = normalize_config(config, custom_stream=custom_stream, custom_model=custom_model)
+    check_device(cfg["device"])
+    for key, v in cfg["options"].items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{key} must be a finite number, got {v!r}")
+    if cfg["threads"] is None:
+        cfg["threads"] = torch.get_num_threads()
+    return cfg
+
+
 def identity(cfg: dict) -> dict:
-    """The part of a config that determines the results (JSON-normalised)."""
-    return json.loads(json.dumps(outputs.clean({k: v for k, v in cfg.items() if k not in RUNTIME_KEYS})))
+    """The part of a config that determines the results (JSON-normalised; device → its type)."""
+    ident = {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS}
+    ident["device"] = torch.device(cfg["device"]).type
+    return json.loads(json.dumps(outputs.clean(ident)))
 
 
 def make_stream(cfg: dict, seed: int):
@@ -194,36 +247,6 @@ def peak_memory_mb(device) -> dict:
     if str(device).startswith("cuda") and torch.cuda.is_available():
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
-
-
-# --------------------------------------------------------------------------- output folder
-
-
-def prepare_out(out: Path, cfg: dict) -> None:
-    """Refuse a folder holding another run (or this run without resume); claim it otherwise."""
-    marker = out / "config.json"
-    if marker.exists():
-        try:
-            stored = json.loads(marker.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"out: {marker} is unreadable ({exc}); choose another out") from exc
-        mine = identity(cfg)
-        theirs = {k: v for k, v in stored.items() if k not in RUNTIME_KEYS}
-        if theirs != mine:
-            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-            raise ValueError(f"out: {out} holds another run's results (config differs in {diff}); "
-                             f"choose another out — nothing was overwritten")
-        if stored.get("seeds") != cfg["seeds"]:
-            raise ValueError(f"out: {out} holds a run with seeds {stored.get('seeds')}, "
-                             f"not {cfg['seeds']}; choose another out")
-        if not cfg["resume"]:
-            raise ValueError(f"out: {out} already holds this run; pass resume=True (--resume) to "
-                             f"continue it, or choose another out")
-        return
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"out: {out} is not empty and holds no spiking run; choose another out")
-    out.mkdir(parents=True, exist_ok=True)
-    outputs.write_json(marker, {**identity(cfg), "seeds": cfg["seeds"]})
 
 
 # --------------------------------------------------------------------------- one seed
@@ -298,8 +321,7 @@ class _SeedRun:
 
     def restore(self) -> None:
         d = load_checkpoint(self.ckpt)
-        if d.get("config") != identity(self.cfg) or d.get("seed") != self.seed:
-            raise ValueError(f"checkpoint {self.ckpt} belongs to another run (config or seed differ)")
+        check_owner(self.ckpt, d.get("config"), d.get("seed"), self.cfg, self.seed)
         self.model.load_state_dict(d["model"])
         self.strategy.load_state_dict(d["strategy"])
         set_rng_state(d["rng"])
@@ -336,9 +358,12 @@ class _SeedRun:
                     in_eval += self.continual_eval(ev.task)
                 if self.pbar is not None:
                     self.pbar.update(1)
+        mean_loss = self.task_loss.value()  # the one host read of the task's losses
+        if self.task_loss.count:
+            self.check_loss(mean_loss, log.step - self.task_loss.count + 1, log.step, ev.task)
         self.strategy.after_task(task)
         log.train_time.append(time.perf_counter() - t0 - in_eval)
-        log.train_loss.append(self.task_loss.value())  # the one host read of the task's losses
+        log.train_loss.append(mean_loss)
         log.task_end.append(log.step)
         if every and log.step % every != 0:
             self.continual_eval(ev.task)
@@ -349,6 +374,25 @@ class _SeedRun:
             return self.strategy.train_step
         self.graphed.reset()
         return self.graphed
+
+    def check_loss(self, loss: float, first: int, last: int, task: int) -> None:
+        """Stop (:class:`TrainingDiverged`) when the mean loss of steps ``first..last`` diverged.
+
+        Called where the accumulated loss is read (once per task), not per step; the checkpoint of
+        the previous task is kept as it is."""
+        if math.isfinite(loss) and loss <= LOSS_LIMIT:
+            return
+        cfg = self.cfg
+        suspects = [f"lr={cfg['lr']:g}"] + [
+            f"{k}={v:g}" for k, v in cfg["options"].items()
+            if isinstance(v, float) and any(w in k for w in ("lr", "lambda", "rate"))]
+        kept = (f"{self.ckpt} keeps the state before this task; rerun with a smaller value into "
+                f"another out" if self.ckpt and self.ckpt.exists()
+                else "nothing was computed yet; rerun with a smaller value")
+        raise TrainingDiverged(
+            f"training diverged: the mean loss over steps {first}-{last} (task {task + 1}, seed "
+            f"{self.seed}) is {loss:g}; the likely cause is a too large {' or '.join(suspects)}; "
+            f"the run stopped, {kept}")
 
     def rehearse(self, ev) -> None:
         """``ev.steps`` steps on old tasks' training data, tasks drawn by the rehearsal schedule."""
@@ -503,7 +547,7 @@ def write_seed_outputs(folder: Path, res: dict, records: list[dict], curves: dic
         import matplotlib  # noqa: F401, PLC0415
     except ImportError:
         res["plots"] = "skipped: matplotlib is not installed (pip install spiking[plot])"
-        outputs.write_json(folder / "results.json", res)
+        outputs.write_checked_json(folder / "results.json", res)
         return
     title = f"{res['config']['method']} on {res['config']['dataset']}, seed {res['seed']}"
     outputs.plot_matrix(folder / "acc_matrix.png", res["acc_matrix"], title)
@@ -511,25 +555,63 @@ def write_seed_outputs(folder: Path, res: dict, records: list[dict], curves: dic
         R = res["acc_matrix"]
         curves = {j: [(res["task_end_steps"][i], R[i][j]) for i in range(j, len(R))] for j in range(len(R))}
     outputs.plot_curves(folder / "curves.png", curves, res["task_end_steps"], title)
-    outputs.write_json(folder / "results.json", res)
+    outputs.write_checked_json(folder / "results.json", res)
+
+
+def check_owner(path: Path, config, seed, cfg: dict, want_seed) -> None:
+    """``ValueError`` unless a stored file's config and seed are this run's."""
+    if config != identity(cfg) or seed != want_seed:
+        mine = identity(cfg)
+        diff = sorted(k for k in set(mine) | set(config or {}) if mine.get(k) != (config or {}).get(k))
+        what = f"config differs in {diff}" if diff else f"seed {seed!r}, not {want_seed!r}"
+        raise ValueError(f"{path} belongs to another run ({what}); choose another out — "
+                         f"nothing was overwritten")
+
+
+def read_results(path: Path, cfg: dict, seed) -> dict:
+    """Stored results of a finished run (or seed): checksum, config and seed verified."""
+    res = outputs.read_checked_json(path)
+    check_owner(path, res.get("config"), res.get("seed"), cfg, seed)
+    return res
+
+
+def check_stored(out: Path, cfg: dict) -> None:
+    """Before a resume writes anything: every seed's results.json and checkpoint.pt verified."""
+    multi = len(cfg["seeds"]) > 1
+    for seed in cfg["seeds"]:
+        folder = out / f"seed_{seed}" if multi else out
+        if (folder / "results.json").exists():
+            read_results(folder / "results.json", {**cfg, "seed": seed}, seed)
+        elif (folder / "checkpoint.pt").exists():
+            verify_checkpoint(folder / "checkpoint.pt")
 
 
 def aggregate(per_seed: list[dict]) -> dict:
-    """Mean and sample std (ddof=1) over seeds of every scalar metric and of the matrix."""
+    """Mean and sample std (ddof=1) over seeds of every scalar metric and of the matrix.
+
+    Results fresh from memory (NaN for an unevaluated entry) and read back from JSON (null) are
+    treated alike: matrices become float arrays (null → NaN), a scalar that any seed lacks is None.
+    """
+    per_seed = [outputs.clean(r) for r in per_seed]
     first = per_seed[0]
     out = {"seeds": [r["seed"] for r in per_seed], "seed": [r["seed"] for r in per_seed]}
-    R = np.array([r["acc_matrix"] for r in per_seed])
+    R = np.array([r["acc_matrix"] for r in per_seed], dtype=np.float64)
     out["acc_matrix"] = R.mean(0).tolist()
     out["acc_matrix_std"] = R.std(0, ddof=1).tolist()
-    out["acc_before"] = np.array([r["acc_before"] for r in per_seed]).mean(0).tolist()
-    for key, v in first.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and key not in ("seed",):
-            vals = [r[key] for r in per_seed]
-            if any(x is None for x in vals):
-                out[key], out[key + "_std"] = None, None
-                continue
-            out[key] = float(np.mean(vals))
-            out[key + "_std"] = float(np.std(vals, ddof=1))
+    before = [r["acc_before"] for r in per_seed]
+    out["acc_before"] = (None if any(b is None for b in before)
+                         else np.array(before, dtype=np.float64).mean(0).tolist())
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    keys = [k for k in first if k != "seed" and any(number(r.get(k)) for r in per_seed)]
+    for key in keys:
+        vals = [r.get(key) for r in per_seed]
+        if not all(number(v) for v in vals):
+            out[key], out[key + "_std"] = None, None
+            continue
+        out[key] = float(np.mean(vals))
+        out[key + "_std"] = float(np.std(vals, ddof=1))
     out["wall_time_s"] = float(sum(r["wall_time_s"] for r in per_seed))
     for key in ("min_ACC", "WC_ACC", "WF10", "WF100", "WP10", "WP100", "BWT", "FWT", "forgetting"):
         out.setdefault(key, None)
@@ -545,41 +627,59 @@ def run(config: dict | None = None, *, stream=None,
 
     ``stream`` (a TaskStream) and ``model_fn(stream) -> nn.Module`` replace the named dataset and
     model (their config entries then read "custom"). See ``default_config()`` for the settings.
+    Order: validate → build the first seed's run → lock and claim ``out`` → verify stored files
+    (resume) → run the seeds → results.
     """
-    cfg = normalize_config(config, custom_stream=stream is not None, custom_model=model_fn is not None)
+    cfg = validate(config, custom_stream=stream is not None, custom_model=model_fn is not None)
     out = Path(cfg["out"]) if cfg["out"] else None
     if out is not None:
-        prepare_out(out, cfg)
+        check_out_path(out)
     multi = len(cfg["seeds"]) > 1
     threads = torch.get_num_threads()
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
     deterministic = torch.are_deterministic_algorithms_enabled()
-    per_seed = []
+    lock = None
     try:
+        torch.set_num_threads(cfg["threads"])
         if cfg["deterministic"] and str(cfg["device"]).startswith("cuda"):
             # CPU kernels used here are deterministic already (and the switch imports inductor)
             torch.use_deterministic_algorithms(True, warn_only=True)
-        for seed in cfg["seeds"]:
-            folder = None if out is None else (out / f"seed_{seed}" if multi else out)
-            if folder is not None:
-                folder.mkdir(exist_ok=True)
-                done = folder / "results.json"
-                if cfg["resume"] and done.exists():
-                    per_seed.append(json.loads(done.read_text()))
-                    continue
-            r = _SeedRun({**cfg, "seed": seed}, seed, folder, stream, model_fn)
-            res = r.execute()
-            if folder is not None:
-                write_seed_outputs(folder, res, r.log.records, r.curves())
-            per_seed.append(res)
+        s0 = cfg["seeds"][0]
+        folder0 = None if out is None else (out / f"seed_{s0}" if multi else out)
+        first = _SeedRun({**cfg, "seed": s0}, s0, folder0, stream, model_fn)  # config errors: here
+        if out is not None:
+            lock = claim(out, identity(cfg), cfg["seeds"], cfg["resume"], environment(cfg["device"]))
+            if cfg["resume"]:
+                if multi and (out / "results.json").exists():
+                    return read_results(out / "results.json", {**cfg, "seed": s0}, cfg["seeds"])
+                check_stored(out, cfg)
+        return _run_seeds(cfg, out, first, stream, model_fn)
     finally:
+        if lock is not None:
+            lock.release()
         if torch.are_deterministic_algorithms_enabled() != deterministic:
             torch.use_deterministic_algorithms(deterministic)
         torch.set_num_threads(threads)
+
+
+def _run_seeds(cfg: dict, out: Path | None, first: _SeedRun, stream, model_fn) -> dict:
+    multi = len(cfg["seeds"]) > 1
+    per_seed = []
+    for seed in cfg["seeds"]:
+        folder = None if out is None else (out / f"seed_{seed}" if multi else out)
+        if folder is not None:
+            folder.mkdir(exist_ok=True)
+            done = folder / "results.json"
+            if cfg["resume"] and done.exists():
+                per_seed.append(read_results(done, {**cfg, "seed": seed}, seed))
+                continue
+        r = first if seed == first.seed else _SeedRun({**cfg, "seed": seed}, seed, folder, stream, model_fn)
+        res = r.execute()
+        if folder is not None:
+            write_seed_outputs(folder, res, r.log.records, r.curves())
+        per_seed.append(res)
     if not multi:
         return per_seed[0]
     res = aggregate(per_seed)
     if out is not None:
-        outputs.write_json(out / "results.json", res)
+        outputs.write_checked_json(out / "results.json", res)
     return res
