@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .linear import Linear
 from .neuron import LIF
 
 #: The HLOP paper's BPTT LIF (τ = 2, V_th = 1, soft reset, detached reset, sigmoid α = 4).
@@ -44,7 +45,7 @@ class SpikingMLP(nn.Module):
             raise ValueError(f"T must be a positive int, got {T!r}")
         self.T = T
         self.sizes = sizes
-        self.fcs = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in zip(sizes, sizes[1:]))
+        self.fcs = nn.ModuleList(Linear(a, b, bias=bias) for a, b in zip(sizes, sizes[1:]))
         # check_inputs=False: no NaN scan (a host sync) per layer and step; the runner's inputs are
         # checked once when the stream is built, a non-finite loss is caught at the end of a task
         kwargs = {**PAPER_LIF, "check_inputs": False, **neuron}
@@ -54,8 +55,8 @@ class SpikingMLP(nn.Module):
         x = x.flatten(1) if x.dim() != 2 else x
         if len(self.lifs) == 0:
             return self.fcs[0](x)
-        current = self.fcs[0](x)  # constant over T: computed once
-        s = self.lifs[0](current.unsqueeze(0).expand(self.T, *current.shape))
+        current = self.fcs[0](x)  # constant over T: computed once, repeated for the fused LIF
+        s = self.lifs[0](current.repeat(self.T, *([1] * current.dim())))
         for fc, lif in zip(self.fcs[1:-1], self.lifs[1:]):
             s = lif(fc(s))
         return self.fcs[-1](s.mean(0))

@@ -27,6 +27,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from .hebbian import (hebbian_args, oja_iterations_many, orthogonal_rows, orthonormal_basis, principal_rows,
                       quantise_lateral, subspace_energy)
@@ -282,7 +283,7 @@ class HLOP:
             else:
                 self._handles.append(m.register_forward_pre_hook(self._capture(n)))
                 self._handles.append(m.weight.register_hook(self._grad_hook(n)))
-        self._handles.append(torch.optim.optimizer.register_optimizer_step_pre_hook(
+        self._handles.append(register_optimizer_step_pre_hook(
             _optimizer_guard(weakref.ref(self))))
 
     # ------------------------------------------------------------------ hooks

@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..linear import Linear
 from .projector import Projector
 
 __all__ = ["ProjectedLinearFn", "HLOPLinear"]
@@ -52,7 +53,7 @@ class ProjectedLinearFn(torch.autograd.Function):
         return grad_x, grad_W, None, None, None
 
 
-class HLOPLinear(nn.Linear):
+class HLOPLinear(Linear):
     """``nn.Linear`` without bias by default, with the state HLOP needs.
 
     ``projector`` (a :class:`Projector` or ``None``) is set by :class:`~spiking.plasticity.hlop.HLOP`.
@@ -71,20 +72,6 @@ class HLOPLinear(nn.Linear):
         self.residual: Optional[torch.Tensor] = None
         self.stats: Optional[dict] = None
 
-    def weight_t(self) -> torch.Tensor:
-        """``Wᵀ`` as a view without autograd history, kept while the weight's storage stays (the
-        optimizer updates it in place): no transpose op per call."""
-        w = self.weight
-        key = (id(w), w.data_ptr())
-        cached = getattr(self, "_weight_t", None)
-        if cached is None or cached[0] != key:
-            with torch.no_grad():
-                cached = (key, w.t())
-            if torch.is_inference_mode_enabled():  # a view made in inference mode is not kept
-                return cached[1]
-            self._weight_t = cached
-        return cached[1]
-
     def forward(self, x: torch.Tensor, x_grad: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x Wᵀ (+ b)``; ``x_grad`` (same shape as ``x``) replaces ``x`` in the weight gradient."""
         if x_grad is not None and x_grad.shape != x.shape:
@@ -93,7 +80,7 @@ class HLOPLinear(nn.Linear):
             self.last_input = x if x_grad is None else x_grad
             self.residual = None
         if (self.projector is None and x_grad is None) or not torch.is_grad_enabled():
-            return nn.functional.linear(x, self.weight, self.bias)
+            return super().forward(x)
         y = ProjectedLinearFn.apply(x, self.weight, self.projector,
                                     None if x_grad is None else x_grad.detach(), self)
         return y + self.bias if self.bias is not None else y

@@ -146,29 +146,26 @@ class Strategy:
                 p.grad = None
 
     def optimizer_step(self) -> None:
-        """``optimizer.step()``; plain SGD (no momentum, weight decay, nesterov, maximize or step
-        hooks) runs as its one update op ``θ ← θ − lr·g`` (``_foreach_add_``, SGD's own arithmetic)
-        without the profiler records around ``step``."""
+        """``optimizer.step()``; plain SGD (no momentum, weight decay or maximize) runs as its one
+        update op ``θ ← θ − lr·g`` (``_foreach_add_``, SGD's own arithmetic) without the profiler
+        records around ``step``; step hooks (global and the optimizer's) are called as ``step`` would."""
         opt = self.optimizer
+        if type(opt) is not torch.optim.SGD or any(
+                g["momentum"] or g["weight_decay"] or g["maximize"] or isinstance(g["lr"], torch.Tensor)
+                for g in opt.param_groups):
+            opt.step()
+            return
         from torch.optim import optimizer as _optim  # noqa: PLC0415
 
-        hooks = (opt._optimizer_step_pre_hooks, opt._optimizer_step_post_hooks,
-                 _optim._global_optimizer_pre_hooks, _optim._global_optimizer_post_hooks)
-        if type(opt) is torch.optim.SGD and not any(hooks):
-            fast = True
+        for hook in (*_optim._global_optimizer_pre_hooks.values(), *opt._optimizer_step_pre_hooks.values()):
+            hook(opt, (), {})
+        with torch.no_grad():
             for group in opt.param_groups:
-                if group["momentum"] or group["weight_decay"] or group["maximize"] or \
-                        isinstance(group["lr"], torch.Tensor):
-                    fast = False
-                    break
-            if fast:
-                with torch.no_grad():
-                    for group in opt.param_groups:
-                        params = [p for p in group["params"] if p.grad is not None]
-                        if params:
-                            torch._foreach_add_(params, [p.grad for p in params], alpha=-group["lr"])
-                return
-        opt.step()
+                params = [p for p in group["params"] if p.grad is not None]
+                if params:
+                    torch._foreach_add_(params, [p.grad for p in params], alpha=-group["lr"])
+        for hook in (*opt._optimizer_step_post_hooks.values(), *_optim._global_optimizer_post_hooks.values()):
+            hook(opt, (), {})
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, task) -> torch.Tensor:
         """One optimisation step; returns the loss as a detached device tensor (no host sync)."""
