@@ -139,10 +139,10 @@ class HLOPMLP(nn.Module):
 
     def loss_backward(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
         """Forward and backward of one training batch (gradients accumulate); returns the loss as a
-        detached device tensor (no host sync)."""
+        device tensor (no host sync; its graph is already freed by the backward pass)."""
         x = self._flat(x)
         if self.method == "ottt":
             return self._ottt_backward(x, y, loss_fn)
         loss = loss_fn(self.forward(x), y)
         loss.backward()
-        return loss.detach()
+        return loss

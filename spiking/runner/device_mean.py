@@ -27,11 +27,11 @@ class DeviceMean:
 
     def add(self, v) -> None:
         if isinstance(v, torch.Tensor):
-            v = v.detach() if v.requires_grad else v
-            if isinstance(self.sum, torch.Tensor):
-                self.sum.add_(v)
-            else:
-                self.sum = v.to(torch.float64) + self.sum
+            with torch.no_grad():  # a loss with autograd history is read, not recorded (no detach op)
+                if isinstance(self.sum, torch.Tensor):
+                    self.sum.add_(v)
+                else:
+                    self.sum = v.to(torch.float64) + self.sum
         else:
             self.sum = self.sum + float(v)
         self.count += 1

@@ -110,6 +110,14 @@ METHODS = (
 #: per-step budgets (issue #13): top-level ops and host syncs of one training step
 BUDGETS = {"hlop-dsr": (80, 0)}
 DEFAULT_BUDGET = (50, 0)
+#: methods whose eager step exceeds the issue's budget, with the reason (measured at hidden 8;
+#: their graph-safe steps replay as one CUDA graph, ``cuda_graph=True``)
+OVER_BUDGET = {
+    "replay": "the buffer's growth and reservoir writes (new_empty, cat, index_put_ per buffer tensor)",
+    "joint": "each step gathers and concatenates a batch from every seen task",
+    "hlop-bptt": "5 Hebbian iterations per batch (the paper's), about 17 ops each for 3 banks",
+    "hlop-ottt": "one forward/backward per time step (the online algorithm itself)",
+}
 
 
 def budget(label: str) -> tuple[int, int]:

@@ -5,8 +5,9 @@ Contract (docs/design.md, "Runner contracts")::
     setup(model, stream, config)     once, before the first task (stores them, builds the optimizer)
     before_task(task)                hook
     train_step(x, y, task) -> Tensor forward, loss, backward, adjust_gradients, step; returns the loss
-                                     as a detached 0-dim tensor on the model's device (a float is
-                                     accepted too): the runner sums it there and reads it once per task
+                                     as a 0-dim tensor on the model's device (a float is accepted
+                                     too): the runner sums it there under no_grad and reads it once
+                                     per task
     after_task(task)                 hook
     unlearn(target)                  optional; the base raises NotImplementedError naming the strategy
     state_dict() / load_state_dict(d)  everything needed to resume (the model is saved by the runner);
@@ -168,14 +169,22 @@ class Strategy:
             hook(opt, (), {})
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, task) -> torch.Tensor:
-        """One optimisation step; returns the loss as a detached device tensor (no host sync)."""
+        """One optimisation step; returns the loss as a device tensor (no host sync)."""
         self.model.train()
         self.clear_grads()
         loss = self.loss(self.model(x), y, task)
-        loss.backward()
+        loss.backward(self._unit(loss))
         self.adjust_gradients(task)
         self.optimizer_step()
-        return loss.detach()
+        return loss  # read by the runner under no_grad (a detach would be one more op)
+
+    def _unit(self, loss: torch.Tensor) -> torch.Tensor:
+        """A kept ``1`` like ``loss``: the seed gradient of ``backward`` without a ``ones_like`` op."""
+        unit = getattr(self, "_unit_tensor", None)
+        if unit is None or unit.dtype != loss.dtype or unit.device != loss.device:
+            with torch.inference_mode(False):
+                unit = self._unit_tensor = torch.ones((), dtype=loss.dtype, device=loss.device)
+        return unit
 
     def unlearn(self, target) -> None:
         raise NotImplementedError(f"strategy {self.name!r} does not support unlearning")
