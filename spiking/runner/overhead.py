@@ -115,6 +115,7 @@ DEFAULT_BUDGET = (50, 0)
 OVER_BUDGET = {
     "replay": "the buffer's growth and reservoir writes (new_empty, cat, index_put_ per buffer tensor)",
     "joint": "each step gathers and concatenates a batch from every seen task",
+    "gpm": "g ← g − (g U) Uᵀ costs 3 ops per protected layer on top of the 46 of fine-tuning",
     "hlop-bptt": "5 Hebbian iterations per batch (the paper's), about 17 ops each for 3 banks",
     "hlop-ottt": "one forward/backward per time step (the online algorithm itself)",
 }
@@ -125,24 +126,31 @@ def budget(label: str) -> tuple[int, int]:
     return BUDGETS.get(label, DEFAULT_BUDGET)
 
 
-def synthetic_stream(n_train: int, n_test: int = 128, tasks: int = 2, inputs: int = 784, classes: int = 10,
+def synthetic_stream(n_train, n_test: int = 128, tasks: int = 2, inputs: int = 784, classes: int = 10,
                      seed: int = 0):
-    """A permuted-MNIST-shaped domain-incremental stream of random data (shapes are what counts)."""
+    """A permuted-MNIST-shaped domain-incremental stream of random data (shapes are what counts);
+    ``n_train``: training samples per task (an int, or one int per task)."""
     from ..data import from_datasets  # noqa: PLC0415
 
+    sizes = [n_train] * tasks if isinstance(n_train, int) else list(n_train)
     g = torch.Generator().manual_seed(seed)
     parts = []
-    for _ in range(tasks):
-        split = [(torch.rand(n, inputs, generator=g), torch.arange(n) % classes) for n in (n_train, n_test)]
+    for n_task in sizes:
+        split = [(torch.rand(n, inputs, generator=g), torch.arange(n) % classes) for n in (n_task, n_test)]
         parts.append(tuple(split))
     return from_datasets(parts, scenario="domain", name="synthetic")
+
+
+#: batches of every task but the last in :func:`measure_step`'s runs
+FIRST_TASKS_STEPS = 3
 
 
 def _one_run(method: str, options: dict, hidden: int, steps: int, tasks: int, batch: int, count: bool,
              extra: dict | None = None):
     from .run import run  # noqa: PLC0415
 
-    stream = synthetic_stream(steps * batch, tasks=tasks)
+    # the first tasks have a fixed length; only the last one's steps vary between the two runs
+    stream = synthetic_stream([FIRST_TASKS_STEPS * batch] * (tasks - 1) + [steps * batch], tasks=tasks)
     cfg = dict(method=method, options=options, hidden=[hidden, hidden], batch_size=batch, lr=0.05,
                eval_batch_size=128, **(extra or {}))
     counter = OpCounter()
@@ -159,10 +167,11 @@ def measure_step(label: str, hidden: int = 8, steps: tuple[int, int] = (3, 8), t
                  extra: dict | None = None) -> dict:
     """Ops, host syncs and (``timing``) seconds per training step of ``label`` (a :data:`METHODS` label).
 
-    Two runner runs on a synthetic stream with ``steps[0]`` and ``steps[1]`` batches per task differ
-    only in the training steps (set-up, per-task hooks and evaluation cost the same), so
-    ``(count₂ − count₁) / (steps₂ − steps₁)`` is the cost of one step, as the runner drives it
-    (batching, transfer, train_step, loss bookkeeping). Time: the median over ``repeats`` of the
+    Two runner runs on a synthetic stream whose last task has ``steps[0]`` or ``steps[1]`` batches
+    (the earlier tasks :data:`FIRST_TASKS_STEPS` each) differ only in training steps of the last
+    task, where every method's old-task machinery is active (projections, penalties, bases, replay);
+    set-up, per-task hooks and evaluation cost the same, so ``(count₂ − count₁) / (steps₂ − steps₁)``
+    is the cost of one such step as the runner drives it (batching, train_step, loss bookkeeping). Time: the median over ``repeats`` of the
     same difference of the runs' training time (``train_time_s``, evaluation excluded).
     """
     method, options = next((m, o) for lab, m, o in METHODS if lab == label)
