@@ -12,7 +12,7 @@ TORCH_SPEC="${SPIKING_TORCH-torch==2.13.0}"
 if [ -n "$TORCH_SPEC" ] && ! python -c "import torch" 2>/dev/null; then
     $PIP install "$TORCH_SPEC"
 fi
-$PIP install -e ".[test,plot]"
+$PIP install -e ".[test,plot,sweep]"
 $PIP install --no-deps "snntorch==1.0.0" "norse==1.1.0" "spikingjelly==2.0.0"
 $PIP install "nir" "nirtorch" "loguru"
 # compile the native code now (fused CPU LIF, Sparsey C library) into ~/.cache/spiking, not at first use

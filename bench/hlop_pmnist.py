@@ -9,10 +9,11 @@
     python bench/hlop_pmnist.py --methods finetune,gpm --device cuda --jobs 6  # runs in parallel on a GPU
 
 Paper configuration: 10 tasks, 784-800-800-10, 1 epoch, batch 64, SGD lr 0.1, lateral neurons
-[80, 200, 100] then +70, +70, +50×3, +30×3, +10 per layer. Each (method, seed) runs in its own
-process so its wall time and peak RSS (``ru_maxrss``) are its own. Writes JSON with the command,
-machine, versions, per-seed numbers, mean ± std (ddof = 1) and medians, and for HLOP the share of
-training time spent in Hebbian updates and projection.
+[80, 200, 100] then +70, +70, +50×3, +30×3, +10 per layer. The (method, seed) runs are the trials of
+a ``spiking sweep`` (``spiking.sweep.run_sweep``, in ``--sweep-dir``; ``--resume`` continues it), each
+a Ray task in a fresh worker process, so its wall time and peak RSS (``ru_maxrss``) are its own.
+Writes JSON with the command, machine, versions, per-seed numbers, mean ± std (ddof = 1) and
+medians, and for HLOP the share of training time spent in Hebbian updates and projection.
 """
 from __future__ import annotations
 
@@ -20,13 +21,8 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,57 +46,32 @@ def parse_args(argv=None):
                         "evaluation time). Default: seen tasks only, as the paper's code evaluates")
     p.add_argument("--device", default="cpu", help="torch device of every run (cpu, cuda)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="runs at a time, each in its own process (timings are then not comparable to --jobs 1)")
+                   help="runs at a time, each a Ray task in a fresh process (timings are then not "
+                        "comparable to --jobs 1)")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/hlop_pmnist_<train-method>[_reduced].json)")
     p.add_argument("--merge", nargs="+", default=None, help="combine result JSONs of one configuration into --out")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one run, JSON to this path
-    p.add_argument("--method", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--sweep-dir", default=None,
+                   help="folder of the runs (a spiking sweep; default runs/bench-<json name>)")
+    p.add_argument("--resume", action="store_true", help="continue the sweep in --sweep-dir")
     return p.parse_args(argv)
 
 
-def worker(args) -> None:
-    """One (method, seed) run in this process; writes its numbers to ``args.worker``."""
-    import torch  # noqa: PLC0415
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from spiking.runner.run import run  # noqa: PLC0415
-    from spiking.runner.strategies.hlop import HLOPStrategy  # noqa: PLC0415
-
-    hidden = [int(h) for h in args.hidden.split(",")]
-    options = {"train_method": args.train_method}
-    if args.method == "hlop":
-        options["lateral"] = args.lateral
-    extra = parse_options(args.option, args.method)
-    models = []
-
-    def model_fn(stream):
-        models.append(HLOPStrategy.build_model({"options": options, "hidden": hidden}, stream))
-        return models[-1]
-
-    cfg = dict(method=args.method, dataset="pmnist", tasks=args.tasks, train_subset=args.train_subset,
-               hidden=hidden, epochs=1, batch_size=64, lr=0.1, seed=args.seed, device=args.device,
-               eval_unseen=args.eval_unseen,
-               options={**(options if args.method == "hlop" else {}), **extra})
-    t0 = time.perf_counter()
-    res = run(cfg, model_fn=model_fn)
-    wall = time.perf_counter() - t0
-    log = getattr(models[-1], "hlop_log", None)
+def row(trial: dict, res: dict) -> dict:
+    """One (method, seed) line of the JSON from a sweep trial and its run's results.json."""
     train_s = float(sum(res["train_time_s"]))
-    out = {"method": args.method, "seed": args.seed, "ACC": 100 * res["ACC"], "BWT": 100 * res["BWT"],
-           "acc_matrix": res["acc_matrix"], "wall_s": wall, "train_s": train_s, "eval_s": res["eval_time_s"],
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-           "threads": torch.get_num_threads(), "device": args.device,
+    out = {"method": trial["method"], "seed": trial["seed"], "ACC": 100 * res["ACC"], "BWT": 100 * res["BWT"],
+           "acc_matrix": res["acc_matrix"], "wall_s": trial["wall_time_s"], "train_s": train_s,
+           "eval_s": res["eval_time_s"], "peak_rss_mb": res["peak_rss_mb"],  # a fresh worker per trial
+           "threads": trial["config"]["threads"], "device": trial["config"]["device"],
            "options": res["config"]["options"]}  # the strategy's effective options, defaults filled in
-    if args.device.startswith("cuda"):
-        out["gpu"] = torch.cuda.get_device_name()
-        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    if log:
+    if "peak_cuda_mb" in res:
+        out["peak_gpu_mb"] = res["peak_cuda_mb"]
+    log = res.get("strategy_report") or {}
+    if "hebbian_s" in log:
         out.update(hebbian_s=log["hebbian_s"], projection_s=log["projection_s"],
                    hlop_share_of_train=(log["hebbian_s"] + log["projection_s"]) / train_s,
                    lateral_sizes=log["lateral_sizes"], subspace_energy=log["subspace_energy"])
-    Path(args.worker).write_text(json.dumps(out))
+    return out
 
 
 def parse_options(pairs: list[str], method: str) -> dict:
@@ -142,9 +113,6 @@ def machine() -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.worker:
-        worker(args)
-        return 0
     if args.merge:
         if not args.out:
             raise SystemExit("--merge needs --out")
@@ -166,42 +134,39 @@ def main(argv=None) -> int:
                        "train_method": args.train_method, "paper_configuration": not reduced,
                        "options": args.option, "eval_unseen": args.eval_unseen},
             "runs": [], "summary": {}}
-    def one(method: str, seed: int) -> dict:
-        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-            path = f.name
-        cmd = [sys.executable, __file__, "--worker", path, "--method", method, "--seed", str(seed),
-               "--train-method", args.train_method, "--tasks", str(args.tasks), "--hidden", args.hidden,
-               "--lateral", args.lateral, "--device", args.device, *(f"--option={o}" for o in args.option)]
-        if args.train_subset:
-            cmd += ["--train-subset", str(args.train_subset)]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        if args.eval_unseen:
-            cmd += ["--eval-unseen"]
-        subprocess.run(cmd, check=True, cwd=ROOT)
-        r = json.loads(Path(path).read_text())
-        os.unlink(path)
-        print(f"{method} seed {seed}: ACC {r['ACC']:.2f} BWT {r['BWT']:.2f} wall {r['wall_s']:.0f} s "
+    threads = args.threads or torch.get_num_threads()
+    info["config"].update(device=args.device, jobs=args.jobs, threads=threads)
+    sweep_dir = Path(args.sweep_dir or ROOT / "runs" / f"bench-{out.stem}")
+    settings = {"dataset": "pmnist", "tasks": args.tasks, "train_subset": args.train_subset,
+                "hidden": [int(h) for h in args.hidden.split(",")], "epochs": 1, "batch_size": 64, "lr": 0.1,
+                "device": args.device, "eval_unseen": args.eval_unseen, "threads": threads,
+                "model": f"hlop-{args.train_method}"}  # the baselines run in HLOP's network
+    if "hlop" in methods:
+        settings.update({"hlop.train_method": args.train_method, "hlop.lateral": args.lateral})
+    for method in methods:
+        settings.update({f"{method}.{k}": v for k, v in parse_options(args.option, method).items()})
+    gpu = args.device.startswith("cuda")
+    spec = {"out": str(sweep_dir), "methods": methods, "seeds": seeds, "settings": settings,
+            "cpus": args.jobs * threads if not gpu else None, "gpus_per_trial": 1 / args.jobs if gpu else 0,
+            "isolate": True, "resume": args.resume}
+    info["sweep"] = str(sweep_dir)
+    from spiking.sweep import run_sweep  # noqa: PLC0415
+    result = run_sweep(spec)
+    for t in result["trials"]:
+        if t["status"] != "done":
+            print(f"{t['method']} seed {t['seed']} failed: {t['error']}", flush=True)
+            info.setdefault("failed", []).append({"method": t["method"], "seed": t["seed"], "error": t["error"]})
+            continue
+        r = row(t, json.loads((sweep_dir / t["out"] / "results.json").read_text()))
+        info["runs"].append(r)
+        print(f"{r['method']} seed {r['seed']}: ACC {r['ACC']:.2f} BWT {r['BWT']:.2f} wall {r['wall_s']:.0f} s "
               f"(train {r['train_s']:.0f} s, eval {r['eval_s']:.0f} s) peak RSS {r['peak_rss_mb']:.0f} MB"
               + (f", Hebbian+projection {100 * r['hlop_share_of_train']:.1f} % of training"
                  if "hlop_share_of_train" in r else ""), flush=True)
-        return r
-
-    info["config"].update(device=args.device, jobs=args.jobs)
-    jobs = [(m, s) for m in methods for s in seeds]
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = [pool.submit(one, m, s) for m, s in jobs]
-        for fut in as_completed(futures):
-            try:
-                info["runs"].append(fut.result())
-            except subprocess.CalledProcessError as exc:
-                print(f"run failed: {exc}", flush=True)
-                info.setdefault("failed", []).append(" ".join(map(str, exc.cmd[3:])))
-            info["runs"].sort(key=lambda r: (methods.index(r["method"]), seeds.index(r["seed"])))
-            info["summary"] = summarize(info["runs"])
-            info["machine"]["loadavg_end"] = os.getloadavg()
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(info, indent=1))  # after every run: partial results survive
+    info["summary"] = summarize(info["runs"])
+    info["machine"]["loadavg_end"] = os.getloadavg()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(info, indent=1))
     report(info, out)
     return 0
 

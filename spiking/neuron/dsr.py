@@ -109,9 +109,9 @@ def dsr_spikes(
 
     One fused multi-step LIF call (:func:`~spiking.neuron.functional.lif_multistep`) on the
     rescaled, shifted membrane ``w = u/V_th + (1 − α)``: with ``1/τ' = 1 − β`` and input
-    ``X_t = I_t/V_th + (1 − α)`` its LIF step ``H = w + (X − w)/τ'`` is ``β w + (1 − β) X``, the
-    spike condition ``H ≥ 1`` is ``u ≥ α V_th``, the soft reset subtracts 1 (``V_th`` in ``u``) and
-    ``w_0 = 1 − α`` is ``u_0 = 0``. The same dynamics as :func:`dsr_spikes_reference` in other float
+    ``X_t = (1 − β)(I_t/V_th + (1 − α))`` its LIF step (``decay_input=False``) ``H = w − w/τ' + X``
+    is ``β w + (1 − β)(I_t/V_th + 1 − α)``, the spike condition ``H ≥ 1`` is ``u ≥ α V_th``, the
+    soft reset subtracts 1 (``V_th`` in ``u``) and ``w_0 = 1 − α`` is ``u_0 = 0``. The same dynamics as :func:`dsr_spikes_reference` in other float
     rounding, so a membrane within rounding of the threshold may spike one step apart.
     """
     from .functional import lif_multistep  # noqa: PLC0415
@@ -120,13 +120,14 @@ def dsr_spikes(
     beta = math.exp(-dt / tau)
     dims = (current.dtype, current.device)
     with torch.no_grad():
-        # X_t = (1 − α) + I_t / V_th: one op, broadcast over T for a constant current
-        offset = _constant((T,) + (1,) * len(step_shape), 1.0 - alpha, *dims)
-        drive = torch.addcdiv(offset, current, v_threshold if isinstance(v_threshold, torch.Tensor)
-                              else torch.tensor(float(v_threshold), dtype=current.dtype, device=current.device))
+        # X_t = (1 − β)((1 − α) + I_t / V_th): one op, broadcast over T for a constant current
+        offset = _constant((T,) + (1,) * len(step_shape), (1.0 - beta) * (1.0 - alpha), *dims)
+        vth = v_threshold if isinstance(v_threshold, torch.Tensor) else \
+            torch.tensor(float(v_threshold), dtype=current.dtype, device=current.device)
+        drive = torch.addcdiv(offset, current, vth, value=1.0 - beta)
         w0 = _constant(step_shape, 1.0 - alpha, *dims)
         spikes, _ = lif_multistep(drive, w0, tau=1.0 / (1.0 - beta), v_threshold=1.0, v_reset=None,
-                                  decay_input=True, check_finite=False)
+                                  decay_input=False, check_finite=False)
     return spikes
 
 

@@ -208,8 +208,7 @@ def _optimizer_guard(hlop_ref):
         hlop = hlop_ref()
         if hlop is None:
             return
-        protected = {id(m.weight) for m in hlop.modules.values()}
-        if any(id(p) in protected for g in optimizer.param_groups for p in g["params"]):
+        if any(id(p) in hlop.weight_ids for g in optimizer.param_groups for p in g["params"]):
             why = optimizer_conflict(optimizer)
             if why is not None:
                 raise ValueError(f"HLOP: the optimizer of the protected layers must be plain SGD "
@@ -283,6 +282,7 @@ class HLOP:
             else:
                 self._handles.append(m.register_forward_pre_hook(self._capture(n)))
                 self._handles.append(m.weight.register_hook(self._grad_hook(n)))
+        self.weight_ids = {id(m.weight) for m in self.modules.values()}  # for the optimizer guard
         self._handles.append(register_optimizer_step_pre_hook(
             _optimizer_guard(weakref.ref(self))))
 

@@ -49,19 +49,16 @@ import torch
 
 from . import metrics, outputs
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, verify_checkpoint
+from .config import RUNTIME_KEYS, check, check_all, default_config  # noqa: F401 (default_config re-exported)
 from .cuda_graph import GraphedStep, check_cuda_graph
 from .device_mean import DeviceMean
 from .evaluation import Evaluator, SpikeCounter
 from .outfolder import check_out_path, claim, environment
+from .registry import DATASETS, MODELS
 from .rehearsal import RehearsalSchedule
 from .strategies import STRATEGIES
 from .timeline import Schedule, build_timeline
 
-DATASETS = ("pmnist", "fashion-pmnist", "split-mnist", "split-fashion")
-MODELS = ("spiking-mlp", "mlp")
-#: settings that do not change the results: a different value does not make a different run
-#: (``threads`` and the device type do change them: they are part of the identity)
-RUNTIME_KEYS = ("out", "resume", "progress", "data_path", "seeds")
 #: a task whose mean training loss exceeds this (or is NaN/inf) has diverged: cross-entropy at
 #: chance is ln(classes) ≈ 2.3, so 1e6 means logits of order 1e6
 LOSS_LIMIT = 1e6
@@ -71,86 +68,28 @@ class TrainingDiverged(RuntimeError):
     """The training loss became non-finite (or exceeded ``LOSS_LIMIT``); names steps and options."""
 
 
-def default_config() -> dict:
-    return dict(
-        method="finetune", dataset="pmnist", scenario=None, tasks=None, epochs=1, train_subset=None,
-        batch_size=64, lr=0.1, momentum=0.0, weight_decay=0.0, optimizer="sgd",
-        seed=0, seeds=None, device="cpu", eval_every=0, eval_subset=1000, eval_batch_size=1000,
-        test_subset=None, eval_unseen=True, threads=None, cuda_graph=False,
-        model="spiking-mlp", hidden=[800, 800], T=6, options={},
-        rehearse_steps=0, rehearsal="uniform", rehearsal_rate=1.0, unlearn=[],
-        out=None, resume=False, progress=False, data_path=None, deterministic=True,
-    )
-
-
-def _int(cfg, key, low, allow_none=False):
-    v = cfg[key]
-    if v is None and allow_none:
-        return
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise ValueError(f"{key} must be an int >= {low}{' or None' if allow_none else ''}, got {v!r}")
-
-
 def normalize_config(config: dict | None = None, custom_stream: bool = False,
                      custom_model: bool = False) -> dict:
-    """Defaults filled in and every value checked (errors name the setting)."""
+    """Defaults filled in and every value checked (``config.SETTINGS``; errors name the setting)."""
     config = dict(config or {})
-    cfg = default_config()
-    unknown = set(config) - set(cfg)
-    if unknown:
-        raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(cfg)}")
-    cfg.update(config)
-    if cfg["method"] not in STRATEGIES:
-        raise ValueError(f"method must be one of {sorted(STRATEGIES)}, got {cfg['method']!r}")
+    labels = {}  # the caller's own stream / model: their names are only recorded
     if custom_stream:
-        cfg["dataset"] = "custom" if cfg["dataset"] in (None, "pmnist") else cfg["dataset"]
-    elif cfg["dataset"] not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {cfg['dataset']!r}")
+        given = config.pop("dataset", None)
+        labels["dataset"] = "custom" if given in (None, "pmnist") else str(given)
     if custom_model:
-        cfg["model"] = "custom" if cfg["model"] in (None, "spiking-mlp") else cfg["model"]
-    elif cfg["model"] not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, got {cfg['model']!r}")
-    for key, low in (("epochs", 1), ("batch_size", 1), ("eval_every", 0), ("eval_subset", 1),
-                     ("eval_batch_size", 1), ("T", 1), ("rehearse_steps", 0), ("seed", 0)):
-        _int(cfg, key, low)
-    _int(cfg, "tasks", 1, allow_none=True)
-    _int(cfg, "train_subset", 1, allow_none=True)
-    _int(cfg, "test_subset", 1, allow_none=True)
-    _int(cfg, "threads", 1, allow_none=True)
-    for key in ("eval_unseen", "cuda_graph"):
-        if not isinstance(cfg[key], bool):
-            raise ValueError(f"{key} must be True or False, got {cfg[key]!r}")
-    for key in ("lr", "momentum", "weight_decay", "rehearsal_rate"):
-        v = cfg[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise ValueError(f"{key} must be a finite number >= 0, got {v!r}")
-        cfg[key] = float(v)
-    if cfg["scenario"] not in (None, "task", "domain", "class"):
-        raise ValueError(f"scenario must be task, domain or class, got {cfg['scenario']!r}")
+        given = config.pop("model", None)
+        labels["model"] = "custom" if given in (None, "spiking-mlp") else str(given)
+    cfg = {**check_all(config), **labels}
+    for key, registry in (("dataset", DATASETS), ("model", MODELS)):
+        if key not in labels:
+            registry.resolve(cfg[key])  # a module:factory that cannot be imported fails here
     if cfg["dataset"] in ("pmnist", "fashion-pmnist") and cfg["scenario"] not in (None, "domain"):
         raise ValueError(f"scenario of {cfg['dataset']} is 'domain', got {cfg['scenario']!r}")
-    if not (isinstance(cfg["hidden"], (list, tuple)) and all(
-            isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in cfg["hidden"])):
-        raise ValueError(f"hidden must be a list of positive ints, got {cfg['hidden']!r}")
-    cfg["hidden"] = list(cfg["hidden"])
-    seeds = cfg["seeds"]
-    if seeds is None:
-        seeds = [cfg["seed"]]
-    if not (isinstance(seeds, (list, tuple)) and seeds and all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
-        raise ValueError(f"seeds must be a non-empty list of ints >= 0, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct, got {seeds!r}")
-    cfg["seeds"] = list(seeds)
-    if not isinstance(cfg["options"], dict):
-        raise ValueError(f"options must be a dict of strategy options, got {cfg['options']!r}")
+    cfg["seeds"] = check("seeds", [cfg["seed"]] if cfg["seeds"] is None else cfg["seeds"])
     strategy = STRATEGIES[cfg["method"]](**cfg["options"])  # unknown / ill-typed options fail here
     cfg["options"] = {k: getattr(strategy, k) for k in type(strategy).options}  # defaults filled in
     RehearsalSchedule(cfg["rehearsal"], cfg["rehearsal_rate"])
     check_cuda_graph(cfg, STRATEGIES[cfg["method"]])
-    cfg["unlearn"] = [list(u) for u in cfg["unlearn"]]
-    if cfg["optimizer"] not in ("sgd", "adam"):
-        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {cfg['optimizer']!r}")
     return cfg
 
 
@@ -196,18 +135,8 @@ def identity(cfg: dict) -> dict:
 
 
 def make_stream(cfg: dict, seed: int):
-    """The task stream named by ``cfg['dataset']``, cut to ``cfg['tasks']`` tasks."""
-    from ..data import permuted_mnist, split_mnist  # noqa: PLC0415
-    from ..data.streams import TaskStream  # noqa: PLC0415
-    ds = cfg["dataset"]
-    kind = "fashion" if "fashion" in ds else "mnist"
-    if ds.endswith("pmnist"):
-        stream = permuted_mnist(n_tasks=cfg["tasks"] or 10, seed=seed, train_subset=cfg["train_subset"],
-                                dataset=kind, data_path=cfg["data_path"])
-    else:
-        stream = split_mnist(scenario=cfg["scenario"] or "class", seed=seed,
-                             train_subset=cfg["train_subset"], dataset=kind, data_path=cfg["data_path"])
-    return cut_stream(stream, cfg["tasks"], TaskStream)
+    """The task stream named by ``cfg['dataset']`` (registry or module:factory), cut to ``cfg['tasks']``."""
+    return cut_stream(DATASETS.resolve(cfg["dataset"])(cfg, seed), cfg["tasks"])
 
 
 def cut_stream(stream, tasks, TaskStream=None):
@@ -222,11 +151,8 @@ def cut_stream(stream, tasks, TaskStream=None):
 
 
 def build_model(cfg: dict, stream) -> torch.nn.Module:
-    from ..models import MLP, SpikingMLP  # noqa: PLC0415
-    sizes = [int(np.prod(stream.input_shape)), *cfg["hidden"], stream.n_outputs]
-    if cfg["model"] == "spiking-mlp":
-        return SpikingMLP(sizes, T=cfg["T"])
-    return MLP(sizes)
+    """The network named by ``cfg['model']`` (registry or module:factory)."""
+    return MODELS.resolve(cfg["model"])(cfg, stream)
 
 
 def seed_all(seed: int) -> None:
@@ -285,7 +211,7 @@ class _SeedRun:
         cls = STRATEGIES[cfg["method"]]
         if model_fn is not None:
             model = model_fn(self.stream)
-        elif hasattr(cls, "build_model"):  # a strategy that needs its own network (e.g. hlop)
+        elif hasattr(cls, "build_model") and ":" not in cfg["model"]:  # a strategy's own network (hlop)
             model = cls.build_model(cfg, self.stream)
         else:
             model = build_model(cfg, self.stream)
@@ -380,8 +306,12 @@ class _SeedRun:
 
         Called where the accumulated loss is read (once per task), not per step; the checkpoint of
         the previous task is kept as it is."""
-        if math.isfinite(loss) and loss <= LOSS_LIMIT:
-            return
+        if not (math.isfinite(loss) and loss <= LOSS_LIMIT):
+            self.diverged(f"the mean loss over steps {first}-{last} (task {task + 1}, seed {self.seed}) "
+                          f"is {loss:g}")
+
+    def diverged(self, what: str) -> None:
+        """Raise :class:`TrainingDiverged`: ``what`` happened; the likely options; what is kept."""
         cfg = self.cfg
         suspects = [f"lr={cfg['lr']:g}"] + [
             f"{k}={v:g}" for k, v in cfg["options"].items()
@@ -389,10 +319,19 @@ class _SeedRun:
         kept = (f"{self.ckpt} keeps the state before this task; rerun with a smaller value into "
                 f"another out" if self.ckpt and self.ckpt.exists()
                 else "nothing was computed yet; rerun with a smaller value")
-        raise TrainingDiverged(
-            f"training diverged: the mean loss over steps {first}-{last} (task {task + 1}, seed "
-            f"{self.seed}) is {loss:g}; the likely cause is a too large {' or '.join(suspects)}; "
-            f"the run stopped, {kept}")
+        raise TrainingDiverged(f"training diverged: {what}; the likely cause is a too large "
+                               f"{' or '.join(suspects)}; the run stopped, {kept}")
+
+    def _train_event(self, ev) -> None:
+        """A learn or rehearse event. A step that fails (e.g. a layer refusing NaN input) while the
+        parameters hold NaN/inf is divergence, named by its step (checked only on failure)."""
+        try:
+            (self.learn if ev.kind == "learn" else self.rehearse)(ev)
+        except ValueError as exc:
+            if all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+                raise
+            self.diverged(f"the parameters became NaN/inf by step {self.log.step + 1} (task "
+                          f"{ev.task + 1}, seed {self.seed}; {exc})")
 
     def rehearse(self, ev) -> None:
         """``ev.steps`` steps on old tasks' training data, tasks drawn by the rehearsal schedule."""
@@ -494,10 +433,8 @@ class _SeedRun:
         try:
             for i in range(self.position, len(self.events)):
                 ev = self.events[i]
-                if ev.kind == "learn":
-                    self.learn(ev)
-                elif ev.kind == "rehearse":
-                    self.rehearse(ev)
+                if ev.kind in ("learn", "rehearse"):
+                    self._train_event(ev)
                 elif ev.kind == "unlearn":
                     self.unlearn(ev)
                 elif ev.target is not None:
