@@ -49,6 +49,11 @@ class Linear(nn.Linear):
             self._weight_t = cached
         return cached[1]
 
+    def __getstate__(self):  # copies and pickles rebuild the kept view from their own weight
+        state = self.__dict__.copy()
+        state.pop("_weight_t", None)
+        return state
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):

@@ -26,3 +26,18 @@ def test_linear_matches_nn_linear_exactly(shape, bias):
     assert torch.equal(fast(x2), ref(x1))
     with torch.inference_mode():
         assert torch.equal(fast(x2.detach()), ref(x1.detach()))
+
+
+def test_linear_copies_after_in_place_updates():
+    import copy
+
+    fast = Linear(6, 3)
+    fast(torch.randn(2, 6)).sum().backward()
+    with torch.no_grad():
+        fast.weight.sub_(0.1 * fast.weight.grad)
+    twin = copy.deepcopy(fast)
+    x = torch.randn(4, 6)
+    assert torch.equal(twin(x), fast(x))
+    with torch.no_grad():
+        twin.weight.add_(1.0)
+    assert not torch.equal(twin(x), fast(x))  # the copy's kept transpose is its own weight's

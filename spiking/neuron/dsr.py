@@ -183,6 +183,12 @@ class DSRLIF(nn.Module):
 
     is_spiking = True
 
+    def __getstate__(self):  # the kept V_th/Δt is recomputed by a copy's first forward
+        state = self.__dict__.copy()
+        state.pop("_value", None)
+        state.pop("_value_key", None)
+        return state
+
     def __init__(self, T: int = 20, v_threshold: float = 0.3, tau: float = 1.0, dt: float = 0.05,
                  alpha: float = 0.3, v_floor: float = 5e-4, learn_threshold: bool = True):
         super().__init__()

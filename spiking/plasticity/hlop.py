@@ -67,6 +67,11 @@ class LateralBank:
         self.n_frozen = 0
         self._projector: Optional[tuple[tuple[int, int], Projector]] = None  # (key, projector)
 
+    def __getstate__(self):  # the kept views of H are rebuilt by a copy
+        state = self.__dict__.copy()
+        state.pop("_views", None)
+        return state
+
     @property
     def size(self) -> int:
         return self.H.shape[0]
