@@ -275,8 +275,24 @@ def gpu_linear(n, steps, batch, device):
 # ---------------------------------------------------------------------------------------------
 
 
+PAIRED = ("spiking", "spiking-unchecked")  # compared with each other: always adjacent, order alternating
+
+
+def rep_order(names: list, rep: int) -> list:
+    """Order of one rep: the units (PAIRED as one unit, every other implementation alone) rotated
+    by ``rep`` (who runs right after the previous one's memory churn changes every rep), PAIRED in
+    alternating order, so neither of the pair is systematically the one that follows a peer."""
+    pair = [n for n in PAIRED if n in names]
+    units = [pair] if pair else []
+    units += [[n] for n in names if n not in PAIRED]
+    first = rep % max(1, len(units))
+    units = units[first:] + units[:first]
+    return [n for unit in units for n in (unit if rep % 2 == 0 else unit[::-1])]
+
+
 def measure(workload_name, setup, updates, impls, reps, device):
-    """Interleaved repetitions: every rep runs each implementation once (after one warm-up each)."""
+    """Interleaved repetitions: every rep runs each implementation once (after one warm-up each),
+    in the order of :func:`rep_order`."""
     steps = {}
     for name, factory in impls.items():
         try:
@@ -303,8 +319,9 @@ def measure(workload_name, setup, updates, impls, reps, device):
                 continue
             inner[name] = max(1, min(200, int(0.02 / max(time.perf_counter() - t0, 1e-6)) + 1))
     times = {name: [] for name in steps}
-    for _ in range(reps):
-        for name, step in steps.items():
+    for rep in range(reps):
+        for name in rep_order(list(steps), rep):
+            step = steps[name]
             _sync(device)
             t0 = time.perf_counter()
             for _ in range(inner[name]):

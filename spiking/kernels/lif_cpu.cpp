@@ -176,8 +176,9 @@ struct Config {
   int sg;
 };
 
-// Returns true when some x is NaN or ±inf: every chunk adds lif::finite_probe(x) (0 for finite x)
-// into a per-neuron accumulator while it reads x, so the check costs no extra pass over x.
+// Returns true when some x is NaN or ±inf: the step loop ORs lif::probe_failed(finite_probe(x))
+// into a register while it reads x (a vectorised OR reduction), so the check costs no extra pass
+// over x and no extra memory traffic.
 template <typename T, bool HARD, bool DECAY>
 bool forward_impl(const T* x, const T* v0, T* spike, T* h_seq, T* v_out, bool return_v, int64_t steps,
                   int64_t n, const Config& c) {
@@ -192,10 +193,9 @@ bool forward_impl(const T* x, const T* v0, T* spike, T* h_seq, T* v_out, bool re
     alignas(64) C v[CHUNK];
     alignas(64) C h[CHUNK];
     alignas(64) C s[CHUNK];
-    alignas(64) C probe[CHUNK];
     for (int64_t ch = c0; ch < c1; ++ch) {
       const int64_t n0 = ch * CHUNK, len = std::min(CHUNK, n - n0);
-      for (int64_t j = 0; j < len; ++j) probe[j] = (C)0;
+      unsigned bad = 0;
       if (v0) {
         for (int64_t j = 0; j < len; ++j) v[j] = S::load(v0[n0 + j]);
       } else {
@@ -207,7 +207,7 @@ bool forward_impl(const T* x, const T* v0, T* spike, T* h_seq, T* v_out, bool re
         const T* xt = x + off;
         for (int64_t j = 0; j < len; ++j) {
           const C xj = S::load(xt[j]);
-          probe[j] += lif::finite_probe(xj);
+          bad |= (unsigned)lif::probe_failed(lif::finite_probe(xj));
           const C hj = lif::charge<T, DECAY>(xj, v[j], p);
           const bool fired = lif::fire<T>(hj, p);
           h[j] = hj;
@@ -219,8 +219,6 @@ bool forward_impl(const T* x, const T* v0, T* spike, T* h_seq, T* v_out, bool re
         if (return_v) write_row<T>(v_out + off, v, len, stream);
       }
       if (!return_v) write_row<T>(v_out + n0, v, len, false);
-      bool bad = false;
-      for (int64_t j = 0; j < len; ++j) bad |= lif::probe_failed(probe[j]);
       if (bad) nonfinite.store(true, std::memory_order_relaxed);
     }
     if (stream) stream_fence();
