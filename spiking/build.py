@@ -84,7 +84,9 @@ def cached_build(kind: str, key_parts: Iterable[Union[bytes, str]], build: Calla
     with FileLock(str(directory) + ".lock"):
         if (directory / _DONE).is_file():  # a concurrent process finished it while we waited
             return directory
-        directory.mkdir(exist_ok=True)
+        if directory.exists():  # left by a failed or killed build (its tool's own lock files too)
+            shutil.rmtree(directory)
+        directory.mkdir()
         print(f"spiking: compiling {what} into {directory} (once per toolchain and CPU) ...", end="",
               file=sys.stderr, flush=True)
         start = time.perf_counter()
@@ -102,11 +104,14 @@ def cached_build(kind: str, key_parts: Iterable[Union[bytes, str]], build: Calla
 def build_all() -> list[tuple[str, bool, str]]:
     """Build (or find cached) every native library; ``[(name, ok, detail)]``, never raises."""
     from .kernels import cpu as lif_cpu
+    from .kernels import neuron_cpu
     from .memory import cpu as sparsey_cpu
 
     results = []
     ok, why = lif_cpu.available()
     results.append(("fused CPU LIF extension", ok, why or lif_cpu.build_directory()))
+    ok = neuron_cpu.available()
+    results.append(("fused CPU neuron-template extension", ok, neuron_cpu.build_directory() or neuron_cpu.build_error()))
     ok = sparsey_cpu.available()
     results.append(("Sparsey C library", ok, sparsey_cpu.build_error() or sparsey_cpu.build_directory()))
     return results

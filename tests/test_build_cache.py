@@ -86,7 +86,7 @@ def test_lif_build_key_ignores_the_checkout_path(tmp_path, monkeypatch):
     other = tmp_path / "other-checkout"
     other.mkdir()
     copies = {}
-    for src in (native_source("spiking.kernels", "lif_cpu.cpp"), cuda_source("lif_step.cuh")):
+    for src in cpu._sources():  # lif_cpu.cpp, cpu_buffers.h, lif_step.cuh
         copies[src.name] = other / src.name
         copies[src.name].write_bytes(src.read_bytes())
     monkeypatch.setattr(cpu, "_sources", lambda: list(copies.values()))
@@ -113,12 +113,13 @@ def test_native_sources_are_packaged_files():
 
 
 def test_spiking_build_command(capsys):
-    """`spiking build` reports both native libraries as built, in finished cache directories."""
+    """`spiking build` reports every native library as built, in finished cache directories."""
     from spiking.cli import main
 
     assert main(["build"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["fused CPU LIF extension", "Sparsey C library"]
+    assert [line.split(":")[0] for line in lines] == ["fused CPU LIF extension", "fused CPU neuron-template extension",
+                                                      "Sparsey C library"]
     for line in lines:
         directory = Path(line.split("(", 1)[1].rstrip(")"))
         assert ": ok (" in line and (directory / "BUILT").is_file()
@@ -141,3 +142,16 @@ def test_every_native_source_is_package_data():
         in_package = rel.parts[0] != "_cuda" and any(fnmatch.fnmatch(path.name, pat) for pat in data["*"])
         in_cuda = any(fnmatch.fnmatch(str(rel), pat) for pat in data["spiking"])
         assert in_package or in_cuda, f"{rel} would be missing from the wheel"
+
+
+def test_killed_build_leaves_nothing_that_blocks_the_next(cache):
+    """A build killed mid-way leaves a partial folder (with e.g. torch's own ``lock`` baton, which
+    would make the next cpp_extension build wait forever): the next build starts from a clean folder."""
+    key = [b"src"]
+    directory = cache / f"demo-{build._key(key)}"
+    directory.mkdir(parents=True)
+    (directory / "lock").write_text("")
+    (directory / "half.o").write_text("partial")
+    seen = []
+    build.cached_build("demo", key, lambda d: seen.append(sorted(p.name for p in d.iterdir())), "the demo library")
+    assert seen == [[]]

@@ -64,7 +64,8 @@ _directory: Optional[Path] = None
 
 
 def _sources() -> list[Path]:
-    return [native_source("spiking.kernels", "lif_cpu.cpp"), cuda_source("lif_step.cuh")]
+    return [native_source("spiking.kernels", "lif_cpu.cpp"), native_source("spiking.kernels", "cpu_buffers.h"),
+            cuda_source("lif_step.cuh")]
 
 
 def _module_name(directory: Path) -> str:
@@ -87,23 +88,31 @@ def _compile(directory: Path) -> None:
     )
 
 
+def toolchain_key() -> list:
+    """What a built C++ extension depends on besides its sources: flags, the compiler torch uses
+    (``$CXX`` or ``c++``) and its version, torch, its C++ ABI, Python's extension suffix, CPU ISA."""
+    return [" ".join(_cflags()), compiler_id(os.environ.get("CXX", "c++")), f"torch {torch.__version__}",
+            f"cxx11abi {torch.compiled_with_cxx11_abi()}", str(sysconfig.get_config_var("EXT_SUFFIX")), cpu_isa()]
+
+
 def build_key() -> list:
-    """What the built extension depends on: source contents (not paths), flags, the compiler torch
-    uses (``$CXX`` or ``c++``) and its version, torch, its C++ ABI, Python's extension suffix, CPU ISA."""
-    return [src.read_bytes() for src in _sources()] + [
-        " ".join(_cflags()), compiler_id(os.environ.get("CXX", "c++")), f"torch {torch.__version__}",
-        f"cxx11abi {torch.compiled_with_cxx11_abi()}", str(sysconfig.get_config_var("EXT_SUFFIX")), cpu_isa(),
-    ]
+    """What the built extension depends on: source contents (not paths) and :func:`toolchain_key`."""
+    return [src.read_bytes() for src in _sources()] + toolchain_key()
+
+
+def import_built(directory: Path):
+    """Import the extension module built into ``directory`` by ``cpp_extension.load``."""
+    name = _module_name(directory)
+    spec = importlib.util.spec_from_file_location(name, directory / f"{name}.so")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _build():
     global _directory
     _directory = cached_build("lif_cpu", build_key(), _compile, "the fused CPU LIF kernel")
-    name = _module_name(_directory)
-    spec = importlib.util.spec_from_file_location(name, _directory / f"{name}.so")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_built(_directory)
 
 
 def load_extension():

@@ -1,0 +1,170 @@
+"""The fused CPU path instantiated from the neuron template against the torch references.
+
+For every registered neuron, both dtypes, every surrogate, hard/soft reset, detach_reset and both
+charge forms: outputs and final states bit-identical, gradients (input, initial state, learnable
+parameters) within 1e-5. Plus the registry's agreement with the kernels and bad-input errors.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import spiking
+from spiking.kernels import neuron_cpu, neuron_cuda
+from spiking.neuron import multistep
+from spiking.neuron.registry import get_neuron, neuron_names
+
+pytestmark = pytest.mark.skipif(not neuron_cpu.available(), reason="fused neuron extension does not build here")
+
+CONFIGS = [("sigmoid", 0.0, False, True), ("atan", None, True, False), ("fast_sigmoid", -0.3, True, False),
+           ("triangle", None, False, True)]
+
+
+def _params(name, dtype):
+    """Parameters of the registered neuron: random per-neuron values where the model allows them."""
+    g = torch.Generator().manual_seed(3)
+    spec = get_neuron(name)
+    shape = (2, 3, 5)
+
+    def rnd(lo, hi):
+        return (lo + (hi - lo) * torch.rand(shape, generator=g, dtype=torch.float64)).to(dtype)
+
+    return {
+        "if": lambda vr: (rnd(0.5, 1.5), vr),
+        "plif": lambda vr: (rnd(0.2, 0.9).requires_grad_(), rnd(0.5, 1.5), vr),
+        "alif": lambda vr: (rnd(0.2, 0.9), rnd(0.5, 1.5), vr, rnd(0.0, 2.0), rnd(0.5, 0.99)),
+        "cuba_lif": lambda vr: (rnd(0.0, 0.9), rnd(0.2, 0.9), rnd(0.5, 1.5), vr),
+        "li": lambda vr: (rnd(0.2, 0.9), rnd(-0.5, 0.5)),
+    }[spec.name]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c[0])
+@pytest.mark.parametrize("name", ["if", "plif", "alif", "cuba_lif", "li"])
+def test_fused_cpu_equals_torch_reference(name, config, dtype):
+    sg, v_reset, detach, decay = config
+    spec = get_neuron(name)
+    cfg = multistep.make_config(v_reset, detach, decay, sg)
+    params = _params(name, dtype)(0.0 if v_reset is None else v_reset)
+    g = torch.Generator().manual_seed(4)
+    x = (torch.rand((23, 2, 3, 5), generator=g, dtype=torch.float64) * 3.0 - 0.8).to(dtype).requires_grad_()
+    state0 = tuple((torch.rand((2, 3, 5), generator=g, dtype=torch.float64) * 0.5).to(dtype).requires_grad_()
+                   for _ in spec.states)
+    results = []
+    for backend in ("torch", "cpu"):
+        out, state = multistep.run(spec, x, spec.params(*params), cfg, state0, backend)
+        w = torch.randn(out.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64).to(dtype)
+        loss = (out * w).sum() + sum((s * (k + 1)).sum() for k, s in enumerate(state))
+        learn = [p for p in params if isinstance(p, torch.Tensor) and p.requires_grad]
+        grads = torch.autograd.grad(loss, [x, *state0, *learn])
+        results.append((out.detach(), [s.detach() for s in state], grads))
+    (o1, s1, g1), (o2, s2, g2) = results
+    if spec.spiking:
+        assert 0 < o1.sum() < o1.numel()
+    assert torch.equal(o1, o2)
+    assert all(torch.equal(a, b) for a, b in zip(s1, s2))
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, atol=tol, rtol=tol), float((a - b).abs().max())
+
+
+def test_long_sequence_float32_gradients_within_1e5():
+    """T = 1000, float32: the fused PLIF's tau gradient (summed in double) stays within 1e-5 of float64."""
+    g = torch.Generator().manual_seed(6)
+    x64 = torch.rand((1000, 4, 16), generator=g, dtype=torch.float64) * 2.0
+    grads = {}
+    for dtype, backend in ((torch.float64, "torch"), (torch.float32, "cpu")):
+        m = spiking.PLIF(tau=4.0, v_reset=None, backend=backend).to(dtype)
+        x = x64.to(dtype).requires_grad_()
+        out = m(x)
+        grads[dtype] = torch.autograd.grad(out.sum(), [x, m.w])
+    for a, b in zip(grads[torch.float64], grads[torch.float32]):
+        assert torch.allclose(a, b.double(), atol=1e-5, rtol=1e-5)
+
+
+def test_registry_matches_kernels():
+    ext = neuron_cpu.load_extension()
+    names = list(ext.names())
+    builtin = {"if", "plif", "alif", "cuba_lif", "li"}  # (docs/neurons.md registers a torch-only example)
+    assert set(names) == builtin == set(neuron_cuda.TYPES) and builtin <= set(neuron_names())
+    for i, name in enumerate(names):
+        spec = get_neuron(name)
+        ns, np_, nsave = ext.layout(i)
+        assert (ns, np_) == (len(spec.states), len(spec.params._fields))
+        assert neuron_cuda.LAYOUT[name] == (ns, np_, nsave)
+
+
+def test_auto_backend_uses_fused_path_and_torch_for_other_dtypes():
+    x = torch.rand(4, 2, 3) * 3
+    assert multistep._resolve_backend(None, x, get_neuron("alif")) == "cpu"
+    torch_only = get_neuron("if").__class__(**{**get_neuron("if").__dict__, "name": "no_kernel_neuron"})
+    assert multistep._resolve_backend(None, x, torch_only) == "torch"
+    with pytest.raises(RuntimeError, match="no fused CPU kernel"):
+        multistep.run(torch_only, x, (1.0, 0.0), multistep.make_config(0.0, False, True, "sigmoid"), backend="cpu")
+    assert multistep._resolve_backend(None, x.half()) == "torch"
+    out = spiking.IF()(x.half())
+    assert out.dtype == torch.float16 and torch.equal(out.float(), spiking.IF()(x))
+
+
+def test_stateful_continues_the_sequence():
+    x = torch.rand(10, 2, 7, dtype=torch.float64) * 2
+    for M in (spiking.IF, spiking.PLIF, spiking.ALIF, spiking.CubaLIF, spiking.LI):
+        whole = M()(x)
+        m = M(stateful=True)
+        parts = torch.cat([m(x[:4]), m(x[4:])])
+        assert torch.equal(whole.detach(), parts.detach()), M.__name__
+        m.reset_state()
+        assert torch.equal(m(x[:4]).detach(), whole[:4].detach())
+
+
+def test_single_step_api_matches_multistep():
+    x = torch.rand(6, 3, 4, dtype=torch.float64) * 2
+    m = spiking.CubaLIF()
+    state, outs = None, []
+    for xt in x:
+        o, state = m.step(xt, state)
+        outs.append(o)
+    assert torch.equal(torch.stack(outs), m(x))
+
+
+# ---------------------------------------------------------------------------------- bad input
+
+
+def test_unknown_neuron_name_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown name 'lifx'.*registered neurons: \[.*'alif'.*'cuba_lif'"):
+        get_neuron("lifx")
+
+
+@pytest.mark.parametrize("make,arg", [
+    (lambda: spiking.PLIF(tau=1.0), "tau"),
+    (lambda: spiking.ALIF(tau=0.5), "tau"),
+    (lambda: spiking.ALIF(tau_adapt=0.9), "tau_adapt"),
+    (lambda: spiking.ALIF(beta=-1.0), "beta"),
+    (lambda: spiking.CubaLIF(tau_syn=0.5), "tau_syn"),
+    (lambda: spiking.CubaLIF(tau_mem=float("nan")), "tau_mem"),
+    (lambda: spiking.LI(tau=0.0), "tau"),
+    (lambda: spiking.IF(v_threshold=float("inf")), "v_threshold"),
+    (lambda: spiking.IF(v_reset="zero"), "v_reset"),
+    (lambda: spiking.PLIF(channels=0), "channels"),
+    (lambda: spiking.RLIF(0), "features"),
+    (lambda: spiking.RLIF(4, tau=0.5), "tau"),
+    (lambda: spiking.IF(backend="gpu"), "backend"),
+])
+def test_parameters_out_of_range_name_the_argument(make, arg):
+    with pytest.raises(ValueError, match=rf"^{arg}\b"):
+        make()
+
+
+def test_bad_tensors_are_named():
+    with pytest.raises(ValueError, match="x contains NaN"):
+        spiking.IF()(torch.tensor([[float("nan")]]))
+    with pytest.raises(ValueError, match="per-channel PLIF with 3 channels"):
+        spiking.PLIF(channels=3)(torch.rand(2, 2, 4))
+    with pytest.raises(ValueError, match=r"state0.v must have the shape"):
+        spiking.neuron.if_multistep(torch.rand(2, 2, 4), v0=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="parameter v_threshold of shape"):
+        multistep.run(get_neuron("if"), torch.rand(2, 2, 4), (torch.ones(3), 0.0), multistep.make_config(0.0, False,
+                      True, "sigmoid"))
+    with pytest.raises(ValueError, match="RLIF|x must have shape"):
+        spiking.RLIF(4)(torch.rand(2, 3, 5))
