@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .linear import Linear
 from .neuron import LIF
 
 #: The HLOP paper's BPTT LIF (τ = 2, V_th = 1, soft reset, detached reset, sigmoid α = 4).
@@ -44,16 +45,16 @@ class SpikingMLP(nn.Module):
             raise ValueError(f"T must be a positive int, got {T!r}")
         self.T = T
         self.sizes = sizes
-        self.fcs = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in zip(sizes, sizes[1:]))
+        self.fcs = nn.ModuleList(Linear(a, b, bias=bias) for a, b in zip(sizes, sizes[1:]))
         kwargs = {**PAPER_LIF, **neuron}
         self.lifs = nn.ModuleList(LIF(**kwargs) for _ in sizes[1:-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1)
+        x = x.flatten(1) if x.dim() != 2 else x
         if len(self.lifs) == 0:
             return self.fcs[0](x)
-        current = self.fcs[0](x)  # constant over T: computed once
-        s = self.lifs[0](current.unsqueeze(0).expand(self.T, *current.shape))
+        current = self.fcs[0](x)  # constant over T: computed once, repeated for the fused LIF
+        s = self.lifs[0](current.repeat(self.T, *([1] * current.dim())))
         for fc, lif in zip(self.fcs[1:-1], self.lifs[1:]):
             s = lif(fc(s))
         return self.fcs[-1](s.mean(0))

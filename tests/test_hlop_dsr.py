@@ -84,7 +84,7 @@ def test_rate_graph_gradients_equal_the_per_step_dsr_gradients():
     logits = (o2 @ W3.t()).mean(0)
     ref_loss = torch.nn.functional.cross_entropy(logits, y)
     ref_loss.backward()
-    assert float(ref_loss.detach()) == pytest.approx(loss, rel=1e-5)
+    assert float(ref_loss.detach()) == pytest.approx(float(loss), rel=1e-5)
     ref = {"fcs.0.weight": W1.grad, "fcs.1.weight": W2.grad, "fcs.2.weight": W3.grad,
            "neurons.0.v_threshold": v1.grad, "neurons.1.v_threshold": v2.grad}
     for (name, _), g in zip(net.named_parameters(), grads):

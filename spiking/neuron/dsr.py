@@ -27,7 +27,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-__all__ = ["dsr_weights", "weighted_rate", "dsr_spikes", "DSRRate", "DSRLIF"]
+__all__ = ["dsr_weights", "weighted_rate", "dsr_spikes", "dsr_spikes_reference", "DSRRate", "DSRLIF"]
+
+
+_WEIGHTS: dict = {}
 
 
 def dsr_weights(T: int, tau: float = 1.0, dt: float = 0.05, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -40,14 +43,34 @@ def dsr_weights(T: int, tau: float = 1.0, dt: float = 0.05, dtype=torch.float32,
     return torch.exp(-(T * dt - t * dt) / tau).to(dtype=dtype, device=device)
 
 
+def _normalised_weights(T: int, tau: float, dt: float, dtype, device) -> torch.Tensor:
+    """``w / Σ w`` as a ``[1, T]`` row (cached per T, τ, Δt, dtype and device: no ops per call)."""
+    key = (T, float(tau), float(dt), dtype, str(device))
+    if key not in _WEIGHTS:
+        with torch.inference_mode(False):  # a normal tensor, usable in and out of inference mode
+            w = dsr_weights(T, tau, dt, dtype=dtype, device=device)
+            _WEIGHTS[key] = (w / w.sum()).unsqueeze(0)
+    return _WEIGHTS[key]
+
+
 def weighted_rate(s: torch.Tensor, tau: float = 1.0, dt: float = 0.05) -> torch.Tensor:
-    """Weighted firing rate ``Σ_t w_t s_t / Σ_t w_t`` over the leading time axis of ``s [T, ...]``."""
-    w = dsr_weights(s.shape[0], tau, dt, dtype=s.dtype, device=s.device)
-    w = w / w.sum()
-    return torch.tensordot(w, s, dims=([0], [0]))
+    """Weighted firing rate ``Σ_t w_t s_t / Σ_t w_t`` over the leading time axis of ``s [T, ...]``
+    (one ``[1, T] @ [T, rest]`` product)."""
+    w = _normalised_weights(s.shape[0], tau, dt, s.dtype, s.device)
+    return torch.mm(w, s.reshape(s.shape[0], -1)).view(s.shape[1:])
 
 
-def dsr_spikes(
+def _steps(current: torch.Tensor, T: Optional[int]) -> tuple[int, tuple]:
+    if T is None:
+        if current.dim() < 2:
+            raise ValueError(f"current must be [T, B, ...] or [B, ...] with T given, got shape {tuple(current.shape)}")
+        return current.shape[0], tuple(current.shape[1:])
+    if T < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
+    return T, tuple(current.shape)
+
+
+def dsr_spikes_reference(
     current: torch.Tensor,
     v_threshold: float,
     T: Optional[int] = None,
@@ -55,26 +78,15 @@ def dsr_spikes(
     dt: float = 0.05,
     alpha: float = 0.3,
 ) -> torch.Tensor:
-    """Binary spikes ``S [T, B, ...]`` of DSR LIF neurons (the output is ``o = S·V_th/Δt``); no autograd.
-
-    ``current`` is ``[T, B, ...]``, or ``[B, ...]`` with ``T`` given for a constant (direct) input.
-    """
-    if T is None:
-        if current.dim() < 2:
-            raise ValueError(f"current must be [T, B, ...] or [B, ...] with T given, got shape {tuple(current.shape)}")
-        T = current.shape[0]
-        step_shape = current.shape[1:]
-    else:
-        if T < 1:
-            raise ValueError(f"T must be >= 1, got {T}")
-        step_shape = current.shape
+    """:func:`dsr_spikes` as a per-step loop of the module equations (the reference of the fused path)."""
+    T, step_shape = _steps(current, T)
     beta = math.exp(-dt / tau)
     vth = float(v_threshold)
     with torch.no_grad():
         drive = current * (1.0 - beta)  # (1 − β) I_t, once
-        steps = drive.unbind(0) if drive.shape != step_shape else (drive,) * T
+        steps = drive.unbind(0) if tuple(drive.shape) != step_shape else (drive,) * T
         u = torch.zeros(step_shape, dtype=current.dtype, device=current.device)
-        out = torch.empty((T,) + tuple(step_shape), dtype=current.dtype, device=current.device)
+        out = torch.empty((T,) + step_shape, dtype=current.dtype, device=current.device)
         for t, c in enumerate(steps):
             torch.add(c, u, alpha=beta, out=u)           # u ← β u + (1 − β) I_t
             torch.ge(u, alpha * vth, out=out[t])         # S_t = Θ(u − α V_th)
@@ -82,26 +94,81 @@ def dsr_spikes(
     return out
 
 
+def dsr_spikes(
+    current: torch.Tensor,
+    v_threshold,
+    T: Optional[int] = None,
+    tau: float = 1.0,
+    dt: float = 0.05,
+    alpha: float = 0.3,
+) -> torch.Tensor:
+    """Binary spikes ``S [T, B, ...]`` of DSR LIF neurons (the output is ``o = S·V_th/Δt``); no autograd.
+
+    ``current`` is ``[T, B, ...]``, or ``[B, ...]`` with ``T`` given for a constant (direct) input;
+    ``v_threshold`` a number or a 0-dim tensor (read on the device: no host sync).
+
+    One fused multi-step LIF call (:func:`~spiking.neuron.functional.lif_multistep`) on the
+    rescaled, shifted membrane ``w = u/V_th + (1 − α)``: with ``1/τ' = 1 − β`` and input
+    ``X_t = (1 − β)(I_t/V_th + (1 − α))`` its LIF step (``decay_input=False``) ``H = w − w/τ' + X``
+    is ``β w + (1 − β)(I_t/V_th + 1 − α)``, the spike condition ``H ≥ 1`` is ``u ≥ α V_th``, the
+    soft reset subtracts 1 (``V_th`` in ``u``) and ``w_0 = 1 − α`` is ``u_0 = 0``. The same dynamics as :func:`dsr_spikes_reference` in other float
+    rounding, so a membrane within rounding of the threshold may spike one step apart.
+    """
+    from .functional import lif_multistep  # noqa: PLC0415
+
+    T, step_shape = _steps(current, T)
+    beta = math.exp(-dt / tau)
+    dims = (current.dtype, current.device)
+    with torch.no_grad():
+        # X_t = (1 − β)((1 − α) + I_t / V_th): one op, broadcast over T for a constant current
+        offset = _constant((T,) + (1,) * len(step_shape), (1.0 - beta) * (1.0 - alpha), *dims)
+        vth = v_threshold if isinstance(v_threshold, torch.Tensor) else \
+            torch.tensor(float(v_threshold), dtype=current.dtype, device=current.device)
+        drive = torch.addcdiv(offset, current, vth, value=1.0 - beta)
+        w0 = _constant(step_shape, 1.0 - alpha, *dims)
+        spikes, _ = lif_multistep(drive, w0, tau=1.0 / (1.0 - beta), v_threshold=1.0, v_reset=None,
+                                  decay_input=False, check_finite=False)
+    return spikes
+
+
+_CONSTANTS: dict = {}
+
+
+def _constant(shape: tuple, value: float, dtype, device) -> torch.Tensor:
+    """A cached read-only tensor filled with ``value`` (a few shapes per run: train and eval batches)."""
+    key = (tuple(shape), value, dtype, str(device))
+    if key not in _CONSTANTS:
+        if len(_CONSTANTS) > 64:
+            _CONSTANTS.clear()
+        with torch.inference_mode(False):  # a normal tensor, usable in and out of inference mode
+            _CONSTANTS[key] = torch.full(shape, value, dtype=dtype, device=device)
+    return _CONSTANTS[key]
+
+
 class DSRRate(torch.autograd.Function):
     """Rate-graph node ``ā = R(Ī)``: forward returns the simulated rate, backward the DSR gradient.
 
-    ``forward(ctx, I_mean, v_threshold, rate, I_weighted, tau, dt)``; ``rate`` is ``mean_t o_t`` and
-    ``I_weighted`` is ``Î`` (both computed without autograd from the simulation).
+    ``forward(ctx, I_mean, v_threshold, spikes, value, I_weighted, tau, dt)``: the rate
+    ``ā = mean_t S_t · value`` (``value = V_th/Δt``) of the simulated binary ``spikes``, with
+    ``I_weighted = Î``; ``v_threshold`` is a 0-dim tensor (the bound ``V_th τ/Δt`` stays on the
+    device).
     """
 
     @staticmethod
-    def forward(ctx, I_mean, v_threshold, rate, I_weighted, tau, dt):
-        bound = float(v_threshold) * tau / dt
-        ctx.save_for_backward((I_weighted > 0) & (I_weighted < bound), I_weighted > bound)
+    def forward(ctx, I_mean, v_threshold, spikes, value, I_weighted, tau, dt):
+        bound = value if tau == 1.0 else value * tau
+        inside = (I_weighted > 0) & (I_weighted < bound)
+        above = I_weighted > bound if ctx.needs_input_grad[1] else None
+        ctx.save_for_backward(inside, above)
         ctx.tau, ctx.dt = tau, dt
-        return rate.clone()
+        return spikes.mean(0).mul_(value)
 
     @staticmethod
     def backward(ctx, g):
         inside, above = ctx.saved_tensors
-        grad_I = g * inside.to(g.dtype) / ctx.tau
-        grad_vth = (g * above.to(g.dtype)).sum() * ctx.dt if ctx.needs_input_grad[1] else None
-        return grad_I, grad_vth, None, None, None, None
+        grad_I = g * inside if ctx.tau == 1.0 else g * inside / ctx.tau
+        grad_vth = (g * above).sum() * ctx.dt if ctx.needs_input_grad[1] else None
+        return grad_I, grad_vth, None, None, None, None, None
 
 
 class DSRLIF(nn.Module):
@@ -116,6 +183,12 @@ class DSRLIF(nn.Module):
 
     is_spiking = True
 
+    def __getstate__(self):  # the kept V_th/Δt is recomputed by a copy's first forward
+        state = self.__dict__.copy()
+        state.pop("_value", None)
+        state.pop("_value_key", None)
+        return state
+
     def __init__(self, T: int = 20, v_threshold: float = 0.3, tau: float = 1.0, dt: float = 0.05,
                  alpha: float = 0.3, v_floor: float = 5e-4, learn_threshold: bool = True):
         super().__init__()
@@ -129,26 +202,39 @@ class DSRLIF(nn.Module):
         self.v_threshold = nn.Parameter(vth) if learn_threshold else vth
 
     def forward(self, I_mean: torch.Tensor, I_seq: Optional[torch.Tensor] = None):
+        vth = self.v_threshold  # a device scalar, never read by the host; no graph under no_grad
         with torch.no_grad():
-            if isinstance(self.v_threshold, nn.Parameter):
-                self.v_threshold.clamp_(min=self.v_floor)
-            vth = float(self.v_threshold)
+            # the floor and V_th/Δt are computed again only after the threshold changed (an
+            # optimizer step or a load bumps its version): a frozen threshold costs no op per call
+            # (not kept from inference mode: an inference tensor cannot enter autograd later)
+            inference = torch.is_inference_mode_enabled()
+            if inference or getattr(self, "_value_key", None) != (id(vth), vth.data_ptr(), vth._version):
+                if isinstance(vth, nn.Parameter):
+                    vth.clamp_(min=self.v_floor)
+                self._value = vth / self.dt
+                self._value_key = None if inference else (id(vth), vth.data_ptr(), vth._version)
             if I_seq is None:
-                spikes = dsr_spikes(I_mean.detach(), vth, T=self.T, tau=self.tau, dt=self.dt, alpha=self.alpha)
-                I_w = I_mean.detach()
+                spikes = dsr_spikes(I_mean, vth, T=self.T, tau=self.tau, dt=self.dt, alpha=self.alpha)
+                I_w = I_mean
             else:
                 if I_seq.shape[0] != self.T:
                     raise ValueError(f"I_seq must have T = {self.T} steps, got shape {tuple(I_seq.shape)}")
                 spikes = dsr_spikes(I_seq, vth, tau=self.tau, dt=self.dt, alpha=self.alpha)
-                I_w = weighted_rate(I_seq, self.tau, self.dt)
-            rate = spikes.mean(0) * (vth / self.dt)
-        if torch.is_grad_enabled() and (I_mean.requires_grad or self.v_threshold.requires_grad):
-            rate = DSRRate.apply(I_mean, self.v_threshold, rate, I_w, self.tau, self.dt)
+                I_w = None
+        if torch.is_grad_enabled() and (I_mean.requires_grad or vth.requires_grad):
+            if I_w is None:  # Î is needed by the backward pass only
+                with torch.no_grad():
+                    I_w = weighted_rate(I_seq, self.tau, self.dt)
+            rate = DSRRate.apply(I_mean, vth, spikes, self._value, I_w, self.tau, self.dt)
+        else:
+            rate = spikes.mean(0).mul_(self._value)
         return spikes, rate
 
-    def spike_value(self) -> float:
-        """``V_th / Δt``, the value of one output spike."""
-        return float(self.v_threshold.detach()) / self.dt
+    def spike_value(self) -> torch.Tensor:
+        """``V_th / Δt``, the value of one output spike (a 0-dim tensor on the threshold's device;
+        the one of the latest forward, else computed)."""
+        value = getattr(self, "_value", None)
+        return value if value is not None else self.v_threshold.detach() / self.dt
 
     def extra_repr(self) -> str:
         return (f"T={self.T}, v_threshold={float(self.v_threshold.detach()):g}, tau={self.tau}, dt={self.dt}, "

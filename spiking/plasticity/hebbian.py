@@ -30,6 +30,7 @@ __all__ = [
     "oja_delta",
     "quantise_lateral",
     "oja_iterations",
+    "oja_iterations_many",
     "frozen_residual",
     "hebbian_update",
     "project_input",
@@ -102,15 +103,42 @@ def oja_iterations(
     ``m ← momentum·m + (1 − momentum)·ΔH``; ``H_new ← H_new + lr·m``. Each iteration costs
     ``3·2·B·M_new·N`` multiply-adds: the frozen rows enter only through ``X_res`` (fixed per batch).
     """
-    B = X.shape[0]
+    oja_iterations_many([(H_new, m_new, X, X_res, lr, H_new.t())], iters, clip, momentum, quantise)
+
+
+def _groups(banks: list, key) -> dict:
+    out: dict = {}
+    for b in banks:
+        out.setdefault(key(b), []).append(b)
+    return out
+
+
+def oja_iterations_many(banks: list, iters: int = 5, clip: float = 10.0, momentum: float = 0.9,
+                        quantise: Optional[tuple[float, float]] = None) -> None:
+    """:func:`oja_iterations` of several banks ``[(H_new, m_new, X, X_res, lr, H_newᵀ), ...]`` at once.
+
+    The banks are independent; the products run per bank and the element-wise clip, momentum and
+    row updates run as one multi-tensor (``torch._foreach_*``) op per group of banks sharing their
+    scalars (batch rows ``B``, rate ``lr``), with the arithmetic of the per-bank ops.
+    """
+    by_rows = _groups(banks, lambda b: b[2].shape[0])
+    by_lr = _groups(banks, lambda b: b[4])
     for _ in range(iters):
-        Y = X @ H_new.t()
-        if quantise is not None:
-            Y = quantise_lateral(Y, *quantise)
-        D = torch.mm(Y.t(), torch.addmm(X_res, Y, H_new, alpha=-1.0))  # B·ΔH
-        D.clamp_(-clip * B, clip * B)
-        m_new.mul_(momentum).add_(D, alpha=(1.0 - momentum) / B)
-        H_new.add_(m_new, alpha=lr)
+        D = {}
+        for H_new, m_new, X, X_res, _lr, H_new_t in banks:
+            Y = torch.mm(X, H_new_t)
+            if quantise is not None:
+                Y = quantise_lateral(Y, *quantise)
+            D[id(m_new)] = torch.mm(Y.t(), torch.addmm(X_res, Y, H_new, alpha=-1.0))  # B·ΔH
+        for B, group in by_rows.items():
+            Ds = [D[id(b[1])] for b in group]
+            torch._foreach_clamp_min_(Ds, -clip * B)
+            torch._foreach_clamp_max_(Ds, clip * B)
+            ms = [b[1] for b in group]
+            torch._foreach_mul_(ms, momentum)
+            torch._foreach_add_(ms, Ds, alpha=(1.0 - momentum) / B)
+        for lr, group in by_lr.items():
+            torch._foreach_add_([b[0] for b in group], [b[1] for b in group], alpha=lr)
 
 
 def frozen_residual(X: torch.Tensor, H_old: torch.Tensor,
@@ -154,12 +182,28 @@ def hebbian_update(
         raise ValueError(f"iters must be >= 1, got {iters}")
     if n_frozen == H.shape[0]:
         return
-    X = X.reshape(-1, H.shape[1]).to(H.dtype)
     with torch.no_grad():
-        if X_res is None:
-            X_res = frozen_residual(X, H[:n_frozen], quantise) if n_frozen else X
-        oja_iterations(H[n_frozen:], momentum_buf[n_frozen:], X, X_res.reshape(X.shape).to(H.dtype), lr,
-                       iters, clip, momentum, quantise)
+        args = hebbian_args(H, momentum_buf, X, n_frozen, lr, quantise, X_res)
+        oja_iterations_many([args], iters, clip, momentum, quantise)
+
+
+def hebbian_args(H: torch.Tensor, momentum_buf: torch.Tensor, X: torch.Tensor, n_frozen: int, lr: float,
+                 quantise: Optional[tuple[float, float]] = None, X_res: Optional[torch.Tensor] = None,
+                 learning: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> tuple:
+    """``(H_new, m_new, X, X_res, lr, H_newᵀ)`` for :func:`oja_iterations_many`: rows ``[*, N]`` in
+    ``H``'s dtype, the frozen rows' residual (computed unless given) and the learning rows' views
+    (``learning``: ``(H[n_frozen:], m[n_frozen:], H[n_frozen:]ᵀ)`` if the caller keeps them)."""
+    if X.dim() != 2:
+        X = X.reshape(-1, H.shape[1])
+    if X.dtype != H.dtype:
+        X = X.to(H.dtype)
+    if X_res is None:
+        X_res = frozen_residual(X, H[:n_frozen], quantise) if n_frozen else X
+    elif X_res.shape != X.shape or X_res.dtype != H.dtype:
+        X_res = X_res.reshape(X.shape).to(H.dtype)
+    if learning is None:
+        learning = (H[n_frozen:], momentum_buf[n_frozen:], H[n_frozen:].t())
+    return learning[0], learning[1], X, X_res, lr, learning[2]
 
 
 def project_input(x: torch.Tensor, H: torch.Tensor) -> torch.Tensor:

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from .hebbian import (hebbian_update, orthogonal_rows, orthonormal_basis, principal_rows, quantise_lateral,
-                      subspace_energy)
+from .hebbian import (hebbian_args, oja_iterations_many, orthogonal_rows, orthonormal_basis, principal_rows,
+                      quantise_lateral, subspace_energy)
 from .layers import HLOPLinear
 from .projector import Projector
 
@@ -66,6 +66,11 @@ class LateralBank:
         self.groups: list[int] = []
         self.n_frozen = 0
         self._projector: Optional[tuple[tuple[int, int], Projector]] = None  # (key, projector)
+
+    def __getstate__(self):  # the kept views of H are rebuilt by a copy
+        state = self.__dict__.copy()
+        state.pop("_views", None)
+        return state
 
     @property
     def size(self) -> int:
@@ -106,15 +111,31 @@ class LateralBank:
         ``X_res``: the frozen rows' residual ``X − X̂_old`` if the caller has it (it must be
         ``projector.input(X)``); computed here otherwise.
         """
+        with torch.no_grad():
+            args = self.hebbian_args(X, X_res)
+            if args is not None:
+                oja_iterations_many([args], self.iters, self.clip, self.momentum, self.quantise)
+
+    def hebbian_args(self, X: torch.Tensor, X_res: Optional[torch.Tensor] = None) -> Optional[tuple]:
+        """The arguments of this bank's Oja iterations on ``X`` (see :meth:`update`; call under
+        ``torch.no_grad()``); ``None`` when no row is learning."""
         if X.shape[-1] != self.in_features:
             raise ValueError(f"X has {X.shape[-1]} features but the bank has N = {self.in_features}")
         if self.n_frozen == self.size:
-            return
-        X = X.detach().reshape(-1, self.in_features)
+            return None
         if X_res is None and self.n_frozen:
-            X_res = self.residual(X)
-        hebbian_update(self.H, self.m, X, self.n_frozen, self.lr, self.iters, self.clip,
-                       self.momentum, self.quantise, X_res=X_res)
+            X_res = self.residual(X if X.dim() == 2 else X.reshape(-1, self.in_features))
+        return hebbian_args(self.H, self.m, X, self.n_frozen, self.lr, self.quantise, X_res,
+                            learning=self._learning())
+
+    def _learning(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Views ``(H[n_frozen:], m[n_frozen:], H[n_frozen:]ᵀ)``, kept while ``H``, ``m`` and
+        ``n_frozen`` stay (the updates are in place): no slicing ops per batch."""
+        key = (self.H.data_ptr(), self.m.data_ptr(), self.n_frozen, self.size)
+        if getattr(self, "_views", (None,))[0] != key:
+            H_new = self.H[self.n_frozen:]
+            self._views = (key, (H_new, self.m[self.n_frozen:], H_new.t()))
+        return self._views[1]
 
     def fit_principal(self, C: torch.Tensor) -> None:
         """Set the learning rows to the top principal directions of ``C = XᵀX`` outside the frozen rows
@@ -141,9 +162,12 @@ class LateralBank:
         self.m.zero_()
 
     def energy(self, X: torch.Tensor, frozen_only: bool = True) -> float:
-        """Share of ``X``'s energy in the span of the (frozen) rows; 0 when the bank is empty."""
+        """Share of ``X``'s energy in the span of the (frozen) rows; 0 when the bank is empty, NaN
+        when ``X`` has no energy (e.g. a silent spiking layer)."""
         H = self.frozen if frozen_only else self.H
-        return subspace_energy(X, H) if H.shape[0] else 0.0
+        if not H.shape[0]:
+            return 0.0
+        return subspace_energy(X, H) if bool(X.detach().abs().sum() > 0) else float("nan")
 
     def state_dict(self) -> dict:
         return {"H": self.H.clone(), "m": self.m.clone(), "groups": list(self.groups), "n_frozen": self.n_frozen}
@@ -326,20 +350,30 @@ class HLOP:
         m = self.modules[name]
         if isinstance(m, HLOPLinear):
             x = m.hebb_input if not m.hebb_is_grad_input and m.hebb_input is not None else m.last_input
-            return None if x is None else x.reshape(-1, x.shape[-1])
+            return x if x is None or x.dim() == 2 else x.reshape(-1, x.shape[-1])
         x = self._inputs.get(name)
         return None if x is None else layer_rows(m, x)
 
     def hebbian_step(self) -> None:
-        """One Hebbian update (``iters`` iterations) of every bank on its latest input, then clear it."""
+        """One Hebbian update (``iters`` iterations) of every bank on its latest input, then clear it.
+
+        The banks' iterations run together (:func:`~spiking.plasticity.hebbian.oja_iterations_many`):
+        one multi-tensor op per element-wise update for all layers, the same arithmetic per bank.
+        """
         t0 = time.perf_counter()
-        for name, bank in self.banks.items():
-            X = self.hebbian_input(name)
-            if X is None:
-                raise RuntimeError(f"no training input recorded for layer {name!r}; run a training forward first")
-            m = self.modules[name]
-            shared = getattr(m, "residual", None) if bank.quantise is None else None
-            bank.update(X, None if shared is None else shared.reshape(X.shape))
+        work: dict = {}  # banks grouped by their iteration settings
+        with torch.no_grad():
+            for name, bank in self.banks.items():
+                X = self.hebbian_input(name)
+                if X is None:
+                    raise RuntimeError(f"no training input recorded for layer {name!r}; run a training forward first")
+                m = self.modules[name]
+                shared = getattr(m, "residual", None) if bank.quantise is None else None
+                args = bank.hebbian_args(X, shared)
+                if args is not None:
+                    work.setdefault((bank.iters, bank.clip, bank.momentum, bank.quantise), []).append(args)
+            for settings, banks in work.items():
+                oja_iterations_many(banks, *settings)
         self.clear_inputs()
         self.stats["hebbian_s"] += time.perf_counter() - t0
 

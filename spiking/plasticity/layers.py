@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..linear import Linear
 from .projector import Projector
 
 __all__ = ["ProjectedLinearFn", "HLOPLinear"]
@@ -33,7 +34,8 @@ class ProjectedLinearFn(torch.autograd.Function):
         ctx.save_for_backward(x if x_grad is None else x_grad, W)
         ctx.projector, ctx.layer = projector, layer
         ctx.keep = layer is not None and layer.hebb_is_grad_input
-        return x @ W.t()
+        Wt = layer.weight_t() if layer is not None and layer.weight is W else W.t()
+        return torch.mm(x, Wt) if x.dim() == 2 else x @ Wt
 
     @staticmethod
     def backward(ctx, delta):
@@ -51,7 +53,7 @@ class ProjectedLinearFn(torch.autograd.Function):
         return grad_x, grad_W, None, None, None
 
 
-class HLOPLinear(nn.Linear):
+class HLOPLinear(Linear):
     """``nn.Linear`` without bias by default, with the state HLOP needs.
 
     ``projector`` (a :class:`Projector` or ``None``) is set by :class:`~spiking.plasticity.hlop.HLOP`.
@@ -74,11 +76,11 @@ class HLOPLinear(nn.Linear):
         """``x Wᵀ (+ b)``; ``x_grad`` (same shape as ``x``) replaces ``x`` in the weight gradient."""
         if x_grad is not None and x_grad.shape != x.shape:
             raise ValueError(f"x_grad must have the shape of x {tuple(x.shape)}, got {tuple(x_grad.shape)}")
-        if self.training:
-            self.last_input = (x if x_grad is None else x_grad).detach()
+        if self.training:  # kept for the Hebbian rule, read under no_grad (no detach op needed)
+            self.last_input = x if x_grad is None else x_grad
             self.residual = None
         if (self.projector is None and x_grad is None) or not torch.is_grad_enabled():
-            return nn.functional.linear(x, self.weight, self.bias)
+            return super().forward(x)
         y = ProjectedLinearFn.apply(x, self.weight, self.projector,
                                     None if x_grad is None else x_grad.detach(), self)
         return y + self.bias if self.bias is not None else y

@@ -78,7 +78,7 @@ class HLOPMLP(nn.Module):
                 for _ in range(n_hidden))
 
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(x.shape[0], -1)
+        x = x.reshape(x.shape[0], -1) if x.dim() != 2 else x
         if x.shape[1] != self.sizes[0]:
             raise ValueError(f"x must have {self.sizes[0]} features per sample, got {x.shape[1]}")
         return x
@@ -102,7 +102,7 @@ class HLOPMLP(nn.Module):
                 layer.hebb_input = weighted_rate(spikes, tau, dt) * value
             if layer is not fc[-1]:
                 with torch.no_grad():           # the actual per-step currents drive the next neurons
-                    I_seq = (spikes.reshape(-1, spikes.shape[-1]) @ layer.weight.t()).mul_(value)
+                    I_seq = torch.mm(spikes.view(-1, spikes.shape[-1]), layer.weight_t()).mul_(value)
                     I_seq = I_seq.reshape(self.T, x.shape[0], -1)
             I_mean = layer(rate)                # rate graph: mean_t of the layer's current
         return I_mean
@@ -116,12 +116,12 @@ class HLOPMLP(nn.Module):
         return I.mean(0)
 
     # -------------------------------------------------------------- OTTT
-    def _ottt_backward(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> float:
+    def _ottt_backward(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
         lam, fc, T = self.cfg["trace_lambda"], self.fcs, self.T
         traces: list[Optional[torch.Tensor]] = [None] * len(fc)
         v: list[Optional[torch.Tensor]] = [None] * len(self.neurons)
         hebb: list[list[torch.Tensor]] = [[] for _ in fc]
-        total = 0.0
+        total = None
         for _ in range(T):
             inp = x
             for i, layer in enumerate(fc):
@@ -132,16 +132,17 @@ class HLOPMLP(nn.Module):
                     inp, v[i] = self.neurons[i].step(out, None if v[i] is None else v[i].detach())
             loss = loss_fn(out, y) / T
             loss.backward()
-            total += float(loss.detach())
+            total = loss.detach() if total is None else total + loss.detach()
         for layer, rows in zip(fc, hebb):
             layer.hebb_input = torch.cat(rows)
         return total
 
-    def loss_backward(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> float:
-        """Forward and backward of one training batch (gradients accumulate); returns the loss."""
+    def loss_backward(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
+        """Forward and backward of one training batch (gradients accumulate); returns the loss as a
+        device tensor (no host sync; its graph is already freed by the backward pass)."""
         x = self._flat(x)
         if self.method == "ottt":
             return self._ottt_backward(x, y, loss_fn)
         loss = loss_fn(self.forward(x), y)
         loss.backward()
-        return float(loss.detach())
+        return loss

@@ -35,6 +35,7 @@ class Projector:
         self.H = orthonormal_basis(H).to(H.dtype) if orthonormal else H.detach().clone()
         n, N = self.H.shape
         self.P = dense_projector(self.H) if (2 * n > N if dense is None else dense) else None
+        self.Ht = self.H.t()  # kept: no transpose op per projection
 
     @property
     def shape(self) -> torch.Size:
@@ -43,7 +44,11 @@ class Projector:
 
     def input(self, x: torch.Tensor) -> torch.Tensor:
         """``x⊥ = x − Hᵀ(H x)`` for rows ``x [..., N]``."""
-        return x @ self.P if self.P is not None else project_input(x, self.H)
+        if self.P is not None:
+            return x @ self.P
+        if x.dim() == 2:  # project_input's arithmetic with the kept transpose
+            return x - torch.mm(torch.mm(x, self.Ht), self.H)
+        return project_input(x, self.H)
 
     def grad(self, G: torch.Tensor) -> torch.Tensor:
         """``G (I − HᵀH)`` with ``G`` viewed as ``[out, N]`` (conv: ``N = C·kh·kw``)."""
@@ -59,8 +64,8 @@ class Projector:
         returns ``x⊥`` (for a Hebbian rule that needs it). ``stats["projection_s"]`` accumulates
         the time spent projecting.
         """
-        d = delta.reshape(-1, delta.shape[-1])
-        xs = x.reshape(-1, x.shape[-1])
+        d = delta if delta.dim() == 2 else delta.reshape(-1, delta.shape[-1])
+        xs = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
         t0 = time.perf_counter()
         if keep_input or cheaper_form(d.shape[0], d.shape[1]) == "input":
             xs = self.input(xs)

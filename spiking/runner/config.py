@@ -85,6 +85,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             "--no-eval-unseen halves the evaluation)"),
     Setting("threads", "int", None, "torch threads; none: torch's (the count changes float summation "
             "order, so it is part of the results)", low=1, optional=True),
+    Setting("cuda_graph", "bool", False, "replay each learn event's training step as a CUDA graph (device "
+            "cuda; methods whose step is graph-safe: finetune, ewc, gpm, hlop with dsr/bptt)"),
     Setting("model", "str", "spiking-mlp", "network: a registered model, or module:factory of your own "
             "(factory(cfg, stream) -> nn.Module); strategies with their own network (hlop) ignore it",
             choices=_models, open_choices=True),

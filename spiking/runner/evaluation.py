@@ -45,7 +45,8 @@ def spiking_layers(model: torch.nn.Module) -> "OrderedDict[str, torch.nn.Module]
 
 
 class SpikeCounter:
-    """Context manager: while active, sums the spikes emitted by each spiking layer of ``model``."""
+    """Context manager: while active, sums the spikes emitted by each spiking layer of ``model``
+    (on the device; ``counts`` are updated when the context exits)."""
 
     def __init__(self, model: torch.nn.Module):
         self.layers = spiking_layers(model)
@@ -53,12 +54,14 @@ class SpikeCounter:
         self._handles = []
 
     def _hook(self, name):
-        def hook(_module, _inputs, output):
+        def hook(_module, _inputs, output):  # summed on the device; read when the context exits
             s = output[0] if isinstance(output, (tuple, list)) else output
-            self.counts[name] += float(s.detach().sum())
+            total = s.detach().sum(dtype=torch.float64)
+            self._sums[name] = total if self._sums.get(name) is None else self._sums[name].add_(total)
         return hook
 
     def __enter__(self):
+        self._sums: dict = {}
         self._handles = [m.register_forward_hook(self._hook(n)) for n, m in self.layers.items()]
         return self
 
@@ -66,30 +69,40 @@ class SpikeCounter:
         for h in self._handles:
             h.remove()
         self._handles = []
+        for name, total in self._sums.items():
+            self.counts[name] += float(total)
+        self._sums = {}
         return False
 
 
-@torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes=None,
              batch_size: int = 1000, device="cpu") -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``model`` on (x, y); ``classes`` masks logits (task-IL)."""
+    """(accuracy, mean cross-entropy) of ``model`` on (x, y); ``classes`` masks logits (task-IL).
+
+    Runs under ``torch.inference_mode()``; the correct count and the loss sum accumulate on the
+    device and are read once at the end (one host sync per call, not per batch).
+    """
     if x.shape[0] == 0:
         raise ValueError("x must hold at least one sample")
     was_training = model.training
     model.eval()
-    correct, loss_sum = 0, 0.0
+    correct = loss_sum = None
     try:
-        for i in range(0, x.shape[0], batch_size):
-            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-            z = model(xb)
-            if classes is not None:
-                z = mask_logits(z, classes)
-            loss_sum += float(F.cross_entropy(z, yb, reduction="sum"))
-            correct += int((z.argmax(1) == yb).sum())
+        with torch.inference_mode():
+            for i in range(0, x.shape[0], batch_size):
+                xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+                z = model(xb)
+                if classes is not None:
+                    z = mask_logits(z, classes)
+                c = (z.argmax(1) == yb).sum()
+                l = F.cross_entropy(z, yb, reduction="sum").double()
+                correct = c if correct is None else correct.add_(c)
+                loss_sum = l if loss_sum is None else loss_sum.add_(l)
+            total = torch.stack([correct.double(), loss_sum]).tolist()  # the one host read
     finally:
         model.train(was_training)
     n = x.shape[0]
-    return correct / n, loss_sum / n
+    return int(total[0]) / n, total[1] / n
 
 
 class Evaluator:

@@ -45,6 +45,22 @@ class RehearsalSchedule:
             w = ages.pow(-self.rate)
         return w / w.sum()
 
+    def shares(self, phase: int, tasks) -> list[float]:
+        """:meth:`weights` as Python floats computed on the host (no tensor op), for host-side draws."""
+        ages = [phase - j for j in tasks]
+        if not ages:
+            raise ValueError("tasks must name at least one old task")
+        if min(ages) < 1:
+            raise ValueError(f"tasks must all be older than phase {phase}, got {list(tasks)}")
+        if self.kind == "uniform":
+            w = [1.0] * len(ages)
+        elif self.kind == "exponential":
+            w = [math.exp(-self.rate * (a - 1)) for a in ages]
+        else:
+            w = [a ** -self.rate for a in ages]
+        total = sum(w)
+        return [v / total for v in w]
+
     def sample_tasks(self, phase: int, tasks, n: int, generator: torch.Generator) -> torch.Tensor:
         """Draw ``n`` task indices from ``tasks`` with the schedule's shares (with replacement)."""
         p = self.weights(phase, tasks)

@@ -50,6 +50,8 @@ import torch
 from . import metrics, outputs
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, verify_checkpoint
 from .config import RUNTIME_KEYS, check, check_all, default_config  # noqa: F401 (default_config re-exported)
+from .cuda_graph import GraphedStep, check_cuda_graph
+from .device_mean import DeviceMean
 from .evaluation import Evaluator, SpikeCounter
 from .outfolder import check_out_path, claim, environment
 from .registry import DATASETS, MODELS
@@ -87,6 +89,7 @@ def normalize_config(config: dict | None = None, custom_stream: bool = False,
     strategy = STRATEGIES[cfg["method"]](**cfg["options"])  # unknown / ill-typed options fail here
     cfg["options"] = {k: getattr(strategy, k) for k in type(strategy).options}  # defaults filled in
     RehearsalSchedule(cfg["rehearsal"], cfg["rehearsal_rate"])
+    check_cuda_graph(cfg, STRATEGIES[cfg["method"]])
     return cfg
 
 
@@ -222,6 +225,9 @@ class _SeedRun:
         self.evaluator = Evaluator(self.stream, cfg["eval_batch_size"], self.device,
                                    cfg["eval_subset"], subset_seed=seed, test_subset=cfg["test_subset"])
         self.log = _Log()
+        self.task_loss = DeviceMean()  # this learn event's training loss, summed on the device
+        # cuda_graph: a learn event's full batches replay a captured step (recaptured per event)
+        self.graphed = GraphedStep(self.strategy, cfg["batch_size"]) if cfg["cuda_graph"] else None
         self.position = 0
         self.pbar = None
 
@@ -265,25 +271,35 @@ class _SeedRun:
     def learn(self, ev) -> None:
         cfg, log, task = self.cfg, self.log, self.stream[ev.task]
         self.strategy.before_task(task)
-        t0, in_eval, losses = time.perf_counter(), 0.0, []
+        t0, in_eval = time.perf_counter(), 0.0
+        self.task_loss.reset()
+        step = self._step_fn()
         every = cfg["eval_every"]
         for epoch in range(ev.epochs):
             g = _generator(self.seed, ev.task, epoch)
             for x, y in self.strategy.batches(task, cfg["batch_size"], g):
-                losses.append(self.strategy.train_step(x.to(self.device), y.to(self.device), task))
+                self.task_loss.add(step(x.to(self.device), y.to(self.device), task))
                 log.step += 1
                 if every and log.step % every == 0:
                     in_eval += self.continual_eval(ev.task)
                 if self.pbar is not None:
                     self.pbar.update(1)
-        if losses:
-            self.check_loss(float(np.mean(losses)), log.step - len(losses) + 1, log.step, ev.task)
+        mean_loss = self.task_loss.value()  # the one host read of the task's losses
+        if self.task_loss.count:
+            self.check_loss(mean_loss, log.step - self.task_loss.count + 1, log.step, ev.task)
         self.strategy.after_task(task)
         log.train_time.append(time.perf_counter() - t0 - in_eval)
-        log.train_loss.append(float(np.mean(losses)) if losses else float("nan"))
+        log.train_loss.append(mean_loss)
         log.task_end.append(log.step)
         if every and log.step % every != 0:
             self.continual_eval(ev.task)
+
+    def _step_fn(self):
+        """``strategy.train_step`` or, with ``cuda_graph``, its graphed form (captured afresh)."""
+        if self.graphed is None:
+            return self.strategy.train_step
+        self.graphed.reset()
+        return self.graphed
 
     def check_loss(self, loss: float, first: int, last: int, task: int) -> None:
         """Stop (:class:`TrainingDiverged`) when the mean loss of steps ``first..last`` diverged.
@@ -323,13 +339,14 @@ class _SeedRun:
         g = _generator(self.seed, k, 10_000)
         iters: dict[int, object] = {}
         picks = self.rehearsal.sample_tasks(k, range(k), ev.steps, g)
+        step = self.strategy.train_step  # eager: consecutive steps change task (no static graph)
         for j in picks.tolist():
             batch = next(iters.get(j, iter(())), None)
             if batch is None:
                 iters[j] = iter(self.stream[j].train_batches(self.cfg["batch_size"], generator=g))
                 batch = next(iters[j])
             x, y = batch
-            self.strategy.train_step(x.to(self.device), y.to(self.device), self.stream[j])
+            step(x.to(self.device), y.to(self.device), self.stream[j])
             self.log.step += 1
         self.log.train_time[-1] += time.perf_counter() - t0
         self.log.task_end[-1] = self.log.step

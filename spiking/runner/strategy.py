@@ -4,7 +4,10 @@ Contract (docs/design.md, "Runner contracts")::
 
     setup(model, stream, config)     once, before the first task (stores them, builds the optimizer)
     before_task(task)                hook
-    train_step(x, y, task) -> float  forward, loss, backward, adjust_gradients, step; returns the loss
+    train_step(x, y, task) -> Tensor forward, loss, backward, adjust_gradients, step; returns the loss
+                                     as a 0-dim tensor on the model's device (a float is accepted
+                                     too): the runner sums it there under no_grad and reads it once
+                                     per task
     after_task(task)                 hook
     unlearn(target)                  optional; the base raises NotImplementedError naming the strategy
     state_dict() / load_state_dict(d)  everything needed to resume (the model is saved by the runner);
@@ -66,6 +69,9 @@ class Strategy:
 
     name = "finetune"
     options: dict[str, tuple[type, Any, str]] = {}
+    #: ``True`` if ``train_step`` is static (same shapes and tensors every step, no host reads)
+    #: and can be captured in a CUDA graph (``cuda_graph``), else a string saying why not
+    graph_safe: bool | str = True
 
     def __init__(self, **opts):
         unknown = set(opts) - set(self.options)
@@ -96,12 +102,13 @@ class Strategy:
         cfg = self.config
         params = [p for p in self.model.parameters() if p.requires_grad]
         kind = cfg.get("optimizer", "sgd")
+        # foreach: one multi-tensor op per update instead of one per parameter (same arithmetic)
         if kind == "sgd":
             return torch.optim.SGD(params, lr=cfg.get("lr", 0.1), momentum=cfg.get("momentum", 0.0),
-                                   weight_decay=cfg.get("weight_decay", 0.0))
+                                   weight_decay=cfg.get("weight_decay", 0.0), foreach=True)
         if kind == "adam":
             return torch.optim.Adam(params, lr=cfg.get("lr", 1e-3),
-                                    weight_decay=cfg.get("weight_decay", 0.0))
+                                    weight_decay=cfg.get("weight_decay", 0.0), foreach=True)
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {kind!r}")
 
     # ------------------------------------------------------------------ hooks
@@ -112,8 +119,17 @@ class Strategy:
         pass
 
     def batches(self, task, batch_size: int, generator: torch.Generator | None = None) -> Iterator:
-        """Mini-batches (x, y) of one learn event; default: the task's shuffled training set."""
-        return task.train_batches(batch_size, generator=generator, shuffle=True)
+        """Mini-batches (x, y) of one learn event; default: the task's shuffled training set.
+
+        The batches of ``task.train_batches(batch_size, generator)`` (the same order and values),
+        cut from the task's training set transformed once and moved to the model's device once:
+        a step costs two index ops instead of the per-batch transform and host-to-device copy.
+        """
+        x, y = task.train_data()
+        device = self.config.get("device", "cpu")
+        x, y = x.to(device), y.to(device)
+        order = torch.randperm(task.n_train, generator=generator).to(device)
+        return ((x[idx], y[idx]) for idx in order.split(batch_size))
 
     # --------------------------------------------------------------- training
     def loss(self, logits: torch.Tensor, y: torch.Tensor, task) -> torch.Tensor:
@@ -124,14 +140,51 @@ class Strategy:
     def adjust_gradients(self, task) -> None:
         """Called between backward and the optimizer step (GPM projects here)."""
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, task) -> float:
+    def clear_grads(self) -> None:
+        """``optimizer.zero_grad(set_to_none=True)`` without its profiler record (two ops per step)."""
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+    def optimizer_step(self) -> None:
+        """``optimizer.step()``; plain SGD (no momentum, weight decay or maximize) runs as its one
+        update op ``θ ← θ − lr·g`` (``_foreach_add_``, SGD's own arithmetic) without the profiler
+        records around ``step``; step hooks (global and the optimizer's) are called as ``step`` would."""
+        opt = self.optimizer
+        if type(opt) is not torch.optim.SGD or any(
+                g["momentum"] or g["weight_decay"] or g["maximize"] or isinstance(g["lr"], torch.Tensor)
+                for g in opt.param_groups):
+            opt.step()
+            return
+        from torch.optim import optimizer as _optim  # noqa: PLC0415
+
+        for hook in (*_optim._global_optimizer_pre_hooks.values(), *opt._optimizer_step_pre_hooks.values()):
+            hook(opt, (), {})
+        with torch.no_grad():
+            for group in opt.param_groups:
+                params = [p for p in group["params"] if p.grad is not None]
+                if params:
+                    torch._foreach_add_(params, [p.grad for p in params], alpha=-group["lr"])
+        for hook in (*opt._optimizer_step_post_hooks.values(), *_optim._global_optimizer_post_hooks.values()):
+            hook(opt, (), {})
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, task) -> torch.Tensor:
+        """One optimisation step; returns the loss as a device tensor (no host sync)."""
         self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.clear_grads()
         loss = self.loss(self.model(x), y, task)
-        loss.backward()
+        loss.backward(self._unit(loss))
         self.adjust_gradients(task)
-        self.optimizer.step()
-        return float(loss.detach())
+        self.optimizer_step()
+        return loss  # read by the runner under no_grad (a detach would be one more op)
+
+    def _unit(self, loss: torch.Tensor) -> torch.Tensor:
+        """A kept ``1`` like ``loss``: the seed gradient of ``backward`` without a ``ones_like`` op."""
+        unit = getattr(self, "_unit_tensor", None)
+        if unit is None or unit.dtype != loss.dtype or unit.device != loss.device:
+            with torch.inference_mode(False):
+                unit = self._unit_tensor = torch.ones((), dtype=loss.dtype, device=loss.device)
+        return unit
 
     def unlearn(self, target) -> None:
         raise NotImplementedError(f"strategy {self.name!r} does not support unlearning")

@@ -58,11 +58,20 @@ class EWC(Strategy):
 
     @torch.no_grad()
     def proximal(self, lr: float) -> None:
-        """θ ← θ* + (θ − θ*) / (1 + lr λ F) for every anchored parameter."""
-        params = self._params()
-        for n, f in self.fisher.items():
-            p, a = params[n], self.anchor[n]
-            p.copy_(a + (p - a) / (1 + lr * self.ewc_lambda * f))
+        """θ ← θ* + (θ − θ*) / (1 + lr λ F) for every anchored parameter.
+
+        Four multi-tensor ops for all parameters; the denominators are built once per task and lr.
+        """
+        if getattr(self, "_prox", None) is None or self._prox[0] != lr:
+            params = self._params()
+            names = list(self.fisher)
+            self._prox = (lr, [params[n] for n in names], [self.anchor[n] for n in names],
+                          [1 + lr * self.ewc_lambda * self.fisher[n] for n in names])
+        _, params, anchors, denominators = self._prox
+        d = torch._foreach_sub(params, anchors)
+        torch._foreach_div_(d, denominators)
+        torch._foreach_add_(d, anchors)
+        torch._foreach_copy_(params, d)
 
     def train_step(self, x, y, task):
         loss = super().train_step(x, y, task)
@@ -96,6 +105,7 @@ class EWC(Strategy):
         for n, f in new.items():
             self.fisher[n] = self.ewc_gamma * self.fisher[n] + f if n in self.fisher else f
         self.anchor = {n: p.detach().clone() for n, p in self._params().items()}
+        self._prox = None  # denominators of the new Fisher
 
     def state_dict(self):
         return {**super().state_dict(), "fisher": self.fisher, "anchor": self.anchor}
@@ -103,3 +113,4 @@ class EWC(Strategy):
     def load_state_dict(self, d):
         super().load_state_dict(d)
         self.fisher, self.anchor = dict(d["fisher"]), dict(d["anchor"])
+        self._prox = None

@@ -60,13 +60,20 @@ class GPM(Strategy):
     def adjust_gradients(self, task):
         if all(U is None for U in self.bases):
             return
-        for lin, U in zip(self.linears, self.bases):
+        for lin, U, Ut in zip(self.linears, self.bases, self._transposes()):
             g = lin.weight.grad
             if U is not None and g is not None:
-                g.sub_((g @ U) @ U.T)
+                g.sub_(torch.mm(torch.mm(g, U), Ut))
         for p in self.others:
             if p.grad is not None:
                 p.grad.zero_()
+
+    def _transposes(self) -> list:
+        """``Uᵀ`` of every basis, kept until the bases change (no transpose op per step)."""
+        key = [id(U) for U in self.bases]
+        if getattr(self, "_bases_t", (None,))[0] != key:
+            self._bases_t = (key, [None if U is None else U.T for U in self.bases])
+        return self._bases_t[1]
 
     @torch.no_grad()
     def representations(self, task) -> list[torch.Tensor]:

@@ -89,6 +89,14 @@ class HLOPStrategy(Strategy):
     """Hebbian learning based orthogonal projection on every Linear/Conv2d layer."""
 
     name = "hlop"
+
+    @staticmethod
+    def graph_safe(options: dict):
+        """DSR and BPTT steps are static; OTTT's is not captured (see the message)."""
+        if options.get("train_method", "dsr") == "ottt":
+            return ("train_method 'ottt' runs one backward pass per time step and gathers its Hebbian "
+                    "inputs in host-side lists (not verified under capture)")
+        return True
     options = {
         "train_method": (str, "dsr", "dsr | bptt | ottt (neuron model and gradient)"),
         "timesteps": (int, 0, "time steps T; 0 = the method's paper value (DSR 20, BPTT/OTTT 6)"),
@@ -172,15 +180,15 @@ class HLOPStrategy(Strategy):
     # ------------------------------------------------------------------ training
     def train_step(self, x, y, task):
         self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.clear_grads()
         if isinstance(self.model, HLOPMLP):
             loss = self.model.loss_backward(x, y, lambda z, t: self.loss(z, t, task))
         else:
             out = self.loss(self.model(x), y, task)
             out.backward()
-            loss = float(out.detach())
+            loss = out.detach()
         self.adjust_gradients(task)
-        self.optimizer.step()
+        self.optimizer_step()
         if self.subspace == "pca":
             self.hlop.clear_inputs()
         else:

@@ -19,6 +19,7 @@ BUDGETS = ("union", "task")
 
 class Joint(Strategy):
     name = "joint"
+    graph_safe = "its batches mix a varying number of samples per task (changing shapes and task ids)"
     options = {"budget": (str, "union", "union: one epoch over tasks 0..k; task: one task's steps")}
 
     def setup(self, model, stream, config):

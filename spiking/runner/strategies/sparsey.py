@@ -36,6 +36,7 @@ from ..strategy import Strategy
 
 class Sparsey(Strategy):
     name = "sparsey"
+    graph_safe = "it stores every image in a growing host-side memory (no gradient step to capture)"
     options = {
         "patch": (int, 7, "receptive field (pixels) of each level-1 macrocolumn"),
         "stride": (int, 3, "stride between receptive fields"),

@@ -1,0 +1,37 @@
+"""Per-step host overhead of every method stays within its budget (issue #13): counted, not timed."""
+import pytest
+import torch
+
+from spiking.runner.overhead import METHODS, OVER_BUDGET, OpCounter, budget, measure_step
+
+# measured ceilings (ops per step at hidden 8) of the methods listed in OVER_BUDGET: a regression guard
+CEILING = {"replay": 72, "joint": 62, "gpm": 56, "hlop-bptt": 185, "hlop-ottt": 660}
+
+
+def test_op_counter_counts_ops_and_host_syncs():
+    x = torch.randn(4, 3)
+    with OpCounter() as c:
+        y = (x @ x.t()).sum()
+        float(y)
+        y.tolist()
+        x.cpu()
+        bool(y > 0)
+    assert c.ops["mm"] == 1 and c.ops["sum"] == 1
+    assert c.syncs["_local_scalar_dense"] == 2 and c.syncs["tolist"] == 1 and c.syncs["cpu"] == 1
+    assert c.n_syncs == 4
+    with OpCounter() as c2:
+        x.tolist()
+    assert c2.n_syncs == 1 and c.n_syncs == 4  # patches are per counter and removed on exit
+    x.tolist()
+    assert c2.n_syncs == 1
+
+
+@pytest.mark.parametrize("label", [m[0] for m in METHODS])
+def test_training_step_within_budget(label):
+    r = measure_step(label, hidden=8, steps=(2, 4))
+    ops, syncs = budget(label)
+    assert r["syncs"] <= syncs, (label, r["sync_kinds"])
+    if label in OVER_BUDGET:
+        assert r["ops"] <= CEILING[label], (label, r["ops"], r["top_ops"])
+    else:
+        assert r["ops"] <= ops, (label, r["ops"], r["top_ops"])
