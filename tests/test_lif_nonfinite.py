@@ -14,6 +14,7 @@ import torch
 from spiking.kernels import cpu
 from spiking.neuron.functional import lif_multistep
 from spiking.neuron.module import LIF
+from test_kernels_cuda import _gpu_ready  # the same skip condition as the other CuPy tests
 
 BAD = {"nan": float("nan"), "+inf": float("inf"), "-inf": float("-inf")}
 SHAPE = (6, 3, 700)  # N = 2100 neurons: five chunks of 512, so the last element is in a partial chunk
@@ -61,16 +62,6 @@ def test_default_lif_uses_the_fused_check():
     with pytest.raises(ValueError, match=r"^x contains NaN or inf$") as ref:
         LIF(backend="torch")(x)
     assert str(fused.value) == str(ref.value)
-
-
-def _gpu_ready() -> bool:
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import cupy  # noqa: F401
-    except Exception:
-        return False
-    return True
 
 
 @pytest.mark.gpu
