@@ -3,7 +3,7 @@
 Runs our LIF (backend cupy) on x [100, 64, 4096] float32 with a given upstream gradient, prints
 the wall time per step, CUDA-event times of forward and backward, the host cost per call (the
 same module on a tiny input), and torch.profiler tables
-(the CUPTI kernel durations of lif_forward / lif_backward give the kernels' achieved memory
+(the CUPTI kernel durations of nrn_forward<nrn::LIF,..> / nrn_backward<nrn::LIF,..> give the kernels' achieved memory
 bandwidth: 12 bytes per neuron-update each way). Output: bench/results/lif_gpu_profile_h200.txt.
 
 Usage (GPU machine): python bench/lif_gpu_profile.py

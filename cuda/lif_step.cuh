@@ -1,29 +1,14 @@
-// Per-neuron LIF step shared by the CUDA kernels (cuda/lif.cu, nvcc or NVRTC) and the CPU
-// extension (spiking/kernels/lif_cpu.cpp, plain C++ compiler), so both run the SAME step code.
+// Numerics shared by the neuron template's host and device loops (cuda/neuron_template.cuh,
+// cuda/neurons.cu, spiking/kernels/neuron_cpu.cpp), compiled by nvcc, NVRTC and the host C++
+// compiler alike: the storage types (fp16/bf16 carried as raw bits) with torch's rounding
+// (Store<T>), the surrogate slopes σ'(z) of the four surrogate shapes, a vectorisable host exp,
+// and the NaN/inf probe of the forward loops.
 //
-// Canonical equations (docs/design.md), z = H - V_th:
-//   decay_input=True :  H_t = V_{t-1} + (X_t - (V_{t-1} - V_rest)) / tau
-//   decay_input=False:  H_t = V_{t-1} - (V_{t-1} - V_rest) / tau + X_t
-//   S_t = Θ(z)                 (Θ(z) = 1 if z >= 0)
-//   hard reset: V_t = H_t (1 - S_t) + V_reset S_t        soft reset: V_t = H_t - V_th S_t
-//   V_rest = V_reset (hard) or 0 (soft)
-//
-// Bit-exactness with the torch reference (spiking/neuron/functional.py::lif_step):
-//   * every operation is done in the same order as the reference, and the result of every
-//     operation is rounded to the storage type (Store<T>::round) exactly as torch stores each
-//     intermediate tensor (fp16/bf16 tensors are computed in float and rounded per op);
-//   * "/ tau" by a Python float: torch CPU divides, torch CUDA multiplies by the float reciprocal
-//     (ATen div_true_kernel_cuda); device code (__CUDA_ARCH__) therefore multiplies by inv_tau
-//     and host code divides;
-//   * no FMA contraction: compile with -ffp-contract=off (g++) / -fmad=false (nvcc, NVRTC).
-//
-// Backward (surrogate σ'(z) replaces dS/dz; dH/dV = 1 - 1/tau; dH/dX = 1/tau or 1):
-//   gV_t   = dL/dV_t (external) + gH_{t+1} dH/dV
-//   gH_t   = gS_t σ'(z_t) + gV_t dV_t/dH_t
-//   dV/dH  = (1 - S) + (V_reset - H) σ'    (hard)      1 - V_th σ'   (soft)
-//   dV/dVth= -(V_reset - H) σ'             (hard)     -S + V_th σ'   (soft)
-//   (the σ' terms of dV/dH and dV/dVth vanish with detach_reset)
-//   gX_t = gH_t dH/dX;  gV_0 = gH_1 dH/dV;  gVth = Σ_t (-gS_t σ'(z_t) + gV_t dV_t/dVth)
+// Bit-exactness with torch: a step that rounds the result of every operation to the storage
+// type with Store<T>::round (as torch stores each intermediate tensor; fp16/bf16 are computed in
+// float and rounded per op) and is compiled without FMA contraction (-ffp-contract=off for g++,
+// -fmad=false for nvcc and NVRTC) reproduces the torch reference bit for bit
+// (cuda/neurons/lif.cuh).
 #pragma once
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
@@ -167,73 +152,18 @@ template <> struct Store<bf16> {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Parameters of one configuration, in compute type C (host builds them with make_params).
+// Surrogate constants of one call: the parameter (alpha / slope / width) and, for atan, π/2·alpha
+// (computed in double like the Python reference).
 template <typename C> struct Params {
-  C tau;        // membrane time constant
-  C inv_tau;    // 1/tau rounded to C (what torch CUDA multiplies by)
-  C v_th;       // threshold used in z = H - V_th
-  C v_th_r;     // threshold as stored in the input dtype (soft reset term V_th·S)
-  C v_reset;    // hard reset value, as stored (V_reset·S in the input dtype)
-  C v_rest;     // V_reset (hard) or 0 (soft), as used in V - V_rest (see make_params)
-  C sg_param;   // surrogate parameter (alpha / slope / width)
-  C sg_k;       // atan: π/2·alpha (computed in double like the Python reference)
-  C dh_dv;      // 1 - 1/tau
-  C dh_dx;      // 1/tau (decay_input) or 1
+  C sg_param;
+  C sg_k;
 };
 
-template <typename T>
-LIF_HD Params<typename Store<T>::C> make_params(double tau, double v_th, bool vth_is_tensor, double v_reset,
-                                                bool hard, bool decay_input, double sg_param, int sg) {
-  typedef typename Store<T>::C C;
+template <typename C> LIF_HD Params<C> make_sg(int sg, double sg_param) {
   Params<C> p;
-  p.tau = (C)tau;
-  p.inv_tau = (C)1 / (C)tau;
-  // Scalars in "tensor ± python_float" (V - V_rest, H - V_th): torch CPU rounds the scalar to
-  // the tensor dtype first, torch CUDA uses it unrounded in float (measured on CPU for fp16/bf16;
-  // ATen CUDA loops use the original scalar value). A tensor threshold is always cast to the
-  // input dtype first (a same-category 0-dim tensor does not promote). For float32/float64
-  // inputs every round() below is the identity.
-#if defined(__CUDA_ARCH__)
-  const bool round_add_scalar = false;
-#else
-  const bool round_add_scalar = true;
-#endif
-  p.v_th = (vth_is_tensor || round_add_scalar) ? Store<T>::round((C)v_th) : (C)v_th;
-  p.v_th_r = Store<T>::round((C)v_th);                      // V_th·S (mul: rounded product)
-  p.v_reset = Store<T>::round((C)(hard ? v_reset : 0.0));   // V_reset·S
-  p.v_rest = round_add_scalar ? Store<T>::round((C)(hard ? v_reset : 0.0)) : (C)(hard ? v_reset : 0.0);
   p.sg_param = (C)sg_param;
   p.sg_k = (C)(sg == SG_ATAN ? 3.141592653589793 / 2.0 * sg_param : 0.0);
-  p.dh_dv = (C)(1.0 - 1.0 / tau);
-  p.dh_dx = (C)(decay_input ? 1.0 / tau : 1.0);
   return p;
-}
-
-// a / tau as torch computes it for a Python-float tau (see header comment)
-template <typename C> LIF_HD C div_tau(C a, const Params<C>& p) {
-#if defined(__CUDA_ARCH__)
-  return a * p.inv_tau;
-#else
-  return a / p.tau;
-#endif
-}
-
-// ---------------------------------------------------------------------------------------------
-// Forward: charge, fire, reset. Inputs x, v are values already representable in T.
-template <typename T, bool DECAY_INPUT>
-LIF_HD typename Store<T>::C charge(typename Store<T>::C x, typename Store<T>::C v,
-                                   const Params<typename Store<T>::C>& p) {
-  typedef Store<T> S;
-  typename S::C a = S::round(v - p.v_rest);
-  if (DECAY_INPUT) {  // h = v + (x - (v - rest)) / tau
-    typename S::C b = S::round(x - a);
-    typename S::C c = S::round(div_tau(b, p));
-    return S::round(v + c);
-  } else {            // h = v - (v - rest) / tau + x
-    typename S::C c = S::round(div_tau(a, p));
-    typename S::C d = S::round(v - c);
-    return S::round(d + x);
-  }
 }
 
 // Input check folded into the forward pass: a - a is 0 for every finite a and NaN for NaN and
@@ -242,25 +172,6 @@ LIF_HD typename Store<T>::C charge(typename Store<T>::C x, typename Store<T>::C 
 // x was not finite; CPU: an OR of probe_failed, vectorised), so the check adds no memory traffic.
 template <typename C> LIF_HD C finite_probe(C a) { return a - a; }
 template <typename C> LIF_HD bool probe_failed(C acc) { return !(acc == (C)0); }
-
-// z = H - V_th as stored by torch (its sign decides the spike)
-template <typename T>
-LIF_HD typename Store<T>::C fire_z(typename Store<T>::C h, const Params<typename Store<T>::C>& p) {
-  return Store<T>::round(h - p.v_th);
-}
-
-// S = Θ(z): spike iff z >= 0
-template <typename T>
-LIF_HD bool fire(typename Store<T>::C h, const Params<typename Store<T>::C>& p) {
-  return fire_z<T>(h, p) >= (typename Store<T>::C)0;
-}
-
-template <typename T, bool HARD>
-LIF_HD typename Store<T>::C reset(typename Store<T>::C h, bool fired, const Params<typename Store<T>::C>& p) {
-  if (HARD) return fired ? p.v_reset : h;                   // h(1-s) + v_reset s, s in {0,1}
-  const typename Store<T>::C r = Store<T>::round(h - p.v_th_r);
-  return fired ? r : h;                                     // h - v_th s
-}
 
 // ---------------------------------------------------------------------------------------------
 // Surrogate σ'(z) (spiking/neuron/surrogate.py is the source of truth).
@@ -280,33 +191,8 @@ template <int SG, typename C> LIF_HD C surrogate_grad(C z, const Params<C>& p) {
   }
 }
 
-// Steps summed in the storage's compute type before the threshold-gradient partial goes to double.
+// Steps whose parameter gradients the loops sum in the compute type before moving the partial sum
+// into a double (a float32 running sum over T = 1000 steps drifts by ~2e-5 relative).
 #define LIF_VTH_FLUSH 32
-
-// One reverse-time step. h: saved H_t (as stored); gs: dL/dS_t; gv: dL/dV_t (external plus
-// gH_{t+1} dH/dV). Returns dL/dH_t and adds this step's threshold gradient to *gvth (callers
-// move that partial sum into a double every LIF_VTH_FLUSH steps: a float32 running sum over
-// T = 1000 steps drifts by ~2e-5 relative).
-template <typename T, int SG, bool HARD, bool DETACH>
-LIF_HD typename Store<T>::C backward_step(typename Store<T>::C h, typename Store<T>::C gs,
-                                          typename Store<T>::C gv,
-                                          const Params<typename Store<T>::C>& p,
-                                          typename Store<T>::C* gvth) {
-  typedef typename Store<T>::C C;
-  C z = fire_z<T>(h, p);
-  C s = z >= (C)0 ? (C)1 : (C)0;
-  C sg = surrogate_grad<SG>(z, p);
-  C dvdh, dvdth;
-  if (HARD) {
-    C m = p.v_reset - h;  // d/dS of h(1-S) + V_reset S
-    dvdh = ((C)1 - s) + (DETACH ? (C)0 : m * sg);
-    dvdth = DETACH ? (C)0 : -(m * sg);
-  } else {
-    dvdh = DETACH ? (C)1 : (C)1 - p.v_th * sg;
-    dvdth = DETACH ? -s : p.v_th * sg - s;
-  }
-  *gvth += gv * dvdth - gs * sg;
-  return gs * sg + gv * dvdh;
-}
 
 }  // namespace lif

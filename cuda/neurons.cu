@@ -1,74 +1,117 @@
 // Fused multi-step neurons on the GPU, instantiated from the neuron template
-// (cuda/neuron_template.cuh): one thread per neuron, the loop over T inside the kernel. Loaded by
-// spiking/kernels/neuron_cuda.py through CuPy RawModule (NVRTC, -fmad=false, -I cuda/) with name
-// expressions such as "nrn_forward<nrn::ALIF,float>".
+// (cuda/neuron_template.cuh): one thread per neuron, the loop over T inside the kernel (one launch
+// per sequence). Loaded by spiking/kernels/neuron_cuda.py and (LIF) spiking/kernels/cuda.py through
+// CuPy RawModule (NVRTC, -fmad=false, -I cuda/) with name expressions such as
+// "nrn_forward<nrn::ALIF,float>" or "nrn_backward<nrn::LIF,1,lif::f16>".
 //
 // Layout as on the CPU (spiking/kernels/neuron_cpu.cpp): x, out [T, N]; state [NS, N];
-// params [NP, N]; saved [NSAVE, T, N]; thread i touches x[t*N + i] (coalesced).
+// params [NP, p_n] with p_n = N (per neuron) or 1 (per layer) in the compute type C;
+// saved [NSAVE, T, N]; thread i touches x[t*N + i] (coalesced). Storage types: float, double and,
+// for STORAGE16 definitions (LIF), lif::f16 / lif::bf16 (compute in float, rounded per op).
 #include "neuron_template.cuh"
 
-template <typename C>
-__device__ __forceinline__ nrn::Flags<C> nrn_flags(int hard, int detach, int decay_input, int sg, double sg_param) {
-  nrn::Flags<C> f;
+template <typename T>
+__device__ __forceinline__ nrn::Flags<T> nrn_flags(int hard, int detach, int decay_input, int sg, double sg_param) {
+  typedef typename lif::Store<T>::C C;
+  nrn::Flags<T> f;
   f.hard = hard != 0; f.detach = detach != 0; f.decay_input = decay_input != 0;
-  f.sg.sg_param = (C)sg_param;
-  f.sg.sg_k = (C)(sg == lif::SG_ATAN ? 3.141592653589793 / 2.0 * sg_param : 0.0);
+  f.sg = lif::make_sg<C>(sg, sg_param);
   return f;
 }
 
-// saved: [NSAVE, T, N] or nullptr (inference).
-template <class D, typename C>
-__global__ void nrn_forward(const C* __restrict__ x, const C* __restrict__ state0, const C* __restrict__ params,
-                            C* __restrict__ out, C* __restrict__ state_last, C* __restrict__ saved, long long n,
-                            int steps, int hard, int decay_input) {
+// saved: [NSAVE, T, N] or nullptr (inference); seq: [T, N] state 0 after every step, or nullptr;
+// nonfinite: device int set to 1 when some x is NaN or ±inf (checked while x is read: x - x is 0
+// only for finite x), or nullptr (no check).
+template <class D, typename T>
+__global__ void nrn_forward(const T* __restrict__ x, const T* __restrict__ state0,
+                            const typename lif::Store<T>::C* __restrict__ params, T* __restrict__ out,
+                            T* __restrict__ state_last, T* __restrict__ saved, T* __restrict__ seq,
+                            int* __restrict__ nonfinite, long long n, long long s_n, long long p_n, int steps,
+                            int hard, int decay_input) {
+  typedef lif::Store<T> S;
+  typedef typename S::C C;
   const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  const nrn::Flags<C> f = nrn_flags<C>(hard, 0, decay_input, 0, 1.0);
+  const nrn::Flags<T> f = nrn_flags<T>(hard, 0, decay_input, 0, 1.0);
   C s[D::NS], p[D::NP], v[D::NSAVE > 0 ? D::NSAVE : 1];
-  for (int k = 0; k < D::NS; ++k) s[k] = state0[k * n + i];
-  for (int k = 0; k < D::NP; ++k) p[k] = params[k * n + i];
+  for (int k = 0; k < D::NS; ++k) s[k] = S::load(state0[k * s_n + (s_n == 1 ? 0 : i)]);
+  for (int k = 0; k < D::NP; ++k) p[k] = params[k * p_n + (p_n == 1 ? 0 : i)];
+  C probe = (C)0;
+#pragma unroll 4  // independent x loads of later steps can be issued early (latency hiding)
   for (int t = 0; t < steps; ++t) {
     const long long off = (long long)t * n + i;
-    out[off] = D::forward(x[off], s, p, f, v);
+    const C xt = S::load(x[off]);
+    probe += lif::finite_probe(xt);
+    out[off] = S::store(D::forward(xt, s, p, f, v));
     if (saved)
-      for (int k = 0; k < D::NSAVE; ++k) saved[((long long)k * steps + t) * n + i] = v[k];
+      for (int k = 0; k < D::NSAVE; ++k) saved[((long long)k * steps + t) * n + i] = S::store(v[k]);
+    if (seq) seq[off] = S::store(s[0]);
   }
-  for (int k = 0; k < D::NS; ++k) state_last[k * n + i] = s[k];
+  for (int k = 0; k < D::NS; ++k) state_last[k * n + i] = S::store(s[k]);
+  if (nonfinite && lif::probe_failed(probe)) *nonfinite = 1;  // benign race: every writer stores 1
 }
 
-// g_out: dL/dout [T, N] or nullptr; g_last: dL/dstate_last [NS, N] or nullptr. Parameter
-// gradients are summed over T in double per neuron and written to g_params [NP, N].
-template <class D, int SG, typename C>
-__global__ void nrn_backward(const C* __restrict__ x, const C* __restrict__ saved, const C* __restrict__ params,
-                             const C* __restrict__ g_out, const C* __restrict__ g_last, C* __restrict__ g_x,
-                             C* __restrict__ g_state0, C* __restrict__ g_params, long long n, int steps, int hard,
-                             int detach, int decay_input, double sg_param) {
+// x: [T, N] or nullptr (definitions with BWD_X = 0); g_out: dL/dout [T, N] or nullptr; g_seq:
+// dL/dseq [T, N] or nullptr; g_last: dL/dstate_last [NS, N] or nullptr. Parameter gradients are
+// summed over T per neuron (partial sums of LIF_VTH_FLUSH steps in C, then double) and written
+// to g_params [NP, N] (float64), or not at all when g_params is nullptr. The loads of step t-1
+// are issued before the math of step t (two steps of loads in flight per thread: the recurrence
+// serialises the math, and with one step in flight the loop is latency-bound).
+template <class D, int SG, typename T>
+__global__ void nrn_backward(const T* __restrict__ x, const T* __restrict__ saved,
+                             const typename lif::Store<T>::C* __restrict__ params, const T* __restrict__ g_out,
+                             const T* __restrict__ g_seq, const T* __restrict__ g_last, T* __restrict__ g_x,
+                             T* __restrict__ g_state0, double* __restrict__ g_params, long long n, long long p_n,
+                             int steps, int hard, int detach, int decay_input, double sg_param) {
+  typedef lif::Store<T> S;
+  typedef typename S::C C;
+  enum { NV = D::NSAVE > 0 ? D::NSAVE : 1 };
   const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  const nrn::Flags<C> f = nrn_flags<C>(hard, detach, decay_input, SG, sg_param);
-  C gs[D::NS], p[D::NP], v[D::NSAVE > 0 ? D::NSAVE : 1], g[D::NP];
+  const nrn::Flags<T> f = nrn_flags<T>(hard, detach, decay_input, SG, sg_param);
+  C gs[D::NS], p[D::NP], g[D::NP], gpf[D::NP];
   double gp[D::NP];
-  for (int k = 0; k < D::NS; ++k) gs[k] = g_last ? g_last[k * n + i] : (C)0;
-  for (int k = 0; k < D::NP; ++k) { p[k] = params[k * n + i]; gp[k] = 0.0; }
-  for (int t = steps - 1; t >= 0; --t) {
-    const long long off = (long long)t * n + i;
-    for (int k = 0; k < D::NSAVE; ++k) v[k] = saved[((long long)k * steps + t) * n + i];
-    g_x[off] = D::template backward<SG>(x[off], v, g_out ? g_out[off] : (C)0, gs, p, f, g);
-    for (int k = 0; k < D::NP; ++k) gp[k] += (double)g[k];
+  for (int k = 0; k < D::NS; ++k) gs[k] = g_last ? S::load(g_last[k * n + i]) : (C)0;
+  for (int k = 0; k < D::NP; ++k) { p[k] = params[k * p_n + (p_n == 1 ? 0 : i)]; gp[k] = 0.0; gpf[k] = (C)0; }
+  // values of step t: saved v, x, dL/dout, dL/dseq (zero where absent)
+  C v[NV], xt, go, gq;
+  long long off = (long long)(steps - 1) * n + i;
+  for (int k = 0; k < D::NSAVE; ++k) v[k] = S::load(saved[((long long)k * steps + steps - 1) * n + i]);
+  xt = x ? S::load(x[off]) : (C)0;
+  go = g_out ? S::load(g_out[off]) : (C)0;
+  gq = g_seq ? S::load(g_seq[off]) : (C)0;
+  for (int t = steps - 1; t >= 0; --t, off -= n) {
+    C v_prev[NV], x_prev = (C)0, go_prev = (C)0, gq_prev = (C)0;
+    for (int k = 0; k < NV; ++k) v_prev[k] = (C)0;
+    if (t > 0) {
+      for (int k = 0; k < D::NSAVE; ++k) v_prev[k] = S::load(saved[((long long)k * steps + t - 1) * n + i]);
+      if (x) x_prev = S::load(x[off - n]);
+      if (g_out) go_prev = S::load(g_out[off - n]);
+      if (g_seq) gq_prev = S::load(g_seq[off - n]);
+    }
+    if (g_seq) gs[0] = gs[0] + gq;
+    g_x[off] = S::store(D::template backward<SG>(xt, v, go, gs, p, f, g));
+    for (int k = 0; k < D::NP; ++k) gpf[k] += g[k];
+    if (t % LIF_VTH_FLUSH == 0)
+      for (int k = 0; k < D::NP; ++k) { gp[k] += (double)gpf[k]; gpf[k] = (C)0; }
+    for (int k = 0; k < NV; ++k) v[k] = v_prev[k];
+    xt = x_prev; go = go_prev; gq = gq_prev;
   }
-  for (int k = 0; k < D::NS; ++k) g_state0[k * n + i] = gs[k];
-  for (int k = 0; k < D::NP; ++k) g_params[k * n + i] = (C)gp[k];
+  for (int k = 0; k < D::NS; ++k) g_state0[k * n + i] = S::store(gs[k]);
+  if (g_params)
+    for (int k = 0; k < D::NP; ++k) g_params[k * n + i] = gp[k];
 }
 
 #ifndef NRN_NO_INSTANTIATE
-// Every neuron x dtype (x surrogate for backward), for the nvcc -ptx check in
-// tests/test_cuda_compile.py; the CuPy loader defines NRN_NO_INSTANTIATE and names what it uses.
-#define NRN_FWD(D, C) template __global__ void nrn_forward<D, C>( \
-    const C*, const C*, const C*, C*, C*, C*, long long, int, int, int);
-#define NRN_BWD(D, SG, C) template __global__ void nrn_backward<D, SG, C>( \
-    const C*, const C*, const C*, const C*, const C*, C*, C*, C*, long long, int, int, int, int, double);
-#define NRN_ALL(name, D) NRN_FWD(D, float) NRN_FWD(D, double) \
-    NRN_BWD(D, 0, float) NRN_BWD(D, 1, float) NRN_BWD(D, 2, float) NRN_BWD(D, 3, float) \
-    NRN_BWD(D, 0, double) NRN_BWD(D, 1, double) NRN_BWD(D, 2, double) NRN_BWD(D, 3, double)
+// Every neuron x storage type (x surrogate for backward), for the nvcc -ptx check in
+// tests/test_cuda_compile.py; the CuPy loaders define NRN_NO_INSTANTIATE and name what they use.
+#define NRN_FWD(D, T) template __global__ void nrn_forward<D, T>( \
+    const T*, const T*, const lif::Store<T>::C*, T*, T*, T*, T*, int*, long long, long long, long long, int, int, int);
+#define NRN_BWD(D, SG, T) template __global__ void nrn_backward<D, SG, T>( \
+    const T*, const T*, const lif::Store<T>::C*, const T*, const T*, const T*, T*, T*, double*, long long, \
+    long long, int, int, int, int, double);
+#define NRN_TYPE(D, T) NRN_FWD(D, T) NRN_BWD(D, 0, T) NRN_BWD(D, 1, T) NRN_BWD(D, 2, T) NRN_BWD(D, 3, T)
+#define NRN_ALL(name, D) NRN_TYPE(D, float) NRN_TYPE(D, double)
 NRN_FOR_EACH(NRN_ALL)
+NRN_TYPE(nrn::LIF, lif::f16) NRN_TYPE(nrn::LIF, lif::bf16)  // the STORAGE16 definitions
 #endif

@@ -86,7 +86,7 @@ def test_lif_build_key_ignores_the_checkout_path(tmp_path, monkeypatch):
     other = tmp_path / "other-checkout"
     other.mkdir()
     copies = {}
-    for src in cpu._sources():  # lif_cpu.cpp, cpu_buffers.h, lif_step.cuh
+    for src in cpu._sources():  # neuron_cpu.cpp, cpu_buffers.h, lif_step.cuh, the template and definitions
         copies[src.name] = other / src.name
         copies[src.name].write_bytes(src.read_bytes())
     monkeypatch.setattr(cpu, "_sources", lambda: list(copies.values()))
@@ -106,7 +106,7 @@ def test_key_names_compiler_torch_and_cpu():
 
 
 def test_native_sources_are_packaged_files():
-    for name in ("lif.cu", "lif_step.cuh", "sparsey.cu"):
+    for name in ("neurons.cu", "neuron_template.cuh", "neurons/lif.cuh", "lif_step.cuh", "sparsey.cu"):
         assert cuda_source(name).read_bytes() == (REPO / "cuda" / name).read_bytes()
     with pytest.raises(RuntimeError, match="missing.*no_such.cu"):
         cuda_source("no_such.cu")
@@ -118,7 +118,7 @@ def test_spiking_build_command(capsys):
 
     assert main(["build"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["fused CPU LIF extension", "fused CPU neuron-template extension",
+    assert [line.split(":")[0] for line in lines] == ["fused CPU neuron extension",
                                                       "Sparsey C library"]
     for line in lines:
         directory = Path(line.split("(", 1)[1].rstrip(")"))
@@ -136,7 +136,10 @@ def test_every_native_source_is_package_data():
     native = (".c", ".cpp", ".h", ".cu", ".cuh")
     files = [p for p in (REPO / "spiking").rglob("*") if p.suffix in native]  # rglob skips the symlink
     files += [REPO / "spiking" / "_cuda" / p.name for p in (REPO / "cuda").iterdir() if p.suffix in native]
-    assert {p.name for p in files} >= {"lif_cpu.cpp", "_csa_cpu.c", "lif.cu", "lif_step.cuh", "sparsey.cu"}
+    files += [REPO / "spiking" / "_cuda" / "neurons" / p.name for p in (REPO / "cuda" / "neurons").iterdir()
+              if p.suffix in native]
+    assert {p.name for p in files} >= {"neuron_cpu.cpp", "_csa_cpu.c", "neurons.cu", "lif.cuh", "lif_step.cuh",
+                                       "sparsey.cu"}
     for path in files:
         rel = path.relative_to(REPO / "spiking")
         in_package = rel.parts[0] != "_cuda" and any(fnmatch.fnmatch(path.name, pat) for pat in data["*"])

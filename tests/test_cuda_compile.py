@@ -1,7 +1,8 @@
 """Every cuda/*.cu compiles to PTX with nvcc (skipped only when nvcc is absent).
 
-lif.cu is compiled with every template configuration instantiated (LIF_INSTANTIATE_ALL), and
-again from the exact source text spiking.kernels.cuda hands to NVRTC (lif_step.cuh inlined).
+neurons.cu is compiled with every neuron x storage type x surrogate of the template instantiated,
+and again as the CuPy loaders use it: their source text and options, with exactly the kernel names
+they ask NVRTC for (LIF's four storage types included).
 """
 
 from __future__ import annotations
@@ -17,8 +18,13 @@ CUDA_DIR = Path(__file__).resolve().parents[1] / "cuda"
 NVCC = shutil.which("nvcc")
 pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")
 
-# lif_forward: 4 dtypes x hard/soft x decay_input; lif_backward: 4 dtypes x 4 surrogates x hard/soft x detach
-LIF_ENTRIES = 4 * 2 * 2 + 4 * 4 * 2 * 2
+
+def _neuron_entries() -> int:
+    """nrn_forward + 4 nrn_backward per (neuron, storage type): float/double for every neuron of the
+    registry, fp16/bf16 for LIF (the STORAGE16 definition)."""
+    from spiking.kernels import neuron_cuda
+
+    return 5 * (2 * len(neuron_cuda.TYPES) + 2)
 
 
 def _arch() -> str:
@@ -40,26 +46,59 @@ def _ptx(src: Path, out: Path, *defines: str) -> str:
 
 @pytest.mark.parametrize("cu", sorted(CUDA_DIR.glob("*.cu")), ids=lambda p: p.name)
 def test_cu_compiles_to_ptx(cu, tmp_path):
-    defines = ("-DLIF_INSTANTIATE_ALL",) if cu.name == "lif.cu" else ()
-    ptx = _ptx(cu, tmp_path / (cu.stem + ".ptx"), *defines)
+    ptx = _ptx(cu, tmp_path / (cu.stem + ".ptx"))
     entries = re.findall(r"^\.visible \.entry", ptx, flags=re.M)
     assert entries, f"{cu.name}: no kernels in the PTX"
-    if cu.name == "lif.cu":
-        assert len(entries) == LIF_ENTRIES
+    if cu.name == "neurons.cu":
+        assert len(entries) == _neuron_entries()
 
 
-def test_nvrtc_source_compiles(tmp_path):
-    """The inlined source used by the CuPy loader is self-contained (no include path needed)."""
-    from spiking.kernels.cuda import kernel_source
+def _loader_names() -> list[str]:
+    """Every kernel name the CuPy loaders can ask for: LIF (spiking.kernels.cuda) in its four
+    storage types, the other template neurons (spiking.kernels.neuron_cuda) in float/double."""
+    from spiking.kernels import cuda as kc
+    from spiking.kernels import neuron_cuda as nc
 
-    src = tmp_path / "lif_inlined.cu"
-    src.write_text(kernel_source())
-    assert '#include "lif_step.cuh"' not in src.read_text()
-    cmd = [NVCC, "-ptx", f"-arch={_arch()}", "-fmad=false", "-DLIF_INSTANTIATE_ALL", str(src), "-o",
+    names = [f"nrn_forward<nrn::LIF,{t}>" for t in kc.SUPPORTED_DTYPES.values()]
+    names += [f"nrn_backward<nrn::LIF,{sg},{t}>" for t in kc.SUPPORTED_DTYPES.values() for sg in range(4)]
+    for neuron in nc.TYPES:
+        for dtype in nc.DTYPES:
+            names.append(nc.kernel_name("forward", neuron, dtype))
+            names += [nc.kernel_name("backward", neuron, dtype, sg) for sg in range(4)]
+    return sorted(set(names))
+
+
+def test_loader_source_and_names_compile(tmp_path):
+    """The loaders' source (with NRN_NO_INSTANTIATE, as NVRTC gets it) plus an explicit
+    instantiation of each name they use compiles with nvcc and gives one kernel per name."""
+    from spiking.kernels import cuda as kc
+
+    assert "-DNRN_NO_INSTANTIATE" in kc.nvrtc_options()
+    include = [o[2:] for o in kc.nvrtc_options() if o.startswith("-I")]
+    assert include and (Path(include[0]) / "neuron_template.cuh").is_file()
+    src = tmp_path / "loader.cu"
+    inst = []
+    for name in _loader_names():
+        kernel, args = name.split("<", 1)
+        inst.append(f"INST({kernel}, {args[:-1]})")
+    src.write_text("#define NRN_NO_INSTANTIATE\n" + kc.kernel_source() + "\n" + _INST_MACROS + "\n".join(inst) + "\n")
+    cmd = [NVCC, "-ptx", f"-arch={_arch()}", "-std=c++17", "-fmad=false", f"-I{include[0]}", str(src), "-o",
            str(tmp_path / "x.ptx")]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert len(re.findall(r"^\.visible \.entry", (tmp_path / "x.ptx").read_text(), flags=re.M)) == LIF_ENTRIES
+    entries = re.findall(r"^\.visible \.entry", (tmp_path / "x.ptx").read_text(), flags=re.M)
+    assert len(entries) == len(_loader_names())
+
+
+# explicit instantiation of one loader name: INST(nrn_forward, D, T) / INST(nrn_backward, D, SG, T)
+_INST_MACROS = """
+#define INST(kernel, ...) INST_##kernel(__VA_ARGS__)
+#define INST_nrn_forward(D, T) template __global__ void nrn_forward<D, T>( \\
+    const T*, const T*, const lif::Store<T>::C*, T*, T*, T*, T*, int*, long long, long long, long long, int, int, int);
+#define INST_nrn_backward(D, SG, T) template __global__ void nrn_backward<D, SG, T>( \\
+    const T*, const T*, const lif::Store<T>::C*, const T*, const T*, const T*, T*, T*, double*, long long, \\
+    long long, int, int, int, int, double);
+"""
 
 
 def test_cupy_nvrtc_compiles_every_name_expression():
@@ -70,13 +109,10 @@ def test_cupy_nvrtc_compiles_every_name_expression():
         pytest.skip("this CuPy has no _NVRTCProgram")
     from spiking.kernels import cuda as kc
 
-    b = ("true", "false")
-    names = [f"lif_forward<{t},{h},{d}>" for t in kc.SUPPORTED_DTYPES.values() for h in b for d in b]
-    names += [f"lif_backward<{t},{sg},{h},{d}>" for t in kc.SUPPORTED_DTYPES.values() for sg in range(4)
-              for h in b for d in b]
+    names = _loader_names()
     try:
-        prog = program(kc.kernel_source(), name="lif.cu", name_expressions=names)
-        ptx, mapping = prog.compile(kc.NVRTC_OPTIONS + ("-arch=compute_75",))
+        prog = program(kc.kernel_source(), name="neurons.cu", name_expressions=names)
+        ptx, mapping = prog.compile(kc.nvrtc_options() + ("-arch=compute_75",))
     except Exception as exc:  # NVRTC library missing in this CuPy install
         if "nvrtc" in str(exc).lower() and "compil" not in str(exc).lower():
             pytest.skip(f"NVRTC unavailable: {exc}")

@@ -1,4 +1,4 @@
-"""The CuPy LIF kernels (cuda/lif.cu) against the torch reference on the same GPU.
+"""The CuPy LIF kernels (LIF's template definition in cuda/neurons.cu) against the torch reference on the same GPU.
 
 Spikes equal; gradients within 1e-5 (float32) and 1e-2 (float16); odd shapes, T = 1 and long T,
 non-contiguous inputs, learnable threshold, torch.compile. Skipped without CUDA + CuPy; the
@@ -158,9 +158,17 @@ def test_forcing_cupy_without_gpu_or_with_cpu_tensors_is_an_error():
         cuda.lif_multistep_cupy(x)
 
 
-def test_kernel_source_is_self_contained():
-    from spiking.kernels.cuda import kernel_source
+def test_kernel_source_finds_its_headers():
+    """NVRTC gets cuda/neurons.cu and an include path holding every header it includes."""
+    import re
+    from pathlib import Path
+
+    from spiking.kernels.cuda import kernel_source, nvrtc_options
 
     src = kernel_source()
-    assert '#include "lif_step.cuh"' not in src
-    assert "lif_forward" in src and "lif_backward" in src and "namespace lif" in src
+    assert "nrn_forward" in src and "nrn_backward" in src
+    include = Path([o[2:] for o in nvrtc_options() if o.startswith("-I")][0])
+    headers = re.findall(r'#include "([^"]+)"', src)
+    while headers:  # every quoted include, transitively, is a file under the include path
+        headers += re.findall(r'#include "([^"]+)"', (include / headers.pop()).read_text())
+    assert "struct LIF" in (include / "neurons" / "lif.cuh").read_text()

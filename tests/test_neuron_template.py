@@ -31,6 +31,7 @@ def _params(name, dtype):
         return (lo + (hi - lo) * torch.rand(shape, generator=g, dtype=torch.float64)).to(dtype)
 
     return {
+        "lif": lambda vr: (2.5, torch.tensor(0.9, dtype=dtype).requires_grad_(), vr),  # one value per layer
         "if": lambda vr: (rnd(0.5, 1.5), vr),
         "plif": lambda vr: (rnd(0.2, 0.9).requires_grad_(), rnd(0.5, 1.5), vr),
         "alif": lambda vr: (rnd(0.2, 0.9), rnd(0.5, 1.5), vr, rnd(0.0, 2.0), rnd(0.5, 0.99)),
@@ -41,7 +42,7 @@ def _params(name, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c[0])
-@pytest.mark.parametrize("name", ["if", "plif", "alif", "cuba_lif", "li"])
+@pytest.mark.parametrize("name", ["lif", "if", "plif", "alif", "cuba_lif", "li"])
 def test_fused_cpu_equals_torch_reference(name, config, dtype):
     sg, v_reset, detach, decay = config
     spec = get_neuron(name)
@@ -86,7 +87,7 @@ def test_long_sequence_float32_gradients_within_1e5():
 def test_registry_matches_kernels():
     ext = neuron_cpu.load_extension()
     names = list(ext.names())
-    builtin = {"if", "plif", "alif", "cuba_lif", "li"}  # (docs/neurons.md registers a torch-only example)
+    builtin = {"lif", "if", "plif", "alif", "cuba_lif", "li"}  # (docs/neurons.md registers a torch-only example)
     assert set(names) == builtin == set(neuron_cuda.TYPES) and builtin <= set(neuron_names())
     for i, name in enumerate(names):
         spec = get_neuron(name)
@@ -168,3 +169,15 @@ def test_bad_tensors_are_named():
                       True, "sigmoid"))
     with pytest.raises(ValueError, match="RLIF|x must have shape"):
         spiking.RLIF(4)(torch.rand(2, 3, 5))
+
+
+def test_lif_definition_takes_one_value_per_layer():
+    """LIF's definition keeps its parameters in registers (SCALAR_PARAMS): per-neuron values are
+    refused by name on the fused path; the torch reference takes them."""
+    cfg = multistep.make_config(0.0, False, True, "sigmoid")
+    x = torch.rand(3, 2, 4) * 2
+    params = (torch.full((4,), 2.0), 1.0, 0.0)
+    with pytest.raises(ValueError, match=r"lif: the fused kernel takes one value per layer .*'tau'"):
+        multistep.run(get_neuron("lif"), x, params, cfg, backend="cpu")
+    out, _ = multistep.run(get_neuron("lif"), x, params, cfg, backend="torch")
+    assert torch.equal(out, spiking.lif_multistep(x, backend="torch")[0])

@@ -6,7 +6,7 @@
 namespace nrn {
 struct ALIF {
   enum { NS = 2, NP = 5, NSAVE = 2 };
-  template <typename C> static LIF_HD C forward(C x, C* s, const C* p, const Flags<C>& f, C* save) {
+  template <typename C, typename F> static LIF_HD C forward(C x, C* s, const C* p, const F& f, C* save) {
     const C theta = p[1] + p[3] * s[1];
     const C h = charge(x, s[0], p[0], p[2], f.decay_input);
     save[0] = h;

@@ -6,7 +6,7 @@
 namespace nrn {
 struct CubaLIF {
   enum { NS = 2, NP = 4, NSAVE = 1 };
-  template <typename C> static LIF_HD C forward(C x, C* s, const C* p, const Flags<C>& f, C* save) {
+  template <typename C, typename F> static LIF_HD C forward(C x, C* s, const C* p, const F& f, C* save) {
     const C i = p[0] * s[0] + x;
     s[0] = i;
     const C h = charge(i, s[1], p[1], p[3], f.decay_input);

@@ -4,7 +4,7 @@
 namespace nrn {
 struct IF {
   enum { NS = 1, NP = 2, NSAVE = 1 };
-  template <typename C> static LIF_HD C forward(C x, C* s, const C* p, const Flags<C>& f, C* save) {
+  template <typename C, typename F> static LIF_HD C forward(C x, C* s, const C* p, const F& f, C* save) {
     const C h = s[0] + x;
     save[0] = h;
     return fire_reset(h, p[0], p[1], f.hard, &s[0]);

@@ -5,7 +5,7 @@
 namespace nrn {
 struct LI {
   enum { NS = 1, NP = 2, NSAVE = 0 };
-  template <typename C> static LIF_HD C forward(C x, C* s, const C* p, const Flags<C>& f, C*) {
+  template <typename C, typename F> static LIF_HD C forward(C x, C* s, const C* p, const F& f, C*) {
     s[0] = charge(x, s[0], p[0], p[1], f.decay_input);
     return s[0];
   }

@@ -6,7 +6,7 @@
 namespace nrn {
 struct PLIF {
   enum { NS = 1, NP = 3, NSAVE = 2 };
-  template <typename C> static LIF_HD C forward(C x, C* s, const C* p, const Flags<C>& f, C* save) {
+  template <typename C, typename F> static LIF_HD C forward(C x, C* s, const C* p, const F& f, C* save) {
     const C h = charge(x, s[0], p[0], p[2], f.decay_input);
     save[0] = h;
     save[1] = s[0];

@@ -1,6 +1,6 @@
-"""Fused LIF backends: :mod:`.cpu` (C++ extension) and :mod:`.cuda` (CuPy kernels from ``cuda/lif.cu``).
+"""Fused LIF backends: :mod:`.cpu` (C++ extension) and :mod:`.cuda` (CuPy kernels from ``cuda/neurons.cu``).
 
-Both run the per-neuron step ``cuda/lif_step.cuh`` and are imported lazily by
+Both run LIF's dynamics definition ``cuda/neurons/lif.cuh`` in the neuron template's loops and are imported lazily by
 :func:`spiking.neuron.functional.lif_multistep`, which asks :func:`auto_backend` what
 ``backend="auto"`` means for a given input.
 """

@@ -2,7 +2,7 @@
 
 Both backends take the arguments of :func:`spiking.neuron.functional.lif_multistep_torch` and
 index ``x [T, B, ...]`` (contiguous) as ``[T, N]`` (N = neurons). The kernels save only ``h_seq`` (H_t) for
-backward; see ``cuda/lif.cu``.
+backward; see ``cuda/neurons/lif.cuh``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
-"""Fused multi-step LIF on the CPU: a C++ extension built from ``cuda/lif_step.cuh``.
+"""The fused CPU extension (built from the neuron template) and the fused CPU LIF on top of it.
 
-The same per-neuron step code as the CUDA kernels (``cuda/lif.cu``) runs on the host:
-``spiking/kernels/lif_cpu.cpp`` walks chunks of 512 neurons through all T steps (OpenMP over
-chunks), so there is no per-step autograd graph and no per-step tensor. Forward saves only
-``h_seq`` (H_t) and only when a gradient is needed; backward is one reverse-time sweep::
+One C++ extension, ``spiking/kernels/neuron_cpu.cpp``, holds the multi-step forward and backward
+loops of every dynamics definition of ``cuda/neuron_template.cuh`` (LIF, IF, PLIF, ALIF, CubaLIF,
+LI): chunks of 256 neurons walk all T steps (OpenMP over chunks), so there is no per-step autograd
+graph and no per-step tensor. This module builds and loads it (:func:`load_extension`, shared with
+:mod:`.neuron_cpu`) and wraps LIF's definition (``cuda/neurons/lif.cuh``) as
+:func:`lif_multistep_cpu`: torch custom ops for ``torch.compile`` and an eager
+``autograd.Function`` (:mod:`._common`), fp16/bf16 storage with torch's per-operation rounding, a
+learnable threshold, the membrane sequence (``return_v``). Forward saves only ``h_seq`` (H_t) and
+only when a gradient is needed; backward is one reverse-time sweep::
 
     gV_t = dL/dV_t + gH_{t+1}(1 - 1/tau);  gH_t = gS_t σ'(H_t - V_th) + gV_t dV_t/dH_t;  gX_t = gH_t dH/dX
 
@@ -18,7 +23,7 @@ Build: ``torch.utils.cpp_extension.load`` (ninja, ``-O3 -ffp-contract=off -fno-t
 :mod:`spiking.build` (``$SPIKING_CACHE``, keyed by sources, compiler, flags, torch and CPU
 instruction set; the sources are copied into the keyed directory, so no checkout path enters the
 build and a second checkout or venv reuses it). ``spiking build`` (run by ``install.sh``) builds it
-ahead of time (~35-60 s on 2 cores); a first use that must compile says so on stderr with its
+ahead of time (~1-2 min on 2 cores); a first use that must compile says so on stderr with its
 duration; later processes import the cached library directly.
 ``backend="cpu"`` raises ``RuntimeError`` with the build's real error when it is impossible;
 :func:`available` reports it without raising, and ``backend="auto"`` then warns once
@@ -59,13 +64,17 @@ def _cflags() -> list[str]:
 
 _lock = threading.Lock()
 _ext = None
+_names: Optional[list] = None
 _error: Optional[str] = None
 _directory: Optional[Path] = None
 
 
 def _sources() -> list[Path]:
-    return [native_source("spiking.kernels", "lif_cpu.cpp"), native_source("spiking.kernels", "cpu_buffers.h"),
-            cuda_source("lif_step.cuh")]
+    """The loops, the buffer header, the step header, the template and every dynamics definition."""
+    neurons = cuda_source("neuron_template.cuh").parent / "neurons"
+    return [native_source("spiking.kernels", "neuron_cpu.cpp"), native_source("spiking.kernels", "cpu_buffers.h"),
+            cuda_source("lif_step.cuh"), cuda_source("neuron_template.cuh"),
+            *(cuda_source(f"neurons/{p.name}") for p in sorted(neurons.glob("*.cuh")))]
 
 
 def _module_name(directory: Path) -> str:
@@ -75,11 +84,12 @@ def _module_name(directory: Path) -> str:
 def _compile(directory: Path) -> None:
     from torch.utils import cpp_extension
 
+    (directory / "neurons").mkdir(exist_ok=True)
     for src in _sources():
-        shutil.copyfile(src, directory / src.name)
+        shutil.copyfile(src, directory / ("neurons" if src.parent.name == "neurons" else "") / src.name)
     cpp_extension.load(
         name=_module_name(directory),
-        sources=[str(directory / "lif_cpu.cpp")],
+        sources=[str(directory / "neuron_cpu.cpp")],
         extra_include_paths=[str(directory)],
         extra_cflags=_cflags(),
         extra_ldflags=["-fopenmp"],
@@ -111,7 +121,7 @@ def import_built(directory: Path):
 
 def _build():
     global _directory
-    _directory = cached_build("lif_cpu", build_key(), _compile, "the fused CPU LIF kernel")
+    _directory = cached_build("neuron_cpu", build_key(), _compile, "the fused CPU neuron kernels")
     return import_built(_directory)
 
 
@@ -126,7 +136,7 @@ def load_extension():
         try:
             _ext = _build()
         except Exception as exc:  # missing source, compiler or ninja; compile or load failure
-            _error = f"backend 'cpu': the fused LIF C++ extension is unavailable: {type(exc).__name__}: {exc}"
+            _error = f"backend 'cpu': the fused CPU C++ extension is unavailable: {type(exc).__name__}: {exc}"
             raise RuntimeError(_error) from exc
         return _ext
 
@@ -137,7 +147,7 @@ def build_directory() -> str:
 
 
 def empty_cache() -> int:
-    """Free the output buffers the extension keeps for reuse (see lif_cpu.cpp); returns bytes freed."""
+    """Free the output buffers the extension keeps for reuse (see cpu_buffers.h); returns bytes freed."""
     return int(load_extension().empty_cache()) if _ext is not None else 0
 
 
@@ -154,25 +164,67 @@ def available() -> tuple[bool, str]:
 # kernels behind the torch custom ops (spiking::lif_cpu_forward / spiking::lif_cpu_backward)
 
 
+def dynamics_names() -> list[str]:
+    """The template registry of the built extension (``NRN_FOR_EACH``), in dispatch order."""
+    global _names
+    if _names is None:
+        _names = list(load_extension().names())
+    return _names
+
+
+def dynamics_id(name: str) -> int:
+    """Dispatch index of the dynamics definition ``name`` in the built extension (``RuntimeError``
+    when its template registry has no such definition)."""
+    names = dynamics_names()
+    if name not in names:
+        raise RuntimeError(f"neuron {name!r} has no fused CPU kernel (the template registry has {names})")
+    return names.index(name)
+
+
+_constants: dict = {}
+
+
+def _constant(values: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """A small ``[len(values), 1]`` CPU tensor, made once per (values, dtype) and reused (the
+    kernels only read it): saves a tensor construction on every call of a small layer."""
+    key = (values, dtype)
+    t = _constants.get(key)
+    if t is None:
+        if len(_constants) > 256:
+            _constants.clear()
+        t = _constants[key] = torch.tensor([[v] for v in values], dtype=dtype)
+    return t
+
+
+def lif_params(x: torch.Tensor, tau: float, v_threshold: float, v_reset: float) -> torch.Tensor:
+    """LIF's parameters ``(tau, v_th, v_reset)`` as the ``[3, 1]`` tensor the template loops read,
+    in the compute dtype of ``x`` (float32 for fp16/bf16 storage, see ``cuda/neurons/lif.cuh``)."""
+    return _constant((tau, v_threshold, v_reset), torch.float64 if x.dtype == torch.float64 else torch.float32)
+
+
 def _forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v, check_x):
     ext = load_extension()
     v_th = float(vth.item()) if vth is not None else v_threshold
-    s, v, h, x_nonfinite = ext.forward(x, v0, v_th, vth is not None, tau, v_reset, hard, decay_input, save_h,
-                                       return_v)
+    state0 = v0.reshape(1, -1) if v0 is not None else _constant((v_reset if hard else 0.0,), x.dtype)
+    s, v_last, saved, v_seq, x_nonfinite = ext.forward(dynamics_id("lif"), x, state0,
+                                                       lif_params(x, tau, v_th, v_reset), hard, decay_input, save_h,
+                                                       return_v)
     if check_x and x_nonfinite:
         raise nonfinite_x_error()
-    return s, v, h
+    return s, v_seq if return_v else v_last[0], saved[0] if save_h else saved
 
 
 def _backward_impl(h_seq, grad_s, grad_v, vth, v_threshold, tau, v_reset, hard, decay_input, detach_reset,
                    sg_id, sg_param, return_v, need_v0, need_vth):
     ext = load_extension()
     v_th = float(vth.item()) if vth is not None else v_threshold
-    gx, gv0, gvth = ext.backward(
-        h_seq, grad_s, grad_v, v_th, vth is not None, tau, v_reset, hard, decay_input, detach_reset,
-        sg_id, sg_param, return_v, need_v0, need_vth,
+    gx, gv0, gp = ext.backward(
+        dynamics_id("lif"), None, h_seq.unsqueeze(0), lif_params(h_seq, tau, v_th, v_reset), grad_s,
+        grad_v if return_v else None, None if return_v else grad_v, hard, detach_reset, decay_input, sg_id,
+        sg_param, need_vth,
     )
-    return gx, gv0, gvth
+    gvth = gp[1].sum() if need_vth else gp
+    return gx, gv0[0] if need_v0 else h_seq.new_empty((0,)), gvth
 
 
 _ops = make_ops("cpu", _forward_impl, _backward_impl)

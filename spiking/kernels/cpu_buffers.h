@@ -1,6 +1,6 @@
-// Output buffers of the fused CPU extensions (spiking/kernels/lif_cpu.cpp, neuron_cpu.cpp):
+// Output buffers of the fused CPU extension (spiking/kernels/neuron_cpu.cpp):
 // recycled huge-page allocations (empty_big) and streaming row writers (write_row).
-// Header-only; each extension (.so) that includes it has its own cache.
+// Header-only; an extension (.so) that includes it has its own cache.
 #pragma once
 
 #include <torch/extension.h>

@@ -1,18 +1,21 @@
-"""Fused multi-step LIF on the GPU: ``cuda/lif.cu`` through CuPy, as torch custom ops.
+"""Fused multi-step LIF on the GPU: LIF's template definition (``cuda/neurons.cu`` instantiated
+with ``cuda/neurons/lif.cuh``) through CuPy, as torch custom ops.
 
-* Loading: ``cupy.RawModule`` (NVRTC, ``-fmad=false`` so every op rounds like torch) with the
-  source of ``cuda/lif.cu`` and ``cuda/lif_step.cuh`` inlined; one module per configuration
-  (``lif_forward<T, HARD, DECAY_INPUT>``, ``lif_backward<T, SURROGATE, HARD, DETACH>``),
-  compiled on first use, cached in-process per device (and on disk by CuPy).
+* Loading: ``cupy.RawModule`` (NVRTC, ``-fmad=false`` so every op rounds like torch, ``-I cuda/``)
+  with the source of ``cuda/neurons.cu``; one module per kernel (``nrn_forward<nrn::LIF, T>``,
+  ``nrn_backward<nrn::LIF, SURROGATE, T>``), compiled on first use, cached in-process per device
+  (and on disk by CuPy). The template neurons (:mod:`.neuron_cuda`) share the loader.
 * Launch: on torch's current CUDA stream (``cupy.cuda.ExternalStream``), so the kernels are
   ordered with the surrounding torch work; tensors are passed as raw device pointers of
   contiguous torch tensors, never copied or converted.
 * Autograd: ``spiking::lif_cupy_forward`` / ``spiking::lif_cupy_backward`` custom ops
   (``torch.library.custom_op`` with ``register_autograd`` / ``register_fake``), so
-  ``torch.compile`` treats the LIF as one opaque node. A learnable threshold is read from device
-  memory (no host sync); its gradient is a per-block reduction plus one ``atomicAdd`` per block.
+  ``torch.compile`` treats the LIF as one opaque node. The parameters ``(tau, v_th, v_reset)`` are
+  a small device tensor (cached per value; a learnable threshold is put in place on the device,
+  so there is no host sync); the threshold gradient is summed per neuron in the kernel and over
+  neurons by torch.
 * Forward saves only ``h_seq`` (H_t) when a gradient is needed; backward recomputes spikes and
-  σ' from it in one reverse-time loop (see ``cuda/lif.cu``).
+  σ' from it in one reverse-time loop (see ``cuda/neurons/lif.cuh``).
 * NaN/inf in ``x``: the forward kernel checks x while reading it and sets a device flag (one int
   per device and stream, kept at 0). With the check on, the flag is read right after the launch:
   one host sync per call, where the former separate ``isfinite(x).all()`` scan also synced, but
@@ -44,7 +47,7 @@ SUPPORTED_DTYPES = {
     torch.bfloat16: "lif::bf16",
 }
 BLOCK = 256
-NVRTC_OPTIONS = ("--std=c++14", "-fmad=false")
+NVRTC_OPTIONS = ("--std=c++14", "-fmad=false", "-DNRN_NO_INSTANTIATE")
 
 _lock = threading.Lock()
 _functions: dict = {}
@@ -73,16 +76,16 @@ def available() -> tuple[bool, str]:
 
 
 def kernel_source() -> str:
-    """``cuda/lif.cu`` with ``lif_step.cuh`` inlined (NVRTC then needs no include path)."""
+    """The source NVRTC compiles: ``cuda/neurons.cu`` (its headers are found through ``-I cuda/``)."""
     global _source
     if _source is None:
-        header = cuda_source("lif_step.cuh").read_text()
-        body = cuda_source("lif.cu").read_text()
-        include = '#include "lif_step.cuh"'
-        if include not in body:
-            raise RuntimeError(f"{cuda_source('lif.cu')} no longer includes lif_step.cuh; update spiking/kernels/cuda.py")
-        _source = body.replace(include, header)
+        _source = cuda_source("neurons.cu").read_text()
     return _source
+
+
+def nvrtc_options() -> tuple:
+    """NVRTC options: no FMA contraction, the loaders' own instantiations only, ``-I cuda/``."""
+    return NVRTC_OPTIONS + (f"-I{cuda_source('neurons.cu').parent}",)
 
 
 def _function(name: str, device_index: int):
@@ -96,14 +99,10 @@ def _function(name: str, device_index: int):
         fn = _functions.get(key)
         if fn is None:
             with cupy.cuda.Device(device_index):
-                module = cupy.RawModule(code=kernel_source(), options=NVRTC_OPTIONS, name_expressions=[name])
+                module = cupy.RawModule(code=kernel_source(), options=nvrtc_options(), name_expressions=[name])
                 fn = module.get_function(name)
             _functions[key] = fn
     return fn
-
-
-def _b(flag: bool) -> str:
-    return "true" if flag else "false"
 
 
 def _ptr(t: Optional[torch.Tensor]) -> np.uint64:
@@ -138,11 +137,24 @@ def _launch(fn, x: torch.Tensor, n: int, args: tuple) -> None:
             fn(grid, (BLOCK,), args, stream=stream)
 
 
-def _vth64(vth: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Tensor]:
-    """Threshold as a float64 device scalar (read by the kernel: no host synchronisation)."""
+_params: dict = {}
+
+
+def _lif_params(like: torch.Tensor, tau: float, vth: Optional[torch.Tensor], v_threshold: float,
+                v_reset: float) -> torch.Tensor:
+    """``(tau, v_th, v_reset)`` as the ``[3, 1]`` device tensor the kernels read, in the compute dtype
+    (float32 for fp16/bf16). A tensor threshold is rounded to the input dtype first (as torch does
+    for a same-category 0-dim tensor) and copied in on the device: no host synchronisation."""
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    key = (like.device, dtype, tau, v_threshold, v_reset)
+    base = _params.get(key)
+    if base is None:
+        base = _params[key] = torch.tensor([[tau], [v_threshold], [v_reset]], dtype=dtype, device=like.device)
     if vth is None:
-        return None
-    return vth.detach().to(device=like.device, dtype=torch.float64).reshape(()).contiguous()
+        return base
+    params = base.clone()
+    params[1, 0] = vth.detach().to(device=like.device, dtype=like.dtype).to(dtype).reshape(())
+    return params
 
 
 def _check_cuda(t: torch.Tensor, name: str) -> None:
@@ -165,46 +177,44 @@ def _nonfinite_flag(dev: int, stream_ptr: int) -> torch.Tensor:
 def _forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v, check_x):
     _check_cuda(x, "x")
     steps, n = x.shape[0], math.prod(x.shape[1:])
-    name = f"lif_forward<{SUPPORTED_DTYPES[x.dtype]},{_b(hard)},{_b(decay_input)}>"
-    fn = _function(name, x.get_device())
+    fn = _function(f"nrn_forward<nrn::LIF,{SUPPORTED_DTYPES[x.dtype]}>", x.get_device())
     x = x.contiguous()
-    v0 = v0.contiguous() if v0 is not None else None
+    v0 = v0.contiguous() if v0 is not None else x.new_full((1,), v_reset if hard else 0.0)
     s = torch.empty_like(x)
     h = torch.empty_like(x) if save_h else x.new_empty((0,))
-    v = torch.empty_like(x) if return_v else x.new_empty(x.shape[1:])
-    vth64 = _vth64(vth, x)
+    v_seq = torch.empty_like(x) if return_v else None
+    v_last = x.new_empty(x.shape[1:])
+    params = _lif_params(x, tau, vth, v_threshold, v_reset)
     dev = x.get_device()
     flag = _nonfinite_flag(dev, torch.cuda.current_stream(dev).cuda_stream) if check_x else None
     args = (
-        _ptr(x), _ptr(v0), _ptr(vth64), _ptr(s), _ptr(h if save_h else None), _ptr(v), _ptr(flag),
-        np.float64(tau), np.float64(v_threshold), np.float64(v_reset), np.int64(n), np.int32(steps),
-        np.int32(1 if return_v else 0),
+        _ptr(x), _ptr(v0), _ptr(params), _ptr(s), _ptr(v_last), _ptr(h if save_h else None), _ptr(v_seq), _ptr(flag),
+        np.int64(n), np.int64(v0.numel()), np.int64(1), np.int32(steps), np.int32(hard), np.int32(decay_input),
     )
     _launch(fn, x, n, args)
     if flag is not None and bool(flag.item()):  # the host sync described in the module docstring
         flag.zero_()
         raise nonfinite_x_error()
-    return s, v, h
+    return s, v_seq if return_v else v_last, h
 
 
 def _backward_impl(h_seq, grad_s, grad_v, vth, v_threshold, tau, v_reset, hard, decay_input, detach_reset,
                    sg_id, sg_param, return_v, need_v0, need_vth):
     _check_cuda(h_seq, "h_seq")
     steps, n = h_seq.shape[0], math.prod(h_seq.shape[1:])
-    name = f"lif_backward<{SUPPORTED_DTYPES[h_seq.dtype]},{int(sg_id)},{_b(hard)},{_b(detach_reset)}>"
-    fn = _function(name, h_seq.get_device())
+    fn = _function(f"nrn_backward<nrn::LIF,{int(sg_id)},{SUPPORTED_DTYPES[h_seq.dtype]}>", h_seq.get_device())
     gx = torch.empty_like(h_seq)
-    gv0 = h_seq.new_empty(h_seq.shape[1:]) if need_v0 else h_seq.new_empty((0,))
-    gvth = (h_seq.new_zeros((), dtype=torch.float64) if need_vth else h_seq.new_empty((0,), dtype=torch.float64))
-    vth64 = _vth64(vth, h_seq)
+    gv0 = h_seq.new_empty(h_seq.shape[1:])
+    gp = torch.empty((3, n), dtype=torch.float64, device=h_seq.device) if need_vth else None
+    params = _lif_params(h_seq, tau, vth, v_threshold, v_reset)
     args = (
-        _ptr(h_seq), _ptr(grad_s), _ptr(grad_v), _ptr(vth64), _ptr(gx), _ptr(gv0 if need_v0 else None),
-        _ptr(gvth if need_vth else None), np.float64(tau), np.float64(v_threshold), np.float64(v_reset),
-        np.float64(sg_param), np.int32(1 if decay_input else 0), np.int64(n), np.int32(steps),
-        np.int32(1 if return_v else 0),
+        _ptr(None), _ptr(h_seq), _ptr(params), _ptr(grad_s), _ptr(grad_v if return_v else None),
+        _ptr(None if return_v else grad_v), _ptr(gx), _ptr(gv0), _ptr(gp), np.int64(n), np.int64(1),
+        np.int32(steps), np.int32(hard), np.int32(detach_reset), np.int32(decay_input), np.float64(sg_param),
     )
     _launch(fn, h_seq, n, args)
-    return gx, gv0, gvth
+    gvth = gp[1].sum() if need_vth else h_seq.new_empty((0,), dtype=torch.float64)
+    return gx, gv0 if need_v0 else h_seq.new_empty((0,)), gvth
 
 
 _ops = make_ops("cupy", _forward_impl, _backward_impl)

@@ -1,15 +1,21 @@
 // Fused multi-step neurons on the CPU, instantiated from the neuron template
 // (cuda/neuron_template.cuh): one forward and one backward loop for every dynamics definition in
-// its registry (NRN_FOR_EACH), float32 and float64.
+// its registry (NRN_FOR_EACH), float32 and float64, and fp16/bf16 for the definitions that round
+// every operation to the storage type (STORAGE16: LIF).
 //
 // Layout: x, out [T, N]; state [NS, N]; params [NP, N]; saved [NSAVE, T, N] (all contiguous);
 // the initial state and the parameters may also be [NS, 1] / [NP, 1] (one value per layer).
-// Work is split into chunks of CHUNK consecutive neurons (at::parallel_for); each chunk keeps its
-// state, parameters and gradient accumulators in small stack buffers and walks all T steps, so
-// there is no per-step tensor and no autograd graph. Compiled with -O3 -ffp-contract=off (every
-// operation rounds like the torch reference). Large outputs come from the recycled huge-page
-// buffers of cpu_buffers.h and are written with streaming stores; the forward pass also probes x
-// for NaN/inf (x - x is 0 only for finite x), so no separate scan of x is needed.
+// Storage type T (the tensors' dtype) and compute type C (float for fp16/bf16; lif::Store<T>);
+// parameters are passed in C. Work is split into chunks of chunk<D>() consecutive neurons
+// (at::parallel_for); each chunk keeps its state, parameters and gradient accumulators in small
+// stack buffers and walks all T steps, so there is no per-step tensor and no autograd graph.
+// Compiled with -O3 -ffp-contract=off (every operation rounds like the torch reference),
+// -fno-trapping-math (the selects of fire/reset are if-converted so the step loops vectorise),
+// -fno-math-errno, -fopenmp, and -mavx2 where the CPU has it (chosen in cpu.py). Every flag
+// (reset mode, detach, charge form) is a compile-time constant of the loops (nrn::FixedFlags).
+// Large outputs come from the recycled huge-page buffers of cpu_buffers.h and are written with
+// streaming stores; the forward pass also probes x for NaN/inf (x - x is 0 only for finite x), so
+// no separate scan of x is needed.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -27,65 +33,109 @@ namespace {
 using cpubuf::empty_big;
 using cpubuf::write_row;
 
-constexpr int64_t CHUNK = 256;
+// Neurons per chunk: 512 when the parameters are one value per layer (small per-chunk buffers),
+// else 256 (per-neuron parameter rows and their gradient sums must stay in L1).
+template <class D> constexpr int64_t chunk() { return nrn::traits<D>::SCALAR_PARAMS ? 512 : 256; }
+// at least ~1M neuron-steps per parallel task: below that, waking a second thread costs more
+// than it saves (and on a loaded machine much more)
 constexpr int64_t MIN_TASK_WORK = int64_t(1) << 20;
-int64_t grain(int64_t steps) { return std::max<int64_t>(1, MIN_TASK_WORK / std::max<int64_t>(1, steps * CHUNK)); }
+template <class D> int64_t grain(int64_t steps) {
+  return std::max<int64_t>(1, MIN_TASK_WORK / std::max<int64_t>(1, steps * chunk<D>()));
+}
+template <class D> int64_t num_chunks(int64_t n) { return (n + chunk<D>() - 1) / chunk<D>(); }
 constexpr int at_least_1(int n) { return n > 0 ? n : 1; }
 
-template <typename C> nrn::Flags<C> make_flags(bool hard, bool detach, bool decay_input, int sg, double sg_param) {
-  nrn::Flags<C> f;
-  f.hard = hard; f.detach = detach; f.decay_input = decay_input;
-  f.sg.sg_param = (C)sg_param;
-  f.sg.sg_k = (C)(sg == lif::SG_ATAN ? 3.141592653589793 / 2.0 * sg_param : 0.0);
+template <typename T> struct Raw { typedef T type; };
+template <> struct Raw<at::Half> { typedef lif::f16 type; };
+template <> struct Raw<at::BFloat16> { typedef lif::bf16 type; };
+
+template <typename AT> const typename Raw<AT>::type* cptr(const at::Tensor& t) {
+  return t.defined() ? reinterpret_cast<const typename Raw<AT>::type*>(t.data_ptr<AT>()) : nullptr;
+}
+template <typename AT> typename Raw<AT>::type* mptr(at::Tensor& t) {
+  return t.defined() ? reinterpret_cast<typename Raw<AT>::type*>(t.data_ptr<AT>()) : nullptr;
+}
+
+// The options of one call; the loops receive them as nrn::FixedFlags (see dispatch below).
+struct Options {
+  bool hard, detach, decay_input;
+  int sg;
+  double sg_param;
+};
+
+template <class F> F make_flags(const Options& o) {
+  typedef typename F::C C;
+  F f{};
+  f.sg = lif::make_sg<C>(o.sg, o.sg_param);
   return f;
 }
 
-// rows[k][0..len) = src[k, n0..n0+len) for src [K, n], or src[k] repeated for src [K, 1] (n == 1)
-template <int K, typename C>
-inline void load_rows(const C* src, int64_t n, int64_t n0, int64_t len, C (*rows)[CHUNK]) {
-  for (int k = 0; k < K; ++k) {
-    if (n == 1) std::fill(rows[k], rows[k] + len, src[k]);
-    else std::copy(src + k * n + n0, src + k * n + n0 + len, rows[k]);
+// Calls job.go<D, AT, HARD, DETACH, DECAY>() with the options as compile-time constants.
+template <class D, typename AT, class Job> void with_flags(const Options& o, Job& job) {
+  const int k = (o.hard ? 4 : 0) + (o.detach ? 2 : 0) + (o.decay_input ? 1 : 0);
+  switch (k) {
+    case 0: job.template go<D, AT, false, false, false>(); break;
+    case 1: job.template go<D, AT, false, false, true>(); break;
+    case 2: job.template go<D, AT, false, true, false>(); break;
+    case 3: job.template go<D, AT, false, true, true>(); break;
+    case 4: job.template go<D, AT, true, false, false>(); break;
+    case 5: job.template go<D, AT, true, false, true>(); break;
+    case 6: job.template go<D, AT, true, true, false>(); break;
+    default: job.template go<D, AT, true, true, true>(); break;
   }
 }
 
-// Returns true when some x is NaN or ±inf.
-template <class D, typename C>
-bool forward_loop(const C* x, const C* st0, const C* prm, C* out, C* st_last, C* saved, int64_t steps, int64_t n,
-                  int64_t s_n, int64_t p_n, const nrn::Flags<C>& f) {
-  const int64_t nchunks = (n + CHUNK - 1) / CHUNK;
-  const bool stream = size_t(steps * n) * sizeof(C) >= cpubuf::STREAM_BYTES;
+// rows[k][0..len) = src[k, n0..n0+len) for src [K, n], or src[k] repeated for src [K, 1] (n == 1)
+template <int K, int64_t W, typename T, typename C>
+inline void load_rows(const T* src, int64_t n, int64_t n0, int64_t len, C (*rows)[W]) {
+  typedef lif::Store<T> S;
+  for (int k = 0; k < K; ++k) {
+    if (n == 1) std::fill(rows[k], rows[k] + len, S::load(src[k]));
+    else for (int64_t j = 0; j < len; ++j) rows[k][j] = S::load(src[k * n + n0 + j]);
+  }
+}
+
+// Returns true when some x is NaN or ±inf. seq: [T, N] copy of state 0 after every step, or null.
+template <class D, class F, typename T>
+bool forward_loop(const T* x, const T* st0, const typename F::C* prm, T* out, T* st_last, T* saved, T* seq,
+                  int64_t steps, int64_t n, int64_t s_n, int64_t p_n, const F& f) {
+  typedef lif::Store<T> S;
+  typedef typename F::C C;
+  constexpr bool scalar = nrn::traits<D>::SCALAR_PARAMS;
+  constexpr int64_t CHUNK = chunk<D>();
+  const bool stream = size_t(steps * n) * sizeof(T) >= cpubuf::STREAM_BYTES;
   std::atomic<bool> nonfinite(false);
-  at::parallel_for(0, nchunks, grain(steps), [&](int64_t c0, int64_t c1) {
+  at::parallel_for(0, num_chunks<D>(n), grain<D>(steps), [&, f0 = f](int64_t c0, int64_t c1) {
+    const F f = f0;  // thread-local copies: no aliasing with the buffers below
+    C pu[D::NP];
+    if (scalar) for (int k = 0; k < D::NP; ++k) pu[k] = prm[k];
     alignas(64) C st[D::NS][CHUNK];
-    alignas(64) C pr[D::NP][CHUNK];
+    alignas(64) C pr[scalar ? 1 : D::NP][CHUNK];
     alignas(64) C sv[at_least_1(D::NSAVE)][CHUNK];
     alignas(64) C o[CHUNK];
-    alignas(64) C probe[CHUNK];
     for (int64_t ch = c0; ch < c1; ++ch) {
       const int64_t n0 = ch * CHUNK, len = std::min(CHUNK, n - n0);
       load_rows<D::NS>(st0, s_n, n0, len, st);
-      load_rows<D::NP>(prm, p_n, n0, len, pr);
-      std::fill(probe, probe + len, (C)0);
+      if (!scalar) load_rows<D::NP>(prm, p_n, n0, len, pr);
+      unsigned bad = 0;
       for (int64_t t = 0; t < steps; ++t) {
-        const C* xt = x + t * n + n0;
+        const T* xt = x + t * n + n0;
         for (int64_t j = 0; j < len; ++j) {
           C s[D::NS], p[D::NP], v[at_least_1(D::NSAVE)];
           for (int k = 0; k < D::NS; ++k) s[k] = st[k][j];
-          for (int k = 0; k < D::NP; ++k) p[k] = pr[k][j];
-          const C xj = xt[j];
-          probe[j] += xj - xj;
+          for (int k = 0; k < D::NP; ++k) p[k] = scalar ? pu[k] : pr[k][j];
+          const C xj = S::load(xt[j]);
+          bad |= (unsigned)lif::probe_failed(lif::finite_probe(xj));
           o[j] = D::forward(xj, s, p, f, v);
           for (int k = 0; k < D::NS; ++k) st[k][j] = s[k];
           for (int k = 0; k < D::NSAVE; ++k) sv[k][j] = v[k];
         }
-        write_row<C>(out + t * n + n0, o, len, stream);
+        write_row<T>(out + t * n + n0, o, len, stream);
         if (saved)
-          for (int k = 0; k < D::NSAVE; ++k) write_row<C>(saved + (k * steps + t) * n + n0, sv[k], len, stream);
+          for (int k = 0; k < D::NSAVE; ++k) write_row<T>(saved + (k * steps + t) * n + n0, sv[k], len, stream);
+        if (seq) write_row<T>(seq + t * n + n0, st[0], len, stream);
       }
-      for (int k = 0; k < D::NS; ++k) std::copy(st[k], st[k] + len, st_last + k * n + n0);
-      bool bad = false;
-      for (int64_t j = 0; j < len; ++j) bad |= !(probe[j] == (C)0);
+      for (int k = 0; k < D::NS; ++k) write_row<T>(st_last + k * n + n0, st[k], len, false);
       if (bad) nonfinite.store(true, std::memory_order_relaxed);
     }
     if (stream) cpubuf::stream_fence();
@@ -93,78 +143,84 @@ bool forward_loop(const C* x, const C* st0, const C* prm, C* out, C* st_last, C*
   return nonfinite.load();
 }
 
-template <class D, int SG, bool HARD, bool DETACH, bool DECAY, typename C>
-void backward_loop(const C* x, const C* saved, const C* prm, const C* g_out, const C* g_last, C* g_x, C* g_st0,
-                   C* g_prm, int64_t steps, int64_t n, int64_t p_n, const nrn::Flags<C>& flags) {
-  nrn::FixedFlags<C, HARD, DETACH, DECAY> f;
-  f.sg = flags.sg;
-  const int64_t nchunks = (n + CHUNK - 1) / CHUNK;
-  const bool stream = size_t(steps * n) * sizeof(C) >= cpubuf::STREAM_BYTES;
-  at::parallel_for(0, nchunks, grain(steps), [&](int64_t c0, int64_t c1) {
+// g_out: dL/dout [T, N] or null; g_seq: dL/dseq [T, N] (gradient of state 0 at every step) or null;
+// g_last: dL/dstate_last [NS, N] or null. Parameter gradients are summed over T in double (partial
+// sums of LIF_VTH_FLUSH steps in C first) into g_prm: [NP, N], or for SCALAR_PARAMS [NP, chunks]
+// (each chunk's sum over its neurons, in order: deterministic), or nothing when g_prm is null.
+template <class D, int SG, class F, typename T>
+void backward_loop(const T* x, const T* saved, const typename F::C* prm, const T* g_out, const T* g_seq,
+                   const T* g_last, T* g_x, T* g_st0, double* g_prm, int64_t steps, int64_t n, int64_t p_n,
+                   const F& f) {
+  typedef lif::Store<T> S;
+  typedef typename F::C C;
+  constexpr bool scalar = nrn::traits<D>::SCALAR_PARAMS;
+  constexpr int64_t CHUNK = chunk<D>();
+  constexpr int GRAD = nrn::traits<D>::GRAD_PARAMS;
+  const bool stream = size_t(steps * n) * sizeof(T) >= cpubuf::STREAM_BYTES;
+  at::parallel_for(0, num_chunks<D>(n), grain<D>(steps), [&, f0 = f](int64_t c0, int64_t c1) {
+    const F f = f0;
+    C pu[D::NP];
+    if (scalar) for (int k = 0; k < D::NP; ++k) pu[k] = prm[k];
     alignas(64) C gst[D::NS][CHUNK];
-    alignas(64) C pr[D::NP][CHUNK];
+    alignas(64) C pr[scalar ? 1 : D::NP][CHUNK];
     alignas(64) C gx[CHUNK];
-    alignas(64) C zeros[CHUNK] = {};
+    alignas(64) T zeros[CHUNK] = {};
     alignas(64) C gpf[D::NP][CHUNK];      // parameter gradients: partial sums of LIF_VTH_FLUSH steps,
-    alignas(64) double gp[D::NP][CHUNK];  // summed over T in double (only when g_prm is asked for)
+    alignas(64) double gp[D::NP][CHUNK];  // summed over T in double
     for (int64_t ch = c0; ch < c1; ++ch) {
       const int64_t n0 = ch * CHUNK, len = std::min(CHUNK, n - n0);
       for (int k = 0; k < D::NS; ++k)
-        for (int64_t j = 0; j < len; ++j) gst[k][j] = g_last ? g_last[k * n + n0 + j] : (C)0;
-      load_rows<D::NP>(prm, p_n, n0, len, pr);
+        for (int64_t j = 0; j < len; ++j) gst[k][j] = g_last ? S::load(g_last[k * n + n0 + j]) : (C)0;
+      if (!scalar) load_rows<D::NP>(prm, p_n, n0, len, pr);
       for (int k = 0; k < D::NP; ++k) {
         std::fill(gp[k], gp[k] + len, 0.0);
         std::fill(gpf[k], gpf[k] + len, (C)0);
       }
       for (int64_t t = steps - 1; t >= 0; --t) {
         const int64_t off = t * n + n0;
-        const C* xt = x + off;
-        const C* go = g_out ? g_out + off : zeros;
-        const C* sv = saved ? saved + off : zeros;
+        const T* xt = x ? x + off : zeros;
+        const T* go = g_out ? g_out + off : zeros;
+        const T* sv = saved ? saved + off : zeros;
         const int64_t ss = steps * n;
+        if (g_seq)
+          for (int64_t j = 0; j < len; ++j) gst[0][j] = gst[0][j] + S::load(g_seq[off + j]);
         for (int64_t j = 0; j < len; ++j) {
           C gs[D::NS], p[D::NP], v[at_least_1(D::NSAVE)], g[D::NP];
           for (int k = 0; k < D::NS; ++k) gs[k] = gst[k][j];
-          for (int k = 0; k < D::NP; ++k) p[k] = pr[k][j];
-          for (int k = 0; k < D::NSAVE; ++k) v[k] = sv[k * ss + j];
-          gx[j] = D::template backward<SG>(xt[j], v, go[j], gs, p, f, g);
+          for (int k = 0; k < D::NP; ++k) p[k] = scalar ? pu[k] : pr[k][j];
+          for (int k = 0; k < D::NSAVE; ++k) v[k] = S::load(sv[k * ss + j]);
+          gx[j] = D::template backward<SG>(S::load(xt[j]), v, S::load(go[j]), gs, p, f, g);
           for (int k = 0; k < D::NS; ++k) gst[k][j] = gs[k];
-          for (int k = 0; k < D::NP; ++k) gpf[k][j] += g[k];
+          for (int k = 0; k < D::NP; ++k)
+            if (GRAD >> k & 1) gpf[k][j] += g[k];
         }
         if (g_prm && t % LIF_VTH_FLUSH == 0)
           for (int k = 0; k < D::NP; ++k)
             for (int64_t j = 0; j < len; ++j) { gp[k][j] += (double)gpf[k][j]; gpf[k][j] = (C)0; }
-        write_row<C>(g_x + off, gx, len, stream);
+        write_row<T>(g_x + off, gx, len, stream);
       }
-      for (int k = 0; k < D::NS; ++k) std::copy(gst[k], gst[k] + len, g_st0 + k * n + n0);
-      if (g_prm)
-        for (int k = 0; k < D::NP; ++k)
-          for (int64_t j = 0; j < len; ++j) g_prm[k * n + n0 + j] = (C)gp[k][j];
+      for (int k = 0; k < D::NS; ++k) write_row<T>(g_st0 + k * n + n0, gst[k], len, false);
+      if (g_prm && scalar) {
+        const int64_t nch = num_chunks<D>(n);
+        for (int k = 0; k < D::NP; ++k) {
+          double acc = 0.0;
+          for (int64_t j = 0; j < len; ++j) acc += gp[k][j];
+          g_prm[k * nch + ch] = acc;
+        }
+      } else if (g_prm) {
+        for (int k = 0; k < D::NP; ++k) std::copy(gp[k], gp[k] + len, g_prm + k * n + n0);
+      }
     }
     if (stream) cpubuf::stream_fence();
   });
 }
 
-// backward_loop with the surrogate, reset mode, detach and charge form fixed at compile time
-template <class D, int SG, bool HARD, bool DETACH, typename C>
-void backward_decay(const C* x, const C* s, const C* p, const C* go, const C* gl, C* gx, C* gs0, C* gp, int64_t steps,
-                    int64_t n, int64_t p_n, const nrn::Flags<C>& f) {
-  if (f.decay_input) backward_loop<D, SG, HARD, DETACH, true, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
-  else backward_loop<D, SG, HARD, DETACH, false, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
+struct Shape { int ns, np, nsave, scalar_params, storage16, bwd_x; int64_t chunk; };
+
+template <class D> Shape shape_of() {
+  typedef nrn::traits<D> Tr;
+  return Shape{D::NS, D::NP, D::NSAVE, Tr::SCALAR_PARAMS, Tr::STORAGE16, Tr::BWD_X, chunk<D>()};
 }
-
-template <class D, int SG, typename C>
-void backward_modes(const C* x, const C* s, const C* p, const C* go, const C* gl, C* gx, C* gs0, C* gp, int64_t steps,
-                    int64_t n, int64_t p_n, const nrn::Flags<C>& f) {
-  if (f.hard && f.detach) backward_decay<D, SG, true, true, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
-  else if (f.hard) backward_decay<D, SG, true, false, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
-  else if (f.detach) backward_decay<D, SG, false, true, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
-  else backward_decay<D, SG, false, false, C>(x, s, p, go, gl, gx, gs0, gp, steps, n, p_n, f);
-}
-
-struct Shape { int ns, np, nsave; };
-
-template <class D> Shape shape_of() { return Shape{D::NS, D::NP, D::NSAVE}; }
 
 std::vector<std::string> names() {
   std::vector<std::string> r;
@@ -183,105 +239,151 @@ Shape shape(int64_t id) {
 }
 
 void check(const at::Tensor& t, const char* name, at::ScalarType dtype) {
-  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), name, " must be a contiguous CPU tensor");
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor, got ", t.device());
+  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
   TORCH_CHECK(t.scalar_type() == dtype, name, " must have dtype ", dtype, ", got ", t.scalar_type());
 }
 
-template <class D, typename C>
-bool forward_typed(const at::Tensor& x, const at::Tensor& st0, const at::Tensor& prm, at::Tensor& out,
-                   at::Tensor& st_last, at::Tensor& saved, int64_t steps, int64_t n, const nrn::Flags<C>& f) {
-  return forward_loop<D, C>(x.data_ptr<C>(), st0.data_ptr<C>(), prm.data_ptr<C>(), out.data_ptr<C>(),
-                            st_last.data_ptr<C>(), saved.defined() ? saved.data_ptr<C>() : nullptr, steps, n,
-                            st0.numel() / D::NS, prm.numel() / D::NP, f);
+// The compute dtype of a storage dtype (float for fp16/bf16): the dtype of params.
+at::ScalarType compute_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+struct Forward {
+  const at::Tensor &x, &st0, &prm;
+  at::Tensor &out, &st_last, &saved, &seq;
+  int64_t steps, n;
+  Options o;  // detach is false: the forward does not depend on it
+  bool nonfinite = false;
+
+  template <class D, typename AT> void run() { with_flags<D, AT>(o, *this); }
+  template <class D, typename AT, bool HARD, bool DETACH, bool DECAY> void go() {
+    typedef typename Raw<AT>::type T;
+    typedef typename lif::Store<T>::C C;
+    typedef nrn::FixedFlags<T, HARD, false, DECAY> F;
+    nonfinite = forward_loop<D>(cptr<AT>(x), cptr<AT>(st0), prm.data_ptr<C>(), mptr<AT>(out), mptr<AT>(st_last),
+                                mptr<AT>(saved), mptr<AT>(seq), steps, n, st0.numel() / D::NS,
+                                prm.numel() / D::NP, make_flags<F>(o));
+  }
+};
+
+struct Backward {
+  const at::Tensor &x, &saved, &prm, &g_out, &g_seq, &g_last;
+  at::Tensor &g_x, &g_st0;
+  double* g_prm;
+  int64_t steps, n;
+  Options o;
+
+  template <class D, typename AT> void run() { with_flags<D, AT>(o, *this); }
+  template <class D, typename AT, bool HARD, bool DETACH, bool DECAY> void go() {
+    typedef typename Raw<AT>::type T;
+    typedef typename lif::Store<T>::C C;
+    typedef nrn::FixedFlags<T, HARD, DETACH, DECAY> F;
+    const F f = make_flags<F>(o);
+    const T* px = cptr<AT>(x);
+    const T* ps = cptr<AT>(saved);
+    const C* pp = prm.data_ptr<C>();
+    const T *go = cptr<AT>(g_out), *gq = cptr<AT>(g_seq), *gl = cptr<AT>(g_last);
+    T *gx = mptr<AT>(g_x), *gs0 = mptr<AT>(g_st0);
+    const int64_t p_n = prm.numel() / D::NP;
+    switch (o.sg) {
+      case lif::SG_SIGMOID: backward_loop<D, lif::SG_SIGMOID>(px, ps, pp, go, gq, gl, gx, gs0, g_prm, steps, n, p_n, f); break;
+      case lif::SG_ATAN: backward_loop<D, lif::SG_ATAN>(px, ps, pp, go, gq, gl, gx, gs0, g_prm, steps, n, p_n, f); break;
+      case lif::SG_FAST_SIGMOID:
+        backward_loop<D, lif::SG_FAST_SIGMOID>(px, ps, pp, go, gq, gl, gx, gs0, g_prm, steps, n, p_n, f); break;
+      case lif::SG_TRIANGLE: backward_loop<D, lif::SG_TRIANGLE>(px, ps, pp, go, gq, gl, gx, gs0, g_prm, steps, n, p_n, f); break;
+      default: TORCH_CHECK(false, "surrogate: unknown kernel id ", o.sg);
+    }
+  }
+};
+
+// Runs job.run<D, AT>() for dynamics id and storage dtype (fp16/bf16 only for STORAGE16 definitions).
+template <class Job> void dispatch(int64_t id, at::ScalarType dtype, Job& job) {
+  int64_t i = 0;
+#define NRN_RUN(name, D)                                                                            \
+  if (i++ == id) {                                                                                  \
+    if (dtype == at::kFloat) return job.template run<D, float>();                                   \
+    if (dtype == at::kDouble) return job.template run<D, double>();                                 \
+    if constexpr (nrn::traits<D>::STORAGE16) {                                                      \
+      if (dtype == at::kHalf) return job.template run<D, at::Half>();                               \
+      if (dtype == at::kBFloat16) return job.template run<D, at::BFloat16>();                       \
+    }                                                                                               \
+    TORCH_CHECK(false, "x: the fused neuron '" #name "' supports float32/float64",                  \
+                nrn::traits<D>::STORAGE16 ? "/float16/bfloat16" : "", ", got ", dtype);             \
+  }
+  NRN_FOR_EACH(NRN_RUN)
+#undef NRN_RUN
+  TORCH_CHECK(false, "neuron: unknown dynamics id ", id);
 }
 
-template <class D, typename C>
-void backward_typed(const at::Tensor& x, const at::Tensor& saved, const at::Tensor& prm, const at::Tensor& g_out,
-                    const at::Tensor& g_last, at::Tensor& g_x, at::Tensor& g_st0, at::Tensor& g_prm, int64_t steps,
-                    int64_t n, int sg, const nrn::Flags<C>& f) {
-  const C* ps = D::NSAVE > 0 ? saved.data_ptr<C>() : nullptr;
-  const C* pgo = g_out.defined() ? g_out.data_ptr<C>() : nullptr;
-  const C* pgl = g_last.defined() ? g_last.data_ptr<C>() : nullptr;
-  C* a[3] = {g_x.data_ptr<C>(), g_st0.data_ptr<C>(), g_prm.defined() ? g_prm.data_ptr<C>() : nullptr};
-  const C* px = x.data_ptr<C>();
-  const C* pp = prm.data_ptr<C>();
-  const int64_t p_n = prm.numel() / D::NP;
-  switch (sg) {
-    case lif::SG_SIGMOID: backward_modes<D, lif::SG_SIGMOID, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, p_n, f); break;
-    case lif::SG_ATAN: backward_modes<D, lif::SG_ATAN, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, p_n, f); break;
-    case lif::SG_FAST_SIGMOID:
-      backward_modes<D, lif::SG_FAST_SIGMOID, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, p_n, f); break;
-    case lif::SG_TRIANGLE: backward_modes<D, lif::SG_TRIANGLE, C>(px, ps, pp, pgo, pgl, a[0], a[1], a[2], steps, n, p_n, f); break;
-    default: TORCH_CHECK(false, "surrogate: unknown kernel id ", sg);
-  }
-}
+at::Tensor opt(const c10::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); }
 
 }  // namespace
 
-// x [T, ...]; state0 [NS, ...]; params [NP, ...]. Returns (out [T, ...], state_last [NS, ...],
-// saved [NSAVE, T, ...] or empty unless save, x_nonfinite).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, bool> neuron_forward(int64_t id, const at::Tensor& x, const at::Tensor& state0,
-                                       const at::Tensor& params, bool hard, bool decay_input, bool save) {
+// x [T, ...]; state0 [NS, ...] or [NS, 1]; params [NP, ...] or [NP, 1] in the compute dtype.
+// Returns (out [T, ...], state_last [NS, ...], saved [NSAVE, T, ...] (empty unless save),
+// seq [T, ...] (state 0 after every step; empty unless return_seq), x_nonfinite).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, bool> neuron_forward(
+    int64_t id, const at::Tensor& x, const at::Tensor& state0, const at::Tensor& params, bool hard, bool decay_input,
+    bool save, bool return_seq) {
   const Shape sh = shape(id);
   const auto dtype = x.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "x: fused neurons support float32/float64, got ", dtype);
-  check(x, "x", dtype); check(state0, "state0", dtype); check(params, "params", dtype);
+  check(x, "x", dtype); check(state0, "state0", dtype); check(params, "params", compute_dtype(dtype));
+  TORCH_CHECK(x.dim() >= 2, "x must have shape [T, batch, ...]");
   const int64_t steps = x.size(0), n = x.numel() / steps;
   TORCH_CHECK(state0.numel() == sh.ns * n || state0.numel() == sh.ns, "state0 must be [", sh.ns, ", N] or [", sh.ns, ", 1]");
   TORCH_CHECK(params.numel() == sh.np * n || params.numel() == sh.np, "params must be [", sh.np, ", N] or [", sh.np, ", 1]");
+  TORCH_CHECK(!sh.scalar_params || params.numel() == sh.np, "params must be [", sh.np, ", 1] (one value per layer)");
+  std::vector<int64_t> st_sizes{sh.ns};
+  std::vector<int64_t> sv_sizes{sh.nsave};
+  for (auto d : x.sizes().slice(1)) st_sizes.push_back(d);
+  for (auto d : x.sizes()) sv_sizes.push_back(d);
   at::Tensor out = empty_big(x.sizes(), x.options());
-  at::Tensor st_last = at::empty({sh.ns, n}, x.options());
-  at::Tensor saved = (save && sh.nsave > 0) ? empty_big({sh.nsave, steps * n}, x.options()) : at::Tensor();
-  bool nonfinite = false;
-  int64_t i = 0;
-#define NRN_FWD(name, D)                                                                                     \
-  if (i++ == id) {                                                                                           \
-    if (dtype == at::kFloat)                                                                                 \
-      nonfinite = forward_typed<D, float>(x, state0, params, out, st_last, saved, steps, n,                              \
-                              make_flags<float>(hard, false, decay_input, 0, 1.0));                          \
-    else                                                                                                     \
-      nonfinite = forward_typed<D, double>(x, state0, params, out, st_last, saved, steps, n,                             \
-                               make_flags<double>(hard, false, decay_input, 0, 1.0));                        \
-  }
-  NRN_FOR_EACH(NRN_FWD)
-#undef NRN_FWD
-  return {out, st_last, saved.defined() ? saved : at::empty({0}, x.options()), nonfinite};
+  at::Tensor st_last = at::empty(st_sizes, x.options());
+  at::Tensor saved = (save && sh.nsave > 0) ? empty_big(sv_sizes, x.options()) : at::Tensor();
+  at::Tensor seq = return_seq ? empty_big(x.sizes(), x.options()) : at::Tensor();
+  Forward job{x, state0, params, out, st_last, saved, seq, steps, n, Options{hard, false, decay_input, 0, 1.0}};
+  dispatch(id, dtype, job);
+  auto none = at::empty({0}, x.options());
+  return {out, st_last, saved.defined() ? saved : none, seq.defined() ? seq : none, job.nonfinite};
 }
 
-// Returns (grad_x [T, ...], grad_state0 [NS, N], grad_params [NP, N] or empty unless need_params).
-std::vector<at::Tensor> neuron_backward(int64_t id, const at::Tensor& x, const at::Tensor& saved,
+// x [T, ...] or None (definitions with BWD_X = 0; saved then gives the shape). Returns (grad_x
+// [T, ...], grad_state0 [NS, ...], grad_params float64: [NP, N], [NP, chunks] for one-per-layer
+// parameters (sum over dim 1), or empty unless need_params).
+std::vector<at::Tensor> neuron_backward(int64_t id, const c10::optional<at::Tensor>& x_opt, const at::Tensor& saved,
                                         const at::Tensor& params, const c10::optional<at::Tensor>& g_out_opt,
+                                        const c10::optional<at::Tensor>& g_seq_opt,
                                         const c10::optional<at::Tensor>& g_last_opt, bool hard, bool detach,
                                         bool decay_input, int64_t sg, double sg_param, bool need_params) {
   const Shape sh = shape(id);
-  const auto dtype = x.scalar_type();
-  check(x, "x", dtype); check(params, "params", dtype);
-  const int64_t steps = x.size(0), n = x.numel() / steps;
+  const at::Tensor x = opt(x_opt), g_out = opt(g_out_opt), g_seq = opt(g_seq_opt), g_last = opt(g_last_opt);
+  TORCH_CHECK(x.defined() || !sh.bwd_x, "x: this neuron's backward needs the input");
+  TORCH_CHECK(x.defined() || sh.nsave > 0, "x or saved must give the shape");
+  const at::Tensor& like = x.defined() ? x : saved;
+  const auto dtype = like.scalar_type();
+  const auto sizes = x.defined() ? x.sizes() : saved.sizes().slice(1);
+  TORCH_CHECK(sizes.size() >= 2, "x must have shape [T, batch, ...]");
+  const int64_t steps = sizes[0], n = c10::multiply_integers(sizes) / steps;
+  if (x.defined()) check(x, "x", dtype);
+  check(params, "params", compute_dtype(dtype));
+  TORCH_CHECK(params.numel() == sh.np * n || params.numel() == sh.np, "params: bad shape");
   if (sh.nsave > 0) {
     check(saved, "saved", dtype);
     TORCH_CHECK(saved.numel() == sh.nsave * steps * n, "saved: the forward saved no state for backward");
   }
-  at::Tensor g_out = g_out_opt.has_value() ? *g_out_opt : at::Tensor();
-  at::Tensor g_last = g_last_opt.has_value() ? *g_last_opt : at::Tensor();
   if (g_out.defined()) { check(g_out, "grad_out", dtype); TORCH_CHECK(g_out.numel() == steps * n, "grad_out: bad shape"); }
+  if (g_seq.defined()) { check(g_seq, "grad_seq", dtype); TORCH_CHECK(g_seq.numel() == steps * n, "grad_seq: bad shape"); }
   if (g_last.defined()) { check(g_last, "grad_state", dtype); TORCH_CHECK(g_last.numel() == sh.ns * n, "grad_state: bad shape"); }
-  at::Tensor g_x = empty_big(x.sizes(), x.options());
-  at::Tensor g_st0 = at::empty({sh.ns, n}, x.options());
-  TORCH_CHECK(params.numel() == sh.np * n || params.numel() == sh.np, "params: bad shape");
-  at::Tensor g_prm = need_params ? at::empty({sh.np, n}, x.options()) : at::Tensor();
-  int64_t i = 0;
-#define NRN_BWD(name, D)                                                                                     \
-  if (i++ == id) {                                                                                           \
-    if (dtype == at::kFloat)                                                                                 \
-      backward_typed<D, float>(x, saved, params, g_out, g_last, g_x, g_st0, g_prm, steps, n, (int)sg,       \
-                               make_flags<float>(hard, detach, decay_input, (int)sg, sg_param));             \
-    else                                                                                                     \
-      backward_typed<D, double>(x, saved, params, g_out, g_last, g_x, g_st0, g_prm, steps, n, (int)sg,      \
-                                make_flags<double>(hard, detach, decay_input, (int)sg, sg_param));           \
-  }
-  NRN_FOR_EACH(NRN_BWD)
-#undef NRN_BWD
-  return {g_x, g_st0, g_prm.defined() ? g_prm : at::empty({0}, x.options())};
+  std::vector<int64_t> st_sizes{sh.ns};
+  for (auto d : sizes.slice(1)) st_sizes.push_back(d);
+  const auto opts = like.options();
+  at::Tensor g_x = empty_big(sizes, opts);
+  at::Tensor g_st0 = at::empty(st_sizes, opts);
+  const int64_t g_cols = sh.scalar_params ? (n + sh.chunk - 1) / sh.chunk : n;
+  at::Tensor g_prm = need_params ? at::empty({sh.np, g_cols}, opts.dtype(at::kDouble)) : at::Tensor();
+  Backward job{x, saved, params, g_out, g_seq, g_last, g_x, g_st0, need_params ? g_prm.data_ptr<double>() : nullptr,
+               steps, n, Options{hard, detach, decay_input, (int)sg, sg_param}};
+  dispatch(id, dtype, job);
+  return {g_x, g_st0, g_prm.defined() ? g_prm : at::empty({0}, opts.dtype(at::kDouble))};
 }
 
 std::vector<int64_t> layout(int64_t id) {
@@ -289,11 +391,20 @@ std::vector<int64_t> layout(int64_t id) {
   return {sh.ns, sh.np, sh.nsave};
 }
 
+std::vector<int64_t> traits(int64_t id) {
+  const Shape sh = shape(id);
+  return {sh.scalar_params, sh.storage16, sh.bwd_x};
+}
+
+int64_t cached_bytes() { return cpubuf::cached_bytes(); }
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Fused multi-step neurons on the CPU, instantiated from cuda/neuron_template.cuh";
   m.def("names", &names, "dynamics names in dispatch order");
   m.def("layout", &layout, "(states, parameters, saved values) of a dynamics id");
+  m.def("traits", &traits, "(one value per layer for each parameter, fp16/bf16, backward reads x) of a dynamics id");
   m.def("forward", &neuron_forward, "fused neuron forward");
   m.def("backward", &neuron_backward, "fused neuron backward");
   m.def("empty_cache", &cpubuf::release_cache, "free the recycled output buffers; returns bytes freed");
+  m.def("cached_bytes", &cached_bytes, "bytes held by the output-buffer cache");
 }

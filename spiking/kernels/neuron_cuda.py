@@ -2,29 +2,29 @@
 
 Kernels ``nrn_forward<D, T>`` / ``nrn_backward<D, SG, T>`` are compiled by NVRTC on first use per
 (neuron, dtype, surrogate) with ``-fmad=false`` and ``-I cuda/``, cached per device, and launched
-on torch's current stream (the LIF loader's helpers in :mod:`.cuda`). The autograd wrapper is the
-CPU one's (:class:`.neuron_cpu.FusedNeuron` semantics), with these kernels behind it.
+on torch's current stream (the loader and launch helpers of :mod:`.cuda`, which runs LIF's
+definition from the same source). The autograd wrapper is the CPU one's
+(:class:`.neuron_cpu.FusedNeuron` semantics), with these kernels behind it.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 
 import numpy as np
 import torch
 
-from ..native_sources import cuda_source
 from ._common import needs_grad
 
 __all__ = ["run", "available", "kernel_name"]
 
 DTYPES = {torch.float32: "float", torch.float64: "double"}
 # registry name -> C++ dynamics type (cuda/neuron_template.cuh, NRN_FOR_EACH)
-TYPES = {"if": "nrn::IF", "plif": "nrn::PLIF", "alif": "nrn::ALIF", "cuba_lif": "nrn::CubaLIF", "li": "nrn::LI"}
-LAYOUT = {"if": (1, 2, 1), "plif": (1, 3, 2), "alif": (2, 5, 2), "cuba_lif": (2, 4, 1), "li": (1, 2, 0)}
-_lock = threading.Lock()
-_functions: dict = {}
+TYPES = {"lif": "nrn::LIF", "if": "nrn::IF", "plif": "nrn::PLIF", "alif": "nrn::ALIF", "cuba_lif": "nrn::CubaLIF",
+         "li": "nrn::LI"}
+LAYOUT = {"lif": (1, 3, 1), "if": (1, 2, 1), "plif": (1, 3, 2), "alif": (2, 5, 2), "cuba_lif": (2, 4, 1),
+          "li": (1, 2, 0)}
+SCALAR_PARAMS = {"lif"}  # definitions whose parameters are one value per layer (SCALAR_PARAMS = 1)
 
 
 def available() -> tuple[bool, str]:
@@ -41,29 +41,12 @@ def kernel_name(direction: str, neuron: str, dtype: torch.dtype, sg_id: int = 0)
     return f"nrn_backward<{TYPES[neuron]},{int(sg_id)},{DTYPES[dtype]}>"
 
 
-def _function(name: str, device_index: int):
-    from .cuda import _import_cupy
-
-    key = (name, device_index)
-    with _lock:
-        fn = _functions.get(key)
-        if fn is None:
-            cupy = _import_cupy()
-            with cupy.cuda.Device(device_index):
-                source = cuda_source("neurons.cu")
-                options = ("--std=c++14", "-fmad=false", "-DNRN_NO_INSTANTIATE", f"-I{source.parent}")
-                module = cupy.RawModule(code=source.read_text(), options=options,
-                                        name_expressions=[name])
-                fn = _functions[key] = module.get_function(name)
-    return fn
-
-
 def _ptr(t):
     return np.uint64(0 if t is None or t.numel() == 0 else t.data_ptr())
 
 
 def _launch(name: str, x: torch.Tensor, n: int, args: tuple) -> None:
-    from .cuda import _launch as launch
+    from .cuda import _function, _launch as launch
 
     launch(_function(name, x.get_device()), x, n, args)
 
@@ -76,8 +59,9 @@ class FusedNeuronCuda(torch.autograd.Function):
         out, state = torch.empty_like(x), torch.empty_like(state0)
         saved = x.new_empty((nsave, steps, n)) if save and nsave else None
         _launch(kernel_name("forward", neuron, x.dtype), x, n, (
-            _ptr(x), _ptr(state0), _ptr(params), _ptr(out), _ptr(state), _ptr(saved), np.int64(n), np.int32(steps),
-            np.int32(cfg.hard), np.int32(cfg.decay_input)))
+            _ptr(x), _ptr(state0), _ptr(params), _ptr(out), _ptr(state), _ptr(saved), _ptr(None), _ptr(None),
+            np.int64(n), np.int64(n), np.int64(params.shape[1]), np.int32(steps), np.int32(cfg.hard),
+            np.int32(cfg.decay_input)))
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, saved if saved is not None else x.new_empty((0,)), params)
         ctx.neuron, ctx.cfg, ctx.state_shape = neuron, cfg, state0.shape
@@ -88,14 +72,18 @@ class FusedNeuronCuda(torch.autograd.Function):
         x, saved, params = ctx.saved_tensors
         cfg = ctx.cfg
         steps, n = x.shape[0], math.prod(x.shape[1:])
-        gx, gs0, gp = torch.empty_like(x), x.new_empty(ctx.state_shape), torch.empty_like(params)
+        need_p = bool(ctx.needs_input_grad[2])
+        gx, gs0 = torch.empty_like(x), x.new_empty(ctx.state_shape)
+        gp = x.new_empty((params.shape[0], n), dtype=torch.float64) if need_p else None
         g_out = None if g_out is None else g_out.contiguous()
         g_state = None if g_state is None else g_state.contiguous()
         _launch(kernel_name("backward", ctx.neuron, x.dtype, cfg.surrogate.kernel_id), x, n, (
-            _ptr(x), _ptr(saved), _ptr(params), _ptr(g_out), _ptr(g_state), _ptr(gx), _ptr(gs0), _ptr(gp),
-            np.int64(n), np.int32(steps), np.int32(cfg.hard), np.int32(cfg.detach_reset), np.int32(cfg.decay_input),
-            np.float64(cfg.surrogate.param)))
-        return gx, gs0, gp if ctx.needs_input_grad[2] else None, None, None, None
+            _ptr(x), _ptr(saved), _ptr(params), _ptr(g_out), _ptr(None), _ptr(g_state), _ptr(gx), _ptr(gs0),
+            _ptr(gp), np.int64(n), np.int64(params.shape[1]), np.int32(steps), np.int32(cfg.hard),
+            np.int32(cfg.detach_reset), np.int32(cfg.decay_input), np.float64(cfg.surrogate.param)))
+        if need_p:
+            gp = (gp.sum(1, keepdim=True) if params.shape[1] == 1 else gp).to(params.dtype)
+        return gx, gs0, gp, None, None, None
 
 
 def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg):
@@ -109,8 +97,14 @@ def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg):
         raise TypeError(f"x: the fused neurons support float32 and float64, got {x.dtype}")
     if spec.name not in TYPES:
         raise RuntimeError(f"neuron {spec.name!r} has no CUDA kernel (known: {sorted(TYPES)})")
-    step_shape = x.shape[1:]  # the CUDA kernels read per-neuron [K, N] state and parameters
+    step_shape = x.shape[1:]  # per-neuron [K, N] state; parameters [K, 1] when all are single values
     st = torch.stack([s.to(x.dtype).expand(step_shape) for s in state0]).contiguous()
-    pr = torch.stack([p.expand(step_shape) for p in params]).contiguous()
+    if all(p.numel() == 1 for p in params):
+        pr = torch.stack([p.to(x.dtype).reshape(()) for p in params]).reshape(len(params), 1)
+    elif spec.name in SCALAR_PARAMS:
+        raise ValueError(f"{spec.name}: the fused kernel takes one value per layer for each parameter "
+                         f"{spec.params._fields}, got per-neuron values")
+    else:
+        pr = torch.stack([p.expand(step_shape) for p in params]).contiguous()
     out, state = FusedNeuronCuda.apply(x.contiguous(), st, pr, spec.name, cfg, needs_grad(x, st, pr))
     return out, tuple(state.unbind(0))

@@ -1,7 +1,8 @@
-"""Neurons: LIF (:mod:`.functional`, :mod:`.module`), the template family (IF, PLIF, ALIF, CubaLIF,
-LI; :mod:`.registry`, :mod:`.multistep`), RLIF, and the surrogates."""
+"""Neurons: the template family (LIF, IF, PLIF, ALIF, CubaLIF, LI; :mod:`.registry`,
+:mod:`.multistep`; LIF's own functions in :mod:`.functional` and :mod:`.module`), RLIF, and the
+surrogates."""
 
-from . import surrogate
+from . import lif_spec, surrogate
 from .alif import ALIF, alif_multistep
 from .cuba_lif import CubaLIF, cuba_lif_multistep
 from .functional import lif_multistep, lif_multistep_torch, lif_step

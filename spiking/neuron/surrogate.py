@@ -16,7 +16,7 @@ name               parameter (default)         σ'(z)
 ``triangle``       width (1.0)                 max(0, 1 - |z| / width) / width
 =================  ==========================  ==============================================
 
-The same formulas are implemented for the fused kernels in ``cuda/lif_step.cuh``.
+The same formulas are implemented for the fused kernels in ``cuda/lif_step.cuh`` (``lif::surrogate_grad``).
 """
 
 from __future__ import annotations
