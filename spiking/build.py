@@ -104,12 +104,15 @@ def cached_build(kind: str, key_parts: Iterable[Union[bytes, str]], build: Calla
 def build_all() -> list[tuple[str, bool, str]]:
     """Build (or find cached) every native library; ``[(name, ok, detail)]``, never raises."""
     from .kernels import cpu as neuron_cpu
+    from .kernels import spike_matmul
     from .memory import cpu as sparsey_cpu
 
     results = []
     ok, why = neuron_cpu.available()
-    results.append(("fused CPU neuron extension", ok,
-                    why or neuron_cpu.build_directory()))
+    results.append(("fused CPU neuron extension", ok, why or neuron_cpu.build_directory()))
+    spike_mm = spike_matmul.extension()
+    ok = spike_mm.available()
+    results.append(("event-driven CPU spike-matmul extension", ok, spike_mm.error() or spike_mm.directory()))
     ok = sparsey_cpu.available()
     results.append(("Sparsey C library", ok, sparsey_cpu.build_error() or sparsey_cpu.build_directory()))
     return results
