@@ -7,8 +7,10 @@ checkout A and in checkout B, alternating: each repetition runs one fresh subpro
 alike), each subprocess imports ``spiking`` from its checkout, warms up, and reports the median of
 ``--inner`` timed calls per workload. Reported: per checkout and workload the median over
 repetitions (and min-max), and the ratio B/A of neuron-updates/s (> 1: B faster) together with
-the per-repetition ratios. JSON (command, machine, versions, load average at start and end) goes
-to ``--out``.
+the per-repetition ratios; the same for the CPU time of the process (``time.process_time``: all
+threads' time on a core, which a busy shared machine disturbs less than the wall time; at one
+thread it is the kernel's own time). JSON (command, machine, versions, load average at start and
+end) goes to ``--out``.
 
 Workloads (float32, hard reset, sigmoid surrogate, NaN/inf check on):
   lif_fwd        x [100, 64, 4096] under no_grad (as in bench/lif_throughput.py)
@@ -57,10 +59,12 @@ for name, (shape, bwd, inner) in json.loads(sys.argv[2]).items():
                 lif(x)
     for _ in range(2):
         call()
-    ts = []
+    ts, cs = [], []
     for _ in range(inner):
-        t0 = time.perf_counter(); call(); ts.append(time.perf_counter() - t0)
+        c0 = time.process_time(); t0 = time.perf_counter(); call()
+        ts.append(time.perf_counter() - t0); cs.append(time.process_time() - c0)
     res[name] = statistics.median(ts)
+    res[name + ":cpu"] = statistics.median(cs)
 print("RESULT " + json.dumps(res))
 """
 
@@ -107,7 +111,11 @@ def main() -> None:
             ratios = [x / y for x, y in zip(ta, tb)]
             shape = WORKLOADS[w][0]
             updates = shape[0] * shape[1] * shape[2]
+            ca, cb = [r[w + ":cpu"] for r in runs["A"]], [r[w + ":cpu"] for r in runs["B"]]
             per[w] = {"shape": list(shape), "backward": WORKLOADS[w][1],
+                      "A_cpu_median_s": statistics.median(ca), "B_cpu_median_s": statistics.median(cb),
+                      "cpu_ratio_B_over_A": statistics.median(ca) / statistics.median(cb),
+                      "per_rep_cpu_ratio_B_over_A": [x / y for x, y in zip(ca, cb)],
                       "A_median_s": statistics.median(ta), "A_min_max_s": [min(ta), max(ta)],
                       "B_median_s": statistics.median(tb), "B_min_max_s": [min(tb), max(tb)],
                       "A_updates_per_s": updates / statistics.median(ta),
@@ -115,7 +123,8 @@ def main() -> None:
                       "speed_ratio_B_over_A": statistics.median(ta) / statistics.median(tb),
                       "per_rep_ratio_B_over_A": ratios}
             print(f"threads {threads} {w}: A {per[w]['A_median_s'] * 1e3:.2f} ms, B {per[w]['B_median_s'] * 1e3:.2f} ms, "
-                  f"B/A speed {per[w]['speed_ratio_B_over_A']:.3f} (per rep {min(ratios):.3f}-{max(ratios):.3f})",
+                  f"B/A speed {per[w]['speed_ratio_B_over_A']:.3f} (per rep {min(ratios):.3f}-{max(ratios):.3f}); "
+                  f"CPU time B/A speed {per[w]['cpu_ratio_B_over_A']:.3f}",
                   flush=True)
         results[f"threads_{threads}"] = per
     import torch

@@ -1,5 +1,5 @@
 // Numerics shared by the neuron template's host and device loops (cuda/neuron_template.cuh,
-// cuda/neurons.cu, spiking/kernels/neuron_cpu.cpp), compiled by nvcc, NVRTC and the host C++
+// cuda/neurons.cu, spiking/kernels/neuron_cpu_loops.h), compiled by nvcc, NVRTC and the host C++
 // compiler alike: the storage types (fp16/bf16 carried as raw bits) with torch's rounding
 // (Store<T>), the surrogate slopes σ'(z) of the four surrogate shapes, a vectorisable host exp,
 // and the NaN/inf probe of the forward loops.

@@ -1,6 +1,6 @@
 // The neuron template: what every neuron's dynamics definition provides, and the pieces they
 // share. The multi-step loops that are instantiated from a definition live in
-// spiking/kernels/neuron_cpu.cpp (host: chunks of neurons, OpenMP) and cuda/neurons.cu (device:
+// spiking/kernels/neuron_cpu_loops.h (host: chunks of neurons, OpenMP) and cuda/neurons.cu (device:
 // one thread per neuron); both walk t = 0..T-1 forward and T-1..0 backward calling the
 // definition's step, so one definition gives the CPU and the CUDA path.
 //

@@ -4,7 +4,7 @@
 // CuPy RawModule (NVRTC, -fmad=false, -I cuda/) with name expressions such as
 // "nrn_forward<nrn::ALIF,float>" or "nrn_backward<nrn::LIF,1,lif::f16>".
 //
-// Layout as on the CPU (spiking/kernels/neuron_cpu.cpp): x, out [T, N]; state [NS, N];
+// Layout as on the CPU (spiking/kernels/neuron_cpu_loops.h): x, out [T, N]; state [NS, N];
 // params [NP, p_n] with p_n = N (per neuron) or 1 (per layer) in the compute type C;
 // saved [NSAVE, T, N]; thread i touches x[t*N + i] (coalesced). Storage types: float, double and,
 // for STORAGE16 definitions (LIF), lif::f16 / lif::bf16 (compute in float, rounded per op).

@@ -16,7 +16,7 @@ from spiking.neuron.registry import get_neuron
 
 needs_gpu = pytest.mark.skipif(not neuron_cuda.available()[0], reason="needs a CUDA GPU and CuPy")
 
-PARAMS = {"if": (1.0, 0.0), "plif": (0.4, 1.0, 0.0), "alif": (0.5, 1.0, 0.0, 1.5, 0.9),
+PARAMS = {"lif": (1.0, 2.0, 0.0), "if": (1.0, 0.0), "plif": (0.4, 1.0, 0.0), "alif": (0.5, 1.0, 0.0, 1.5, 0.9),
           "cuba_lif": (0.6, 0.5, 1.0, 0.0), "li": (0.3, 0.1)}
 
 

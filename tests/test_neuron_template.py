@@ -31,7 +31,7 @@ def _params(name, dtype):
         return (lo + (hi - lo) * torch.rand(shape, generator=g, dtype=torch.float64)).to(dtype)
 
     return {
-        "lif": lambda vr: (2.5, torch.tensor(0.9, dtype=dtype).requires_grad_(), vr),  # one value per layer
+        "lif": lambda vr: (torch.tensor(0.9, dtype=dtype).requires_grad_(), 2.5, vr),  # one value per layer
         "if": lambda vr: (rnd(0.5, 1.5), vr),
         "plif": lambda vr: (rnd(0.2, 0.9).requires_grad_(), rnd(0.5, 1.5), vr),
         "alif": lambda vr: (rnd(0.2, 0.9), rnd(0.5, 1.5), vr, rnd(0.0, 2.0), rnd(0.5, 0.99)),
@@ -94,6 +94,9 @@ def test_registry_matches_kernels():
         ns, np_, nsave = ext.layout(i)
         assert (ns, np_) == (len(spec.states), len(spec.params._fields))
         assert neuron_cuda.LAYOUT[name] == (ns, np_, nsave)
+        scalar, _, _, grad_mask = ext.traits(i)
+        assert bool(scalar) == (name in neuron_cuda.SCALAR_PARAMS)
+        assert grad_mask == neuron_cuda.GRAD_PARAMS.get(name, (1 << np_) - 1)
 
 
 def test_auto_backend_uses_fused_path_and_torch_for_other_dtypes():
@@ -176,8 +179,11 @@ def test_lif_definition_takes_one_value_per_layer():
     refused by name on the fused path; the torch reference takes them."""
     cfg = multistep.make_config(0.0, False, True, "sigmoid")
     x = torch.rand(3, 2, 4) * 2
-    params = (torch.full((4,), 2.0), 1.0, 0.0)
+    params = (1.0, torch.full((4,), 2.0), 0.0)
     with pytest.raises(ValueError, match=r"lif: the fused kernel takes one value per layer .*'tau'"):
         multistep.run(get_neuron("lif"), x, params, cfg, backend="cpu")
     out, _ = multistep.run(get_neuron("lif"), x, params, cfg, backend="torch")
     assert torch.equal(out, spiking.lif_multistep(x, backend="torch")[0])
+    tau = torch.tensor(2.0, requires_grad=True)  # LIF's fused step gives a gradient for v_threshold only
+    with pytest.raises(ValueError, match="lif: parameter tau has no gradient on the fused path"):
+        multistep.run(get_neuron("lif"), x, (1.0, tau, 0.0), cfg, backend="cpu")

@@ -1,7 +1,7 @@
 // LIF: leaky integrate-and-fire (spiking.LIF, spiking.lif_multistep, DSR's neurons).
 //   decay_input: H_t = V_{t-1} + (X_t - (V_{t-1} - V_rest)) / tau   else   H_t = V_{t-1} - (V_{t-1} - V_rest) / tau + X_t
 //   S_t = Θ(H_t - V_th);  V_t = H_t (1 - S_t) + V_reset S_t (hard)  or  H_t - V_th S_t (soft);  V_rest = V_reset or 0
-// State (v); parameters (tau, v_th, v_reset), one value per layer; saved H_t; gradient for v_th.
+// State (v); parameters (v_th, tau, v_reset), one value per layer; saved H_t; gradient for v_th only.
 //
 // Bit-exact with the torch reference (spiking/neuron/functional.py::lif_step) in float32/float64
 // and in fp16/bf16 storage: every operation is rounded to the storage type (F::round) as torch
@@ -18,7 +18,7 @@
 #pragma once
 namespace nrn {
 struct LIF {
-  enum { NS = 1, NP = 3, NSAVE = 1, SCALAR_PARAMS = 1, STORAGE16 = 1, BWD_X = 0, GRAD_PARAMS = 2 };  // dL/dv_th only
+  enum { NS = 1, NP = 3, NSAVE = 1, SCALAR_PARAMS = 1, STORAGE16 = 1, BWD_X = 0, GRAD_PARAMS = 1 };
 
   // a scalar of "tensor ± python float": rounded to the storage type on the host only
   template <class F, typename C> static LIF_HD C add_scalar(C a) {
@@ -42,16 +42,16 @@ struct LIF {
     C h;
     if (f.decay_input) {
       const C b = F::round(x - a);
-      const C c = F::round(div_tau(b, p[0]));
+      const C c = F::round(div_tau(b, p[1]));
       h = F::round(v + c);
     } else {
-      const C c = F::round(div_tau(a, p[0]));
+      const C c = F::round(div_tau(a, p[1]));
       const C d = F::round(v - c);
       h = F::round(d + x);
     }
     save[0] = h;
-    const bool fired = F::round(h - add_scalar<F>(p[1])) >= (C)0;
-    if (fired) s[0] = f.hard ? F::round(p[2]) : F::round(h - F::round(p[1]));  // V_reset·S, H - V_th·S
+    const bool fired = F::round(h - add_scalar<F>(p[0])) >= (C)0;
+    if (fired) s[0] = f.hard ? F::round(p[2]) : F::round(h - F::round(p[0]));  // V_reset·S, H - V_th·S
     else s[0] = h;
     return fired ? (C)1 : (C)0;
   }
@@ -59,7 +59,7 @@ struct LIF {
   template <int SG, typename C, typename F>
   static LIF_HD C backward(C, const C* save, C g_out, C* g_s, const C* p, const F& f, C* g_p) {
     const C h = save[0];
-    const C vth = add_scalar<F>(p[1]);
+    const C vth = add_scalar<F>(p[0]);
     const C z = F::round(h - vth);
     const C s = z >= (C)0 ? (C)1 : (C)0;
     const C sg = lif::surrogate_grad<SG>(z, f.sg);
@@ -73,11 +73,11 @@ struct LIF {
       dvdth = f.detach ? -s : vth * sg - s;
     }
     const C gv = g_s[0];
-    g_p[0] = (C)0;
-    g_p[1] = gv * dvdth - g_out * sg;
+    g_p[0] = gv * dvdth - g_out * sg;
+    g_p[1] = (C)0;
     g_p[2] = (C)0;
     const C gh = g_out * sg + gv * dvdh;
-    const double inv_tau = 1.0 / (double)p[0];
+    const double inv_tau = 1.0 / (double)p[1];
     g_s[0] = gh * (C)(1.0 - inv_tau);
     return gh * (f.decay_input ? (C)inv_tau : (C)1);
   }

@@ -64,6 +64,36 @@ def make_config(
     return cfg, vth_t
 
 
+_constants: dict = {}
+
+
+def constant(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small ``[len(values), 1]`` tensor of ``values`` (e.g. a layer's parameters), made once per
+    (values, dtype, device) and reused, since the kernels only read it: no tensor construction (and
+    on a GPU no host-to-device copy) on every call."""
+    key = (values, dtype, device)
+    t = _constants.get(key)
+    if t is None:
+        if len(_constants) > 256:
+            _constants.clear()
+        t = _constants[key] = torch.tensor([[v] for v in values], dtype=dtype, device=device)
+    return t
+
+
+def check_params(spec, params: tuple, scalar: bool, grad_mask: int) -> None:
+    """``ValueError`` naming the parameter when the fused kernel of ``spec`` cannot take it: per-neuron
+    values where the definition keeps one value per layer (``SCALAR_PARAMS``), or a tensor that
+    requires grad where the definition gives no gradient (``GRAD_PARAMS``)."""
+    fields = spec.params._fields
+    if scalar and any(p.numel() != 1 for p in params):
+        raise ValueError(f"{spec.name}: the fused kernel takes one value per layer for each parameter {fields}, "
+                         f"got per-neuron values")
+    for k, (field, p) in enumerate(zip(fields, params)):
+        if p.requires_grad and not grad_mask >> k & 1:
+            raise ValueError(f"{spec.name}: parameter {field} has no gradient on the fused path; use the torch "
+                             f"backend or a neuron that learns it")
+
+
 def needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
     """True when autograd is recording and any of the tensors requires grad."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

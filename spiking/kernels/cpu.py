@@ -1,8 +1,9 @@
 """The fused CPU extension (built from the neuron template) and the fused CPU LIF on top of it.
 
-One C++ extension, ``spiking/kernels/neuron_cpu.cpp``, holds the multi-step forward and backward
-loops of every dynamics definition of ``cuda/neuron_template.cuh`` (LIF, IF, PLIF, ALIF, CubaLIF,
-LI): chunks of 256 neurons walk all T steps (OpenMP over chunks), so there is no per-step autograd
+One C++ extension holds the multi-step forward and backward loops (``spiking/kernels/neuron_cpu_loops.h``)
+of every dynamics definition of ``cuda/neuron_template.cuh`` (LIF, IF, PLIF, ALIF, CubaLIF, LI),
+instantiated per dtype in ``neuron_cpu_float.cpp`` / ``neuron_cpu_double.cpp`` (compiled in parallel)
+behind the entry points of ``neuron_cpu.cpp``: chunks of 256 or 512 neurons walk all T steps (OpenMP over chunks), so there is no per-step autograd
 graph and no per-step tensor. This module builds and loads it (:func:`load_extension`, shared with
 :mod:`.neuron_cpu`) and wraps LIF's definition (``cuda/neurons/lif.cuh``) as
 :func:`lif_multistep_cpu`: torch custom ops for ``torch.compile`` and an eager
@@ -49,7 +50,7 @@ import torch
 
 from ..build import cached_build, compiler_id, cpu_isa
 from ..native_sources import cuda_source, native_source
-from ._common import check_v0, make_config, make_ops, nonfinite_x_error, run_fused
+from ._common import check_v0, constant, make_config, make_ops, nonfinite_x_error, run_fused
 
 __all__ = ["lif_multistep_cpu", "available", "load_extension", "build_directory", "empty_cache", "SUPPORTED_DTYPES"]
 
@@ -72,9 +73,9 @@ _directory: Optional[Path] = None
 def _sources() -> list[Path]:
     """The loops, the buffer header, the step header, the template and every dynamics definition."""
     neurons = cuda_source("neuron_template.cuh").parent / "neurons"
-    return [native_source("spiking.kernels", "neuron_cpu.cpp"), native_source("spiking.kernels", "cpu_buffers.h"),
-            cuda_source("lif_step.cuh"), cuda_source("neuron_template.cuh"),
-            *(cuda_source(f"neurons/{p.name}") for p in sorted(neurons.glob("*.cuh")))]
+    own = ("neuron_cpu.cpp", "neuron_cpu_float.cpp", "neuron_cpu_double.cpp", "neuron_cpu_loops.h", "cpu_buffers.h")
+    return [*(native_source("spiking.kernels", name) for name in own), cuda_source("lif_step.cuh"),
+            cuda_source("neuron_template.cuh"), *(cuda_source(f"neurons/{p.name}") for p in sorted(neurons.glob("*.cuh")))]
 
 
 def _module_name(directory: Path) -> str:
@@ -89,7 +90,7 @@ def _compile(directory: Path) -> None:
         shutil.copyfile(src, directory / ("neurons" if src.parent.name == "neurons" else "") / src.name)
     cpp_extension.load(
         name=_module_name(directory),
-        sources=[str(directory / "neuron_cpu.cpp")],
+        sources=[str(directory / name) for name in ("neuron_cpu.cpp", "neuron_cpu_float.cpp", "neuron_cpu_double.cpp")],
         extra_include_paths=[str(directory)],
         extra_cflags=_cflags(),
         extra_ldflags=["-fopenmp"],
@@ -181,37 +182,22 @@ def dynamics_id(name: str) -> int:
     return names.index(name)
 
 
-_constants: dict = {}
-
-
-def _constant(values: tuple, dtype: torch.dtype) -> torch.Tensor:
-    """A small ``[len(values), 1]`` CPU tensor, made once per (values, dtype) and reused (the
-    kernels only read it): saves a tensor construction on every call of a small layer."""
-    key = (values, dtype)
-    t = _constants.get(key)
-    if t is None:
-        if len(_constants) > 256:
-            _constants.clear()
-        t = _constants[key] = torch.tensor([[v] for v in values], dtype=dtype)
-    return t
-
-
 def lif_params(x: torch.Tensor, tau: float, v_threshold: float, v_reset: float) -> torch.Tensor:
-    """LIF's parameters ``(tau, v_th, v_reset)`` as the ``[3, 1]`` tensor the template loops read,
+    """LIF's parameters ``(v_th, tau, v_reset)`` as the ``[3, 1]`` tensor the template loops read,
     in the compute dtype of ``x`` (float32 for fp16/bf16 storage, see ``cuda/neurons/lif.cuh``)."""
-    return _constant((tau, v_threshold, v_reset), torch.float64 if x.dtype == torch.float64 else torch.float32)
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return constant((v_threshold, tau, v_reset), dtype, x.device)
 
 
 def _forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v, check_x):
     ext = load_extension()
     v_th = float(vth.item()) if vth is not None else v_threshold
-    state0 = v0.reshape(1, -1) if v0 is not None else _constant((v_reset if hard else 0.0,), x.dtype)
-    s, v_last, saved, v_seq, x_nonfinite = ext.forward(dynamics_id("lif"), x, state0,
-                                                       lif_params(x, tau, v_th, v_reset), hard, decay_input, save_h,
-                                                       return_v)
+    state0 = v0 if v0 is not None else constant((v_reset if hard else 0.0,), x.dtype, x.device)
+    s, v, saved, x_nonfinite = ext.forward(dynamics_id("lif"), x, state0, lif_params(x, tau, v_th, v_reset), hard,
+                                           decay_input, save_h, return_v)  # v: V_T, or [V_1..V_T] with return_v
     if check_x and x_nonfinite:
         raise nonfinite_x_error()
-    return s, v_seq if return_v else v_last[0], saved[0] if save_h else saved
+    return s, v, saved
 
 
 def _backward_impl(h_seq, grad_s, grad_v, vth, v_threshold, tau, v_reset, hard, decay_input, detach_reset,
@@ -219,12 +205,11 @@ def _backward_impl(h_seq, grad_s, grad_v, vth, v_threshold, tau, v_reset, hard, 
     ext = load_extension()
     v_th = float(vth.item()) if vth is not None else v_threshold
     gx, gv0, gp = ext.backward(
-        dynamics_id("lif"), None, h_seq.unsqueeze(0), lif_params(h_seq, tau, v_th, v_reset), grad_s,
+        dynamics_id("lif"), None, h_seq, lif_params(h_seq, tau, v_th, v_reset), grad_s,
         grad_v if return_v else None, None if return_v else grad_v, hard, detach_reset, decay_input, sg_id,
         sg_param, need_vth,
     )
-    gvth = gp[1].sum() if need_vth else gp
-    return gx, gv0[0] if need_v0 else h_seq.new_empty((0,)), gvth
+    return gx, gv0, gp[0].sum() if need_vth else gp  # grad_v0 is used only when need_v0
 
 
 _ops = make_ops("cpu", _forward_impl, _backward_impl)

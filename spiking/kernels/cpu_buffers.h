@@ -1,4 +1,4 @@
-// Output buffers of the fused CPU extension (spiking/kernels/neuron_cpu.cpp):
+// Output buffers of the fused CPU extension (spiking/kernels/neuron_cpu_loops.h):
 // recycled huge-page allocations (empty_big) and streaming row writers (write_row).
 // Header-only; an extension (.so) that includes it has its own cache.
 #pragma once

@@ -10,7 +10,7 @@ with ``cuda/neurons/lif.cuh``) through CuPy, as torch custom ops.
   contiguous torch tensors, never copied or converted.
 * Autograd: ``spiking::lif_cupy_forward`` / ``spiking::lif_cupy_backward`` custom ops
   (``torch.library.custom_op`` with ``register_autograd`` / ``register_fake``), so
-  ``torch.compile`` treats the LIF as one opaque node. The parameters ``(tau, v_th, v_reset)`` are
+  ``torch.compile`` treats the LIF as one opaque node. The parameters ``(v_th, tau, v_reset)`` are
   a small device tensor (cached per value; a learnable threshold is put in place on the device,
   so there is no host sync); the threshold gradient is summed per neuron in the kernel and over
   neurons by torch.
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..native_sources import cuda_source
-from ._common import check_v0, make_config, make_ops, nonfinite_x_error, run_fused
+from ._common import check_v0, constant, make_config, make_ops, nonfinite_x_error, run_fused
 
 __all__ = ["lif_multistep_cupy", "available", "kernel_source", "SUPPORTED_DTYPES", "BLOCK"]
 
@@ -137,23 +137,17 @@ def _launch(fn, x: torch.Tensor, n: int, args: tuple) -> None:
             fn(grid, (BLOCK,), args, stream=stream)
 
 
-_params: dict = {}
-
-
 def _lif_params(like: torch.Tensor, tau: float, vth: Optional[torch.Tensor], v_threshold: float,
                 v_reset: float) -> torch.Tensor:
-    """``(tau, v_th, v_reset)`` as the ``[3, 1]`` device tensor the kernels read, in the compute dtype
+    """``(v_th, tau, v_reset)`` as the ``[3, 1]`` device tensor the kernels read, in the compute dtype
     (float32 for fp16/bf16). A tensor threshold is rounded to the input dtype first (as torch does
     for a same-category 0-dim tensor) and copied in on the device: no host synchronisation."""
     dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-    key = (like.device, dtype, tau, v_threshold, v_reset)
-    base = _params.get(key)
-    if base is None:
-        base = _params[key] = torch.tensor([[tau], [v_threshold], [v_reset]], dtype=dtype, device=like.device)
+    base = constant((v_threshold, tau, v_reset), dtype, like.device)
     if vth is None:
         return base
     params = base.clone()
-    params[1, 0] = vth.detach().to(device=like.device, dtype=like.dtype).to(dtype).reshape(())
+    params[0, 0] = vth.detach().to(device=like.device, dtype=like.dtype).to(dtype).reshape(())
     return params
 
 
@@ -179,7 +173,7 @@ def _forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save
     steps, n = x.shape[0], math.prod(x.shape[1:])
     fn = _function(f"nrn_forward<nrn::LIF,{SUPPORTED_DTYPES[x.dtype]}>", x.get_device())
     x = x.contiguous()
-    v0 = v0.contiguous() if v0 is not None else x.new_full((1,), v_reset if hard else 0.0)
+    v0 = v0.contiguous() if v0 is not None else constant((v_reset if hard else 0.0,), x.dtype, x.device)
     s = torch.empty_like(x)
     h = torch.empty_like(x) if save_h else x.new_empty((0,))
     v_seq = torch.empty_like(x) if return_v else None
@@ -213,8 +207,8 @@ def _backward_impl(h_seq, grad_s, grad_v, vth, v_threshold, tau, v_reset, hard, 
         np.int32(steps), np.int32(hard), np.int32(detach_reset), np.int32(decay_input), np.float64(sg_param),
     )
     _launch(fn, h_seq, n, args)
-    gvth = gp[1].sum() if need_vth else h_seq.new_empty((0,), dtype=torch.float64)
-    return gx, gv0 if need_v0 else h_seq.new_empty((0,)), gvth
+    gvth = gp[0].sum() if need_vth else h_seq.new_empty((0,), dtype=torch.float64)
+    return gx, gv0, gvth  # grad_v0 is used only when need_v0
 
 
 _ops = make_ops("cupy", _forward_impl, _backward_impl)

@@ -1,225 +1,34 @@
 // Fused multi-step neurons on the CPU, instantiated from the neuron template
-// (cuda/neuron_template.cuh): one forward and one backward loop for every dynamics definition in
-// its registry (NRN_FOR_EACH), float32 and float64, and fp16/bf16 for the definitions that round
-// every operation to the storage type (STORAGE16: LIF).
+// (cuda/neuron_template.cuh): the extension's entry points. The loops are in neuron_cpu_loops.h
+// (one forward and one backward loop per dynamics definition of the registry NRN_FOR_EACH, every
+// flag a compile-time constant), instantiated in neuron_cpu_float.cpp (float32) and
+// neuron_cpu_double.cpp (float64, and fp16/bf16 for the definitions that round every operation
+// to the storage type, STORAGE16: LIF).
 //
 // Layout: x, out [T, N]; state [NS, N]; params [NP, N]; saved [NSAVE, T, N] (all contiguous);
 // the initial state and the parameters may also be [NS, 1] / [NP, 1] (one value per layer).
 // Storage type T (the tensors' dtype) and compute type C (float for fp16/bf16; lif::Store<T>);
-// parameters are passed in C. Work is split into chunks of chunk<D>() consecutive neurons
-// (at::parallel_for); each chunk keeps its state, parameters and gradient accumulators in small
-// stack buffers and walks all T steps, so there is no per-step tensor and no autograd graph.
-// Compiled with -O3 -ffp-contract=off (every operation rounds like the torch reference),
-// -fno-trapping-math (the selects of fire/reset are if-converted so the step loops vectorise),
-// -fno-math-errno, -fopenmp, and -mavx2 where the CPU has it (chosen in cpu.py). Every flag
-// (reset mode, detach, charge form) is a compile-time constant of the loops (nrn::FixedFlags).
+// parameters are passed in C. Compiled with -O3 -ffp-contract=off (every operation rounds like
+// the torch reference), -fno-trapping-math (the selects of fire/reset are if-converted so the
+// step loops vectorise), -fno-math-errno, -fopenmp, and -mavx2 where the CPU has it (cpu.py).
 // Large outputs come from the recycled huge-page buffers of cpu_buffers.h and are written with
 // streaming stores; the forward pass also probes x for NaN/inf (x - x is 0 only for finite x), so
 // no separate scan of x is needed.
-#include <torch/extension.h>
-#include <ATen/Parallel.h>
-
-#include <algorithm>
-#include <atomic>
 #include <string>
 #include <tuple>
 #include <vector>
 
-#include "neuron_template.cuh"
-#include "cpu_buffers.h"
+#include "neuron_cpu_loops.h"  // the loops and the Forward / Backward jobs
 
 namespace {
 
-using cpubuf::empty_big;
-using cpubuf::write_row;
+using namespace nrn_cpu;
 
-// Neurons per chunk: 512 when the parameters are one value per layer (small per-chunk buffers),
-// else 256 (per-neuron parameter rows and their gradient sums must stay in L1).
-template <class D> constexpr int64_t chunk() { return nrn::traits<D>::SCALAR_PARAMS ? 512 : 256; }
-// at least ~1M neuron-steps per parallel task: below that, waking a second thread costs more
-// than it saves (and on a loaded machine much more)
-constexpr int64_t MIN_TASK_WORK = int64_t(1) << 20;
-template <class D> int64_t grain(int64_t steps) {
-  return std::max<int64_t>(1, MIN_TASK_WORK / std::max<int64_t>(1, steps * chunk<D>()));
-}
-template <class D> int64_t num_chunks(int64_t n) { return (n + chunk<D>() - 1) / chunk<D>(); }
-constexpr int at_least_1(int n) { return n > 0 ? n : 1; }
-
-template <typename T> struct Raw { typedef T type; };
-template <> struct Raw<at::Half> { typedef lif::f16 type; };
-template <> struct Raw<at::BFloat16> { typedef lif::bf16 type; };
-
-template <typename AT> const typename Raw<AT>::type* cptr(const at::Tensor& t) {
-  return t.defined() ? reinterpret_cast<const typename Raw<AT>::type*>(t.data_ptr<AT>()) : nullptr;
-}
-template <typename AT> typename Raw<AT>::type* mptr(at::Tensor& t) {
-  return t.defined() ? reinterpret_cast<typename Raw<AT>::type*>(t.data_ptr<AT>()) : nullptr;
-}
-
-// The options of one call; the loops receive them as nrn::FixedFlags (see dispatch below).
-struct Options {
-  bool hard, detach, decay_input;
-  int sg;
-  double sg_param;
-};
-
-template <class F> F make_flags(const Options& o) {
-  typedef typename F::C C;
-  F f{};
-  f.sg = lif::make_sg<C>(o.sg, o.sg_param);
-  return f;
-}
-
-// Calls job.go<D, AT, HARD, DETACH, DECAY>() with the options as compile-time constants.
-template <class D, typename AT, class Job> void with_flags(const Options& o, Job& job) {
-  const int k = (o.hard ? 4 : 0) + (o.detach ? 2 : 0) + (o.decay_input ? 1 : 0);
-  switch (k) {
-    case 0: job.template go<D, AT, false, false, false>(); break;
-    case 1: job.template go<D, AT, false, false, true>(); break;
-    case 2: job.template go<D, AT, false, true, false>(); break;
-    case 3: job.template go<D, AT, false, true, true>(); break;
-    case 4: job.template go<D, AT, true, false, false>(); break;
-    case 5: job.template go<D, AT, true, false, true>(); break;
-    case 6: job.template go<D, AT, true, true, false>(); break;
-    default: job.template go<D, AT, true, true, true>(); break;
-  }
-}
-
-// rows[k][0..len) = src[k, n0..n0+len) for src [K, n], or src[k] repeated for src [K, 1] (n == 1)
-template <int K, int64_t W, typename T, typename C>
-inline void load_rows(const T* src, int64_t n, int64_t n0, int64_t len, C (*rows)[W]) {
-  typedef lif::Store<T> S;
-  for (int k = 0; k < K; ++k) {
-    if (n == 1) std::fill(rows[k], rows[k] + len, S::load(src[k]));
-    else for (int64_t j = 0; j < len; ++j) rows[k][j] = S::load(src[k * n + n0 + j]);
-  }
-}
-
-// Returns true when some x is NaN or ±inf. seq: [T, N] copy of state 0 after every step, or null.
-template <class D, class F, typename T>
-bool forward_loop(const T* x, const T* st0, const typename F::C* prm, T* out, T* st_last, T* saved, T* seq,
-                  int64_t steps, int64_t n, int64_t s_n, int64_t p_n, const F& f) {
-  typedef lif::Store<T> S;
-  typedef typename F::C C;
-  constexpr bool scalar = nrn::traits<D>::SCALAR_PARAMS;
-  constexpr int64_t CHUNK = chunk<D>();
-  const bool stream = size_t(steps * n) * sizeof(T) >= cpubuf::STREAM_BYTES;
-  std::atomic<bool> nonfinite(false);
-  at::parallel_for(0, num_chunks<D>(n), grain<D>(steps), [&, f0 = f](int64_t c0, int64_t c1) {
-    const F f = f0;  // thread-local copies: no aliasing with the buffers below
-    C pu[D::NP];
-    if (scalar) for (int k = 0; k < D::NP; ++k) pu[k] = prm[k];
-    alignas(64) C st[D::NS][CHUNK];
-    alignas(64) C pr[scalar ? 1 : D::NP][CHUNK];
-    alignas(64) C sv[at_least_1(D::NSAVE)][CHUNK];
-    alignas(64) C o[CHUNK];
-    for (int64_t ch = c0; ch < c1; ++ch) {
-      const int64_t n0 = ch * CHUNK, len = std::min(CHUNK, n - n0);
-      load_rows<D::NS>(st0, s_n, n0, len, st);
-      if (!scalar) load_rows<D::NP>(prm, p_n, n0, len, pr);
-      unsigned bad = 0;
-      for (int64_t t = 0; t < steps; ++t) {
-        const T* xt = x + t * n + n0;
-        for (int64_t j = 0; j < len; ++j) {
-          C s[D::NS], p[D::NP], v[at_least_1(D::NSAVE)];
-          for (int k = 0; k < D::NS; ++k) s[k] = st[k][j];
-          for (int k = 0; k < D::NP; ++k) p[k] = scalar ? pu[k] : pr[k][j];
-          const C xj = S::load(xt[j]);
-          bad |= (unsigned)lif::probe_failed(lif::finite_probe(xj));
-          o[j] = D::forward(xj, s, p, f, v);
-          for (int k = 0; k < D::NS; ++k) st[k][j] = s[k];
-          for (int k = 0; k < D::NSAVE; ++k) sv[k][j] = v[k];
-        }
-        write_row<T>(out + t * n + n0, o, len, stream);
-        if (saved)
-          for (int k = 0; k < D::NSAVE; ++k) write_row<T>(saved + (k * steps + t) * n + n0, sv[k], len, stream);
-        if (seq) write_row<T>(seq + t * n + n0, st[0], len, stream);
-      }
-      for (int k = 0; k < D::NS; ++k) write_row<T>(st_last + k * n + n0, st[k], len, false);
-      if (bad) nonfinite.store(true, std::memory_order_relaxed);
-    }
-    if (stream) cpubuf::stream_fence();
-  });
-  return nonfinite.load();
-}
-
-// g_out: dL/dout [T, N] or null; g_seq: dL/dseq [T, N] (gradient of state 0 at every step) or null;
-// g_last: dL/dstate_last [NS, N] or null. Parameter gradients are summed over T in double (partial
-// sums of LIF_VTH_FLUSH steps in C first) into g_prm: [NP, N], or for SCALAR_PARAMS [NP, chunks]
-// (each chunk's sum over its neurons, in order: deterministic), or nothing when g_prm is null.
-template <class D, int SG, class F, typename T>
-void backward_loop(const T* x, const T* saved, const typename F::C* prm, const T* g_out, const T* g_seq,
-                   const T* g_last, T* g_x, T* g_st0, double* g_prm, int64_t steps, int64_t n, int64_t p_n,
-                   const F& f) {
-  typedef lif::Store<T> S;
-  typedef typename F::C C;
-  constexpr bool scalar = nrn::traits<D>::SCALAR_PARAMS;
-  constexpr int64_t CHUNK = chunk<D>();
-  constexpr int GRAD = nrn::traits<D>::GRAD_PARAMS;
-  const bool stream = size_t(steps * n) * sizeof(T) >= cpubuf::STREAM_BYTES;
-  at::parallel_for(0, num_chunks<D>(n), grain<D>(steps), [&, f0 = f](int64_t c0, int64_t c1) {
-    const F f = f0;
-    C pu[D::NP];
-    if (scalar) for (int k = 0; k < D::NP; ++k) pu[k] = prm[k];
-    alignas(64) C gst[D::NS][CHUNK];
-    alignas(64) C pr[scalar ? 1 : D::NP][CHUNK];
-    alignas(64) C gx[CHUNK];
-    alignas(64) T zeros[CHUNK] = {};
-    alignas(64) C gpf[D::NP][CHUNK];      // parameter gradients: partial sums of LIF_VTH_FLUSH steps,
-    alignas(64) double gp[D::NP][CHUNK];  // summed over T in double
-    for (int64_t ch = c0; ch < c1; ++ch) {
-      const int64_t n0 = ch * CHUNK, len = std::min(CHUNK, n - n0);
-      for (int k = 0; k < D::NS; ++k)
-        for (int64_t j = 0; j < len; ++j) gst[k][j] = g_last ? S::load(g_last[k * n + n0 + j]) : (C)0;
-      if (!scalar) load_rows<D::NP>(prm, p_n, n0, len, pr);
-      for (int k = 0; k < D::NP; ++k) {
-        std::fill(gp[k], gp[k] + len, 0.0);
-        std::fill(gpf[k], gpf[k] + len, (C)0);
-      }
-      for (int64_t t = steps - 1; t >= 0; --t) {
-        const int64_t off = t * n + n0;
-        const T* xt = x ? x + off : zeros;
-        const T* go = g_out ? g_out + off : zeros;
-        const T* sv = saved ? saved + off : zeros;
-        const int64_t ss = steps * n;
-        if (g_seq)
-          for (int64_t j = 0; j < len; ++j) gst[0][j] = gst[0][j] + S::load(g_seq[off + j]);
-        for (int64_t j = 0; j < len; ++j) {
-          C gs[D::NS], p[D::NP], v[at_least_1(D::NSAVE)], g[D::NP];
-          for (int k = 0; k < D::NS; ++k) gs[k] = gst[k][j];
-          for (int k = 0; k < D::NP; ++k) p[k] = scalar ? pu[k] : pr[k][j];
-          for (int k = 0; k < D::NSAVE; ++k) v[k] = S::load(sv[k * ss + j]);
-          gx[j] = D::template backward<SG>(S::load(xt[j]), v, S::load(go[j]), gs, p, f, g);
-          for (int k = 0; k < D::NS; ++k) gst[k][j] = gs[k];
-          for (int k = 0; k < D::NP; ++k)
-            if (GRAD >> k & 1) gpf[k][j] += g[k];
-        }
-        if (g_prm && t % LIF_VTH_FLUSH == 0)
-          for (int k = 0; k < D::NP; ++k)
-            for (int64_t j = 0; j < len; ++j) { gp[k][j] += (double)gpf[k][j]; gpf[k][j] = (C)0; }
-        write_row<T>(g_x + off, gx, len, stream);
-      }
-      for (int k = 0; k < D::NS; ++k) write_row<T>(g_st0 + k * n + n0, gst[k], len, false);
-      if (g_prm && scalar) {
-        const int64_t nch = num_chunks<D>(n);
-        for (int k = 0; k < D::NP; ++k) {
-          double acc = 0.0;
-          for (int64_t j = 0; j < len; ++j) acc += gp[k][j];
-          g_prm[k * nch + ch] = acc;
-        }
-      } else if (g_prm) {
-        for (int k = 0; k < D::NP; ++k) std::copy(gp[k], gp[k] + len, g_prm + k * n + n0);
-      }
-    }
-    if (stream) cpubuf::stream_fence();
-  });
-}
-
-struct Shape { int ns, np, nsave, scalar_params, storage16, bwd_x; int64_t chunk; };
+struct Shape { int ns, np, nsave, scalar_params, storage16, bwd_x, grad_params; int64_t chunk; };
 
 template <class D> Shape shape_of() {
   typedef nrn::traits<D> Tr;
-  return Shape{D::NS, D::NP, D::NSAVE, Tr::SCALAR_PARAMS, Tr::STORAGE16, Tr::BWD_X, chunk<D>()};
+  return Shape{D::NS, D::NP, D::NSAVE, Tr::SCALAR_PARAMS, Tr::STORAGE16, Tr::BWD_X, Tr::GRAD_PARAMS, chunk<D>()};
 }
 
 std::vector<std::string> names() {
@@ -247,81 +56,37 @@ void check(const at::Tensor& t, const char* name, at::ScalarType dtype) {
 // The compute dtype of a storage dtype (float for fp16/bf16): the dtype of params.
 at::ScalarType compute_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
-struct Forward {
-  const at::Tensor &x, &st0, &prm;
-  at::Tensor &out, &st_last, &saved, &seq;
-  int64_t steps, n;
-  Options o;  // detach is false: the forward does not depend on it
-  bool nonfinite = false;
-
-  template <class D, typename AT> void run() { with_flags<D, AT>(o, *this); }
-  template <class D, typename AT, bool HARD, bool DETACH, bool DECAY> void go() {
-    typedef typename Raw<AT>::type T;
-    typedef typename lif::Store<T>::C C;
-    typedef nrn::FixedFlags<T, HARD, false, DECAY> F;
-    nonfinite = forward_loop<D>(cptr<AT>(x), cptr<AT>(st0), prm.data_ptr<C>(), mptr<AT>(out), mptr<AT>(st_last),
-                                mptr<AT>(saved), mptr<AT>(seq), steps, n, st0.numel() / D::NS,
-                                prm.numel() / D::NP, make_flags<F>(o));
+// Runs the job for dynamics id in the storage dtype of the call (instantiated per dtype in
+// neuron_cpu_float.cpp / neuron_cpu_double.cpp).
+template <class Job> void dispatch_dtype(int64_t id, at::ScalarType dtype, Job& job) {
+  switch (dtype) {
+    case at::kFloat: return run_float(id, job);
+    case at::kDouble: return run_double(id, job);
+    case at::kHalf: return run_half(id, job);
+    case at::kBFloat16: return run_bfloat16(id, job);
+    default: TORCH_CHECK(false, "x: unsupported dtype ", dtype);
   }
-};
-
-struct Backward {
-  const at::Tensor &x, &saved, &prm, &g_out, &g_seq, &g_last;
-  at::Tensor &g_x, &g_st0;
-  double* g_prm;
-  int64_t steps, n;
-  Options o;
-
-  template <class D, typename AT> void run() { with_flags<D, AT>(o, *this); }
-  template <class D, typename AT, bool HARD, bool DETACH, bool DECAY> void go() {
-    typedef typename Raw<AT>::type T;
-    typedef typename lif::Store<T>::C C;
-    typedef nrn::FixedFlags<T, HARD, DETACH, DECAY> F;
-    const F f = make_flags<F>(o);
-    const T* px = cptr<AT>(x);
-    const T* ps = cptr<AT>(saved);
-    const C* pp = prm.data_ptr<C>();
-    const T *go = cptr<AT>(g_out), *gq = cptr<AT>(g_seq), *gl = cptr<AT>(g_last);
-    T *gx = mptr<AT>(g_x), *gs0 = mptr<AT>(g_st0);
-    const int64_t p_n = prm.numel() / D::NP;
-    switch (o.sg) {
-      case lif::SG_SIGMOID: backward_loop<D, lif::SG_SIGMOID>(px, ps, pp, go, gq, gl, gx, gs0, g_prm, steps, n, p_n, f); break;
-      case lif::SG_ATAN: backward_loop<D, lif::SG_ATAN>(px, ps, pp, go, gq, gl, gx, gs0, g_prm, steps, n, p_n, f); break;
-      case lif::SG_FAST_SIGMOID:
-        backward_loop<D, lif::SG_FAST_SIGMOID>(px, ps, pp, go, gq, gl, gx, gs0, g_prm, steps, n, p_n, f); break;
-      case lif::SG_TRIANGLE: backward_loop<D, lif::SG_TRIANGLE>(px, ps, pp, go, gq, gl, gx, gs0, g_prm, steps, n, p_n, f); break;
-      default: TORCH_CHECK(false, "surrogate: unknown kernel id ", o.sg);
-    }
-  }
-};
-
-// Runs job.run<D, AT>() for dynamics id and storage dtype (fp16/bf16 only for STORAGE16 definitions).
-template <class Job> void dispatch(int64_t id, at::ScalarType dtype, Job& job) {
-  int64_t i = 0;
-#define NRN_RUN(name, D)                                                                            \
-  if (i++ == id) {                                                                                  \
-    if (dtype == at::kFloat) return job.template run<D, float>();                                   \
-    if (dtype == at::kDouble) return job.template run<D, double>();                                 \
-    if constexpr (nrn::traits<D>::STORAGE16) {                                                      \
-      if (dtype == at::kHalf) return job.template run<D, at::Half>();                               \
-      if (dtype == at::kBFloat16) return job.template run<D, at::BFloat16>();                       \
-    }                                                                                               \
-    TORCH_CHECK(false, "x: the fused neuron '" #name "' supports float32/float64",                  \
-                nrn::traits<D>::STORAGE16 ? "/float16/bfloat16" : "", ", got ", dtype);             \
-  }
-  NRN_FOR_EACH(NRN_RUN)
-#undef NRN_RUN
-  TORCH_CHECK(false, "neuron: unknown dynamics id ", id);
 }
 
 at::Tensor opt(const c10::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); }
 
+// [k, *sizes], or sizes itself when k == 1: a single state / saved value needs no leading dim,
+// so callers get tensors of the shapes of x and x[0] without a view op (per-call host cost).
+std::vector<int64_t> stacked(int64_t k, at::IntArrayRef sizes) {
+  std::vector<int64_t> r;
+  if (k != 1) r.push_back(k);
+  for (auto d : sizes) r.push_back(d);
+  return r;
+}
+
 }  // namespace
 
 // x [T, ...]; state0 [NS, ...] or [NS, 1]; params [NP, ...] or [NP, 1] in the compute dtype.
-// Returns (out [T, ...], state_last [NS, ...], saved [NSAVE, T, ...] (empty unless save),
-// seq [T, ...] (state 0 after every step; empty unless return_seq), x_nonfinite).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, bool> neuron_forward(
+// Returns (out [T, ...], state, saved [NSAVE, T, ...] (empty unless save), x_nonfinite): state is
+// state_last [NS, ...], or with return_seq (one-state definitions) the state after every step
+// [T, ...], whose last row is state_last; the leading NS / NSAVE dim is left out when it is 1
+// (see stacked).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, bool> neuron_forward(
     int64_t id, const at::Tensor& x, const at::Tensor& state0, const at::Tensor& params, bool hard, bool decay_input,
     bool save, bool return_seq) {
   const Shape sh = shape(id);
@@ -332,23 +97,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, bool> neuron_forward(
   TORCH_CHECK(state0.numel() == sh.ns * n || state0.numel() == sh.ns, "state0 must be [", sh.ns, ", N] or [", sh.ns, ", 1]");
   TORCH_CHECK(params.numel() == sh.np * n || params.numel() == sh.np, "params must be [", sh.np, ", N] or [", sh.np, ", 1]");
   TORCH_CHECK(!sh.scalar_params || params.numel() == sh.np, "params must be [", sh.np, ", 1] (one value per layer)");
-  std::vector<int64_t> st_sizes{sh.ns};
-  std::vector<int64_t> sv_sizes{sh.nsave};
-  for (auto d : x.sizes().slice(1)) st_sizes.push_back(d);
-  for (auto d : x.sizes()) sv_sizes.push_back(d);
+  TORCH_CHECK(!return_seq || sh.ns == 1, "return_seq: only for neurons with one state value");
   at::Tensor out = empty_big(x.sizes(), x.options());
-  at::Tensor st_last = at::empty(st_sizes, x.options());
-  at::Tensor saved = (save && sh.nsave > 0) ? empty_big(sv_sizes, x.options()) : at::Tensor();
   at::Tensor seq = return_seq ? empty_big(x.sizes(), x.options()) : at::Tensor();
+  at::Tensor st_last = return_seq ? at::Tensor() : at::empty(stacked(sh.ns, x.sizes().slice(1)), x.options());
+  at::Tensor saved = (save && sh.nsave > 0) ? empty_big(stacked(sh.nsave, x.sizes()), x.options()) : at::Tensor();
   Forward job{x, state0, params, out, st_last, saved, seq, steps, n, Options{hard, false, decay_input, 0, 1.0}};
-  dispatch(id, dtype, job);
-  auto none = at::empty({0}, x.options());
-  return {out, st_last, saved.defined() ? saved : none, seq.defined() ? seq : none, job.nonfinite};
+  dispatch_dtype(id, dtype, job);
+  return {out, return_seq ? seq : st_last, saved.defined() ? saved : at::empty({0}, x.options()), job.nonfinite};
 }
 
-// x [T, ...] or None (definitions with BWD_X = 0; saved then gives the shape). Returns (grad_x
-// [T, ...], grad_state0 [NS, ...], grad_params float64: [NP, N], [NP, chunks] for one-per-layer
-// parameters (sum over dim 1), or empty unless need_params).
+// x [T, ...] or None (definitions with BWD_X = 0; saved, as the forward returned it, then gives
+// the shape). Returns (grad_x [T, ...], grad_state0 [NS, ...] ([...] when NS == 1), grad_params
+// float64: [NP, N], [NP, chunks] for one-per-layer parameters (sum over dim 1), or empty unless
+// need_params).
 std::vector<at::Tensor> neuron_backward(int64_t id, const c10::optional<at::Tensor>& x_opt, const at::Tensor& saved,
                                         const at::Tensor& params, const c10::optional<at::Tensor>& g_out_opt,
                                         const c10::optional<at::Tensor>& g_seq_opt,
@@ -360,7 +122,7 @@ std::vector<at::Tensor> neuron_backward(int64_t id, const c10::optional<at::Tens
   TORCH_CHECK(x.defined() || sh.nsave > 0, "x or saved must give the shape");
   const at::Tensor& like = x.defined() ? x : saved;
   const auto dtype = like.scalar_type();
-  const auto sizes = x.defined() ? x.sizes() : saved.sizes().slice(1);
+  const auto sizes = x.defined() ? x.sizes() : sh.nsave == 1 ? saved.sizes() : saved.sizes().slice(1);
   TORCH_CHECK(sizes.size() >= 2, "x must have shape [T, batch, ...]");
   const int64_t steps = sizes[0], n = c10::multiply_integers(sizes) / steps;
   if (x.defined()) check(x, "x", dtype);
@@ -373,8 +135,7 @@ std::vector<at::Tensor> neuron_backward(int64_t id, const c10::optional<at::Tens
   if (g_out.defined()) { check(g_out, "grad_out", dtype); TORCH_CHECK(g_out.numel() == steps * n, "grad_out: bad shape"); }
   if (g_seq.defined()) { check(g_seq, "grad_seq", dtype); TORCH_CHECK(g_seq.numel() == steps * n, "grad_seq: bad shape"); }
   if (g_last.defined()) { check(g_last, "grad_state", dtype); TORCH_CHECK(g_last.numel() == sh.ns * n, "grad_state: bad shape"); }
-  std::vector<int64_t> st_sizes{sh.ns};
-  for (auto d : sizes.slice(1)) st_sizes.push_back(d);
+  const auto st_sizes = stacked(sh.ns, sizes.slice(1));
   const auto opts = like.options();
   at::Tensor g_x = empty_big(sizes, opts);
   at::Tensor g_st0 = at::empty(st_sizes, opts);
@@ -382,7 +143,7 @@ std::vector<at::Tensor> neuron_backward(int64_t id, const c10::optional<at::Tens
   at::Tensor g_prm = need_params ? at::empty({sh.np, g_cols}, opts.dtype(at::kDouble)) : at::Tensor();
   Backward job{x, saved, params, g_out, g_seq, g_last, g_x, g_st0, need_params ? g_prm.data_ptr<double>() : nullptr,
                steps, n, Options{hard, detach, decay_input, (int)sg, sg_param}};
-  dispatch(id, dtype, job);
+  dispatch_dtype(id, dtype, job);
   return {g_x, g_st0, g_prm.defined() ? g_prm : at::empty({0}, opts.dtype(at::kDouble))};
 }
 
@@ -393,7 +154,7 @@ std::vector<int64_t> layout(int64_t id) {
 
 std::vector<int64_t> traits(int64_t id) {
   const Shape sh = shape(id);
-  return {sh.scalar_params, sh.storage16, sh.bwd_x};
+  return {sh.scalar_params, sh.storage16, sh.bwd_x, sh.grad_params};
 }
 
 int64_t cached_bytes() { return cpubuf::cached_bytes(); }
@@ -402,7 +163,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Fused multi-step neurons on the CPU, instantiated from cuda/neuron_template.cuh";
   m.def("names", &names, "dynamics names in dispatch order");
   m.def("layout", &layout, "(states, parameters, saved values) of a dynamics id");
-  m.def("traits", &traits, "(one value per layer for each parameter, fp16/bf16, backward reads x) of a dynamics id");
+  m.def("traits", &traits,
+        "(one value per layer for each parameter, fp16/bf16, backward reads x, bit mask of the parameters with "
+        "gradients) of a dynamics id");
   m.def("forward", &neuron_forward, "fused neuron forward");
   m.def("backward", &neuron_backward, "fused neuron backward");
   m.def("empty_cache", &cpubuf::release_cache, "free the recycled output buffers; returns bytes freed");

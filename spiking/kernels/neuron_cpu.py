@@ -1,6 +1,6 @@
 """Fused multi-step neurons on the CPU: the neuron template's loops as one ``autograd.Function``.
 
-The C++ extension of :mod:`.cpu` (``spiking/kernels/neuron_cpu.cpp``) instantiates one forward and
+The C++ extension of :mod:`.cpu` (``spiking/kernels/neuron_cpu_loops.h``) instantiates one forward and
 one backward loop per dynamics definition of ``cuda/neuron_template.cuh``; :func:`run` wraps them
 in :class:`FusedNeuron` for the generic multi-step machinery (:mod:`spiking.neuron.multistep`).
 Forward saves only what the definition asks for (``NSAVE`` values per step, e.g. H_t) and only
@@ -18,7 +18,7 @@ import warnings
 import torch
 
 from . import cpu
-from ._common import needs_grad, nonfinite_x_error
+from ._common import check_params, needs_grad, nonfinite_x_error
 from .cpu import build_directory, empty_cache, load_extension
 
 __all__ = ["run", "available", "has_kernel", "load_extension", "build_directory", "build_error", "empty_cache"]
@@ -61,14 +61,13 @@ class FusedNeuron(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, state0, params, dyn_id, cfg, save, check_x):
         ext = load_extension()
-        out, state, saved, _, nonfinite = ext.forward(dyn_id, x, state0, params, cfg.hard, cfg.decay_input, save,
-                                                      False)
+        out, state, saved, nonfinite = ext.forward(dyn_id, x, state0, params, cfg.hard, cfg.decay_input, save, False)
         if check_x and nonfinite:
             raise nonfinite_x_error()
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, saved, params)
         ctx.dyn_id, ctx.cfg, ctx.state_shape = dyn_id, cfg, state0.shape
-        return out, state
+        return out, state.view(state0.shape[0], *x.shape[1:])  # [NS, ...] (the kernel drops NS = 1)
 
     @staticmethod
     def backward(ctx, g_out, g_state):
@@ -79,7 +78,7 @@ class FusedNeuron(torch.autograd.Function):
             None if g_state is None else g_state.contiguous(), cfg.hard, cfg.detach_reset, cfg.decay_input,
             cfg.surrogate.kernel_id, cfg.surrogate.param, bool(ctx.needs_input_grad[2]),
         )
-        gs0 = gs0.reshape(gs0.shape[0], -1)
+        gs0 = gs0.reshape(ctx.state_shape[0], -1)
         gs0 = gs0.sum(1, keepdim=True) if ctx.state_shape[1:].numel() == 1 else gs0
         if ctx.needs_input_grad[2]:
             gp = gp.sum(1, keepdim=True) if params[0].numel() == 1 else gp
@@ -95,9 +94,8 @@ def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg, check_x: bool 
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"x: the fused neurons support float32 and float64, got {x.dtype}")
     dyn_id = cpu.dynamics_id(spec.name)
+    scalar, _, _, grad_mask = load_extension().traits(dyn_id)
+    check_params(spec, params, bool(scalar), grad_mask)
     st, pr = per_neuron(state0, x), per_neuron(params, x)
-    if load_extension().traits(dyn_id)[0] and pr.shape[1] != 1:
-        raise ValueError(f"{spec.name}: the fused kernel takes one value per layer for each parameter "
-                         f"{spec.params._fields}, got per-neuron values")
     out, state = FusedNeuron.apply(x.contiguous(), st, pr, dyn_id, cfg, needs_grad(x, st, pr), check_x)
     return out, tuple(state.unbind(0))

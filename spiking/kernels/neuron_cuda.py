@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from ._common import needs_grad
+from ._common import check_params, needs_grad
 
 __all__ = ["run", "available", "kernel_name"]
 
@@ -24,7 +24,9 @@ TYPES = {"lif": "nrn::LIF", "if": "nrn::IF", "plif": "nrn::PLIF", "alif": "nrn::
          "li": "nrn::LI"}
 LAYOUT = {"lif": (1, 3, 1), "if": (1, 2, 1), "plif": (1, 3, 2), "alif": (2, 5, 2), "cuba_lif": (2, 4, 1),
           "li": (1, 2, 0)}
-SCALAR_PARAMS = {"lif"}  # definitions whose parameters are one value per layer (SCALAR_PARAMS = 1)
+# traits of cuda/neurons/*.cuh (checked against the CPU extension's by tests/test_neuron_template.py)
+SCALAR_PARAMS = {"lif"}  # parameters are one value per layer (SCALAR_PARAMS = 1)
+GRAD_PARAMS = {"lif": 0b001}  # bit mask of the parameters with gradients where not all (GRAD_PARAMS)
 
 
 def available() -> tuple[bool, str]:
@@ -97,13 +99,11 @@ def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg):
         raise TypeError(f"x: the fused neurons support float32 and float64, got {x.dtype}")
     if spec.name not in TYPES:
         raise RuntimeError(f"neuron {spec.name!r} has no CUDA kernel (known: {sorted(TYPES)})")
+    check_params(spec, params, spec.name in SCALAR_PARAMS, GRAD_PARAMS.get(spec.name, -1))
     step_shape = x.shape[1:]  # per-neuron [K, N] state; parameters [K, 1] when all are single values
     st = torch.stack([s.to(x.dtype).expand(step_shape) for s in state0]).contiguous()
     if all(p.numel() == 1 for p in params):
         pr = torch.stack([p.to(x.dtype).reshape(()) for p in params]).reshape(len(params), 1)
-    elif spec.name in SCALAR_PARAMS:
-        raise ValueError(f"{spec.name}: the fused kernel takes one value per layer for each parameter "
-                         f"{spec.params._fields}, got per-neuron values")
     else:
         pr = torch.stack([p.expand(step_shape) for p in params]).contiguous()
     out, state = FusedNeuronCuda.apply(x.contiguous(), st, pr, spec.name, cfg, needs_grad(x, st, pr))

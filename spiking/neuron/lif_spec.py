@@ -26,8 +26,8 @@ __all__ = ["LIFParams", "lif_spec_step", "SPEC"]
 
 
 class LIFParams(NamedTuple):
+    v_threshold: torch.Tensor  # the one parameter with a gradient on the fused path (learn_threshold)
     tau: torch.Tensor
-    v_threshold: torch.Tensor
     v_reset: torch.Tensor  # 0 for soft reset
 
 
