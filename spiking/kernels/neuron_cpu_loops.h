@@ -166,9 +166,9 @@ void backward_loop(const T* x, const T* saved, const typename F::C* prm, const T
       for (int k = 0; k < D::NS; ++k)
         for (int64_t j = 0; j < len; ++j) gst[k][j] = g_last ? S::load(g_last[k * n + n0 + j]) : (C)0;
       if (!scalar) load_rows<D::NP>(prm, p_n, n0, len, pr);
-      for (int k = 0; k < D::NP; ++k) {
-        std::fill(gp[k], gp[k] + len, 0.0);
-        std::fill(gpf[k], gpf[k] + len, (C)0);
+      for (int k = 0; k < D::NP; ++k) {  // only the sums that are used (GRAD, g_prm)
+        if (g_prm) std::fill(gp[k], gp[k] + len, 0.0);
+        if (GRAD >> k & 1) std::fill(gpf[k], gpf[k] + len, (C)0);
       }
       for (int64_t t = steps - 1; t >= 0; --t) {
         const int64_t off = t * n + n0;
@@ -190,7 +190,8 @@ void backward_loop(const T* x, const T* saved, const typename F::C* prm, const T
         }
         if (g_prm && t % LIF_VTH_FLUSH == 0)
           for (int k = 0; k < D::NP; ++k)
-            for (int64_t j = 0; j < len; ++j) { gp[k][j] += (double)gpf[k][j]; gpf[k][j] = (C)0; }
+            if (GRAD >> k & 1)
+              for (int64_t j = 0; j < len; ++j) { gp[k][j] += (double)gpf[k][j]; gpf[k][j] = (C)0; }
         write_row<T>(g_x + off, gx, len, stream);
       }
       for (int k = 0; k < D::NS; ++k) write_row<T>(g_st0 + k * n + n0, gst[k], len, false);
@@ -198,11 +199,15 @@ void backward_loop(const T* x, const T* saved, const typename F::C* prm, const T
         const int64_t nch = num_chunks<D>(n);
         for (int k = 0; k < D::NP; ++k) {
           double acc = 0.0;
-          for (int64_t j = 0; j < len; ++j) acc += gp[k][j];
+          if (GRAD >> k & 1)
+            for (int64_t j = 0; j < len; ++j) acc += gp[k][j];
           g_prm[k * nch + ch] = acc;
         }
       } else if (g_prm) {
-        for (int k = 0; k < D::NP; ++k) std::copy(gp[k], gp[k] + len, g_prm + k * n + n0);
+        for (int k = 0; k < D::NP; ++k) {
+          if (GRAD >> k & 1) std::copy(gp[k], gp[k] + len, g_prm + k * n + n0);
+          else std::fill(g_prm + k * n + n0, g_prm + k * n + n0 + len, 0.0);
+        }
       }
     }
     if (stream) cpubuf::stream_fence();
