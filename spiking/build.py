@@ -1,4 +1,5 @@
-"""Build cache of spiking's native code (the fused CPU LIF extension, the Sparsey C library).
+"""Build cache of spiking's native code (the fused CPU LIF, neuron-template and RLIF extensions, the
+Sparsey C library).
 
 Every build goes to ``$SPIKING_CACHE`` (default ``~/.cache/spiking``) under ``<kind>-<key>/``.
 The key hashes everything the binary depends on and nothing else:
@@ -104,7 +105,7 @@ def cached_build(kind: str, key_parts: Iterable[Union[bytes, str]], build: Calla
 def build_all() -> list[tuple[str, bool, str]]:
     """Build (or find cached) every native library; ``[(name, ok, detail)]``, never raises."""
     from .kernels import cpu as lif_cpu
-    from .kernels import neuron_cpu
+    from .kernels import neuron_cpu, rlif_cpu
     from .memory import cpu as sparsey_cpu
 
     results = []
@@ -112,6 +113,8 @@ def build_all() -> list[tuple[str, bool, str]]:
     results.append(("fused CPU LIF extension", ok, why or lif_cpu.build_directory()))
     ok = neuron_cpu.available()
     results.append(("fused CPU neuron-template extension", ok, neuron_cpu.build_directory() or neuron_cpu.build_error()))
+    ok = rlif_cpu.available()
+    results.append(("fused CPU RLIF extension", ok, rlif_cpu.build_directory() or rlif_cpu.build_error()))
     ok = sparsey_cpu.available()
     results.append(("Sparsey C library", ok, sparsey_cpu.build_error() or sparsey_cpu.build_directory()))
     return results
