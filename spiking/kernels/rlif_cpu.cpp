@@ -9,8 +9,11 @@
 // matmul over all steps after the loop, dL/db a single sum.
 // Layout: x, out, h [T, B, N]; W [N, N]; v, s [B, N] (all contiguous). Compiled like the other
 // extensions (-O3 -ffp-contract=off): every element-wise operation rounds like the reference.
+// The [T, B, N] outputs come from the recycled huge-page buffers of cpu_buffers.h.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+
+#include <algorithm>
 
 #include <atomic>
 #include <tuple>
@@ -18,6 +21,7 @@
 #include <vector>
 
 #include "rlif_step.cuh"
+#include "cpu_buffers.h"
 
 namespace {
 
@@ -56,31 +60,37 @@ bool forward_typed(const at::Tensor& x, const at::Tensor& w, const c10::optional
                    const at::Tensor& s0, at::Tensor& out, at::Tensor& h, const nrn::RLIFParams<C>& p, bool hard,
                    bool decay_input) {
   const int64_t steps = x.size(0), batch = x.size(1), n = x.size(2), bn = batch * n;
-  at::Tensor rec = at::empty({batch, n}, x.options());
-  at::Tensor s_buf = at::empty({batch, n}, x.options());
+  // R_t, S_{t-1} and (inference) H_t in buffers made once: S_{t-1} is copied, because MKL's gemm
+  // rounds differently for an operand at an odd offset and the reference multiplies a freshly
+  // allocated (aligned) tensor; no tensor is created per step.
+  at::Tensor rec = at::empty({batch, n}, x.options()), s_prev = at::empty({batch, n}, x.options());
+  at::Tensor h_tmp = h.defined() ? h : at::empty({batch, n}, x.options());
   const at::Tensor wt = w.t();
   std::atomic<bool> nonfinite(false);
-  C* pv = v.data_ptr<C>();
   with_flags<C>(hard, false, decay_input, lif::Params<C>{}, [&](const auto& f) {
     for (int64_t t = 0; t < steps; ++t) {
-      // S_{t-1} goes through an aligned buffer: MKL's gemm rounds differently for an operand at
-      // an odd offset, and the reference multiplies a freshly allocated (64-byte aligned) tensor.
-      const at::Tensor s_prev = t == 0 ? s0 : s_buf.copy_(out[t - 1]);
-      if (bias.has_value()) at::addmm_out(rec, *bias, s_prev, wt);
-      else at::mm_out(rec, s_prev, wt);
-      const C* xt = x.data_ptr<C>() + t * bn;
-      const C* rt = rec.data_ptr<C>();
-      C* ot = out.data_ptr<C>() + t * bn;
-      C* ht = h.defined() ? h.data_ptr<C>() + t * bn : nullptr;
+      if (t > 0) std::copy(out.data_ptr<C>() + (t - 1) * bn, out.data_ptr<C>() + t * bn, s_prev.data_ptr<C>());
+      const at::Tensor& sp = t == 0 ? s0 : s_prev;
+      if (bias.has_value()) at::addmm_out(rec, *bias, sp, wt);  // R_t = b + S_{t-1} W^T, as nn.Linear
+      else at::mm_out(rec, sp, wt);
       at::parallel_for(0, bn, GRAIN, [&](int64_t j0, int64_t j1) {
-        C probe = 0;
+        const C* __restrict__ xt = x.data_ptr<C>() + t * bn;
+        const C* __restrict__ rt = rec.data_ptr<C>();
+        C* __restrict__ vt = v.data_ptr<C>();
+        C* __restrict__ ot = out.data_ptr<C>() + t * bn;
+        C* __restrict__ ht = h.defined() ? h.data_ptr<C>() + t * bn : h_tmp.data_ptr<C>();
+        const nrn::RLIFParams<C> pl = p;  // locals: stores through the C* above cannot alias them
+        const auto fl = f;
+        int bad = 0;
         for (int64_t j = j0; j < j1; ++j) {
-          C hj;
-          probe += xt[j] - xt[j];  // 0 only for finite x
-          ot[j] = nrn::RLIF::forward(xt[j], rt[j], &pv[j], p, f, &hj);
-          if (ht) ht[j] = hj;
+          const C xj = xt[j];
+          bad |= !(xj - xj == (C)0);  // only NaN/inf give a nonzero (or NaN) x - x
+          C vj = vt[j], hj;
+          ot[j] = nrn::RLIF::forward(xj, rt[j], &vj, pl, fl, &hj);
+          vt[j] = vj;
+          ht[j] = hj;
         }
-        if (!(probe == (C)0)) nonfinite.store(true, std::memory_order_relaxed);
+        if (bad) nonfinite.store(true, std::memory_order_relaxed);
       });
     }
   });
@@ -91,23 +101,30 @@ template <typename C>
 void backward_typed(const at::Tensor& h, const at::Tensor& w, const at::Tensor& g_out, at::Tensor& g_v,
                     at::Tensor& g_s, at::Tensor& g_x, const nrn::RLIFParams<C>& p, bool hard, bool detach,
                     bool decay_input, int64_t sg, double sg_param, bool need_s0) {
-  const int64_t steps = h.size(0), bn = h.size(1) * h.size(2);
-  const C* go = g_out.defined() ? g_out.data_ptr<C>() : nullptr;
-  C* gv = g_v.data_ptr<C>();
-  C* gs = g_s.data_ptr<C>();
+  const int64_t steps = h.size(0), batch = h.size(1), n = h.size(2), bn = batch * n;
+  const at::Tensor zeros = g_out.defined() ? at::Tensor() : at::zeros({bn}, h.options());
+  at::Tensor g_i = at::empty({batch, n}, h.options());  // dL/dI_t, aligned (see forward_typed)
   with_surrogate(sg, [&](auto SG) {
     with_flags<C>(hard, detach, decay_input, nrn::surrogate_params<C>((int)sg, sg_param), [&](const auto& f) {
       for (int64_t t = steps - 1; t >= 0; --t) {
-        const C* ht = h.data_ptr<C>() + t * bn;
-        const C* got = go ? go + t * bn : nullptr;
-        C* gxt = g_x.data_ptr<C>() + t * bn;
         at::parallel_for(0, bn, GRAIN, [&](int64_t j0, int64_t j1) {
+          const C* __restrict__ ht = h.data_ptr<C>() + t * bn;
+          const C* __restrict__ got = g_out.defined() ? g_out.data_ptr<C>() + t * bn : zeros.data_ptr<C>();
+          const C* __restrict__ gs = g_s.data_ptr<C>();
+          C* __restrict__ gv = g_v.data_ptr<C>();
+          C* __restrict__ gx = g_x.data_ptr<C>() + t * bn;
+          const nrn::RLIFParams<C> pl = p;  // locals: stores through the C* above cannot alias them
+          const auto fl = f;
           for (int64_t j = j0; j < j1; ++j) {
-            const C g_spike = got ? got[j] + gs[j] : gs[j];
-            gxt[j] = nrn::RLIF::template backward<decltype(SG)::value>(ht[j], g_spike, &gv[j], p, f);
+            C gvj = gv[j];
+            gx[j] = nrn::RLIF::template backward<decltype(SG)::value>(ht[j], got[j] + gs[j], &gvj, pl, fl);
+            gv[j] = gvj;
           }
         });
-        if (t > 0 || need_s0) at::mm_out(g_s, g_x[t], w);  // dL/dS_{t-1} = (dL/dI_t) W
+        if (t > 0 || need_s0) {  // dL/dS_{t-1} = (dL/dI_t) W
+          std::copy(g_x.data_ptr<C>() + t * bn, g_x.data_ptr<C>() + (t + 1) * bn, g_i.data_ptr<C>());
+          at::mm_out(g_s, g_i, w);
+        }
       }
     });
   });
@@ -138,8 +155,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, bool> rlif_forward(
   if (bias.has_value()) check(*bias, "bias", dtype, n);
   check(v0, "v0", dtype, batch * n);
   check(s0, "s0", dtype, batch * n);
-  at::Tensor out = at::empty_like(x);
-  at::Tensor h = save ? at::empty_like(x) : at::Tensor();
+  at::Tensor out = cpubuf::empty_big(x.sizes(), x.options());
+  at::Tensor h = save ? cpubuf::empty_big(x.sizes(), x.options()) : at::Tensor();
   at::Tensor v = v0.clone();
   const auto p = params_of(k, rest, theta, v_reset);
   const bool bad = dtype == at::kFloat
@@ -169,7 +186,7 @@ std::vector<at::Tensor> rlif_backward(
   check(g_s, "grad_s", dtype, bn);
   g_v = g_v.view({batch, n});
   g_s = g_s.view({batch, n});
-  at::Tensor g_x = at::empty_like(h);
+  at::Tensor g_x = cpubuf::empty_big(h.sizes(), h.options());
   const auto p = params_of(k, rest, theta, v_reset);
   if (dtype == at::kFloat)
     backward_typed<float>(h, weight, g_out, g_v, g_s, g_x, cast<float>(p), hard, detach, decay_input, sg, sg_param, need_s0);
@@ -190,4 +207,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Fused recurrent LIF (RLIF) on the CPU: per-step matmul + the neuron template's LIF step";
   m.def("forward", &rlif_forward, "fused RLIF forward over T steps");
   m.def("backward", &rlif_backward, "fused RLIF backward (BPTT) over T steps");
+  m.def("empty_cache", &cpubuf::release_cache, "free the recycled output buffers; returns bytes freed");
 }

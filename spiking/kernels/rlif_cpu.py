@@ -2,7 +2,8 @@
 
 The extension runs the whole forward (per step: ``addmm`` for ``S_{t-1} W^T + b``, then the
 template's element-wise LIF step from ``cuda/rlif_step.cuh``) and the whole BPTT backward in one
-native call each. Forward saves H_t (only when a gradient is needed) and the spikes it returns;
+native call each (outputs in the recycled buffers of ``cpu_buffers.h``; :func:`empty_cache`
+frees them). Forward saves H_t (only when a gradient is needed) and the spikes it returns;
 backward returns the gradients of x, the initial state, W and b. :class:`RLIFFunction` takes the
 implementation (this extension, or :mod:`.rlif_cuda`'s) as an argument, so both backends share it.
 
@@ -25,13 +26,14 @@ from ..native_sources import cuda_source, native_source
 from ._common import needs_grad, nonfinite_x_error
 from .cpu import _cflags, _module_name, import_built, toolchain_key
 
-__all__ = ["run", "available", "load_extension", "build_directory", "build_error", "sources", "RLIFFunction"]
+__all__ = ["run", "available", "load_extension", "build_directory", "build_error", "sources", "empty_cache", "RLIFFunction"]
 
 
 def sources() -> list[Path]:
-    """The loops, the RLIF step header, and the template headers it includes."""
+    """The loops, the buffer header, the RLIF step header, and the template headers it includes."""
     neurons = cuda_source("neuron_template.cuh").parent / "neurons"
-    return [native_source("spiking.kernels", "rlif_cpu.cpp"), cuda_source("rlif_step.cuh"),
+    return [native_source("spiking.kernels", "rlif_cpu.cpp"), native_source("spiking.kernels", "cpu_buffers.h"),
+            cuda_source("rlif_step.cuh"),
             cuda_source("neuron_template.cuh"), cuda_source("lif_step.cuh"),
             *(cuda_source(f"neurons/{p.name}") for p in sorted(neurons.glob("*.cuh")))]
 
@@ -87,6 +89,12 @@ def available(warn: bool = False) -> bool:
     if ext is None and warn:
         _warn_once(why)
     return ext is not None
+
+
+def empty_cache() -> int:
+    """Free the extension's recycled output buffers (``cpu_buffers.h``); returns the bytes freed."""
+    ext = _loaded()[0] if _loaded.cache_info().currsize else None
+    return int(ext.empty_cache()) if ext is not None else 0
 
 
 class RLIFFunction(torch.autograd.Function):
