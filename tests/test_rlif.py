@@ -112,6 +112,17 @@ def test_stateful_module_carries_state():
     assert torch.equal(split(x), whole(x))
 
 
+def test_single_steps_equal_the_multistep_run():
+    torch.manual_seed(2)
+    m = spiking.RLIF(6, v_reset=None)
+    x = torch.rand(9, 2, 6) * 2
+    state, outs = None, []
+    for xt in x:
+        s, state = m.step(xt, state)
+        outs.append(s)
+    assert torch.equal(torch.stack(outs), m(x))
+
+
 def test_bad_input_names_the_argument():
     x = torch.rand(4, 2, 3)
     w = torch.rand(3, 3)

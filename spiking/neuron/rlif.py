@@ -165,6 +165,13 @@ class RLIF(nn.Module):
             self.state = tuple(s.detach() for s in state)
         return out
 
+    def step(self, x: torch.Tensor, state: Optional[tuple] = None):
+        """Single step with explicit state: ``(S_t, (V_t, S_t)) = step(X_t [B, N], (V_{t-1}, S_{t-1}))``."""
+        out, state = rlif_multistep(x.unsqueeze(0), self.recurrent.weight, self.recurrent.bias,
+                                    *(state if state is not None else (None, None)), **self.kw,
+                                    backend=self.backend, check_finite=self.check_inputs)
+        return out[0], state
+
     def extra_repr(self) -> str:
         return f"features={self.features}, tau={self.kw['tau']:g}, v_threshold={self.kw['v_threshold']:g}, " \
                f"v_reset={self.kw['v_reset']}, decay_input={self.kw['decay_input']}"
