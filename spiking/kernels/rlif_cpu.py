@@ -7,75 +7,45 @@ frees them). Forward saves H_t (only when a gradient is needed) and the spikes i
 backward returns the gradients of x, the initial state, W and b. :class:`RLIFFunction` takes the
 implementation (this extension, or :mod:`.rlif_cuda`'s) as an argument, so both backends share it.
 
-Built through the cached build (:func:`spiking.build.cached_build`, ``spiking build``) with the
+Built through the cached build (:class:`.extension.CachedExtension`, ``spiking build``) with the
 flags of the other extensions, from copies of its sources keyed by their contents and the toolchain.
 """
 
 from __future__ import annotations
 
 import functools
-import shutil
 import warnings
-from pathlib import Path
 from typing import Optional
 
 import torch
 
-from ..build import cached_build
 from ..native_sources import cuda_source, native_source
 from ._common import needs_grad, nonfinite_x_error
-from .cpu import _cflags, _module_name, import_built, toolchain_key
+from .extension import CachedExtension
 
-__all__ = ["run", "available", "load_extension", "build_directory", "build_error", "sources", "empty_cache", "RLIFFunction"]
+__all__ = ["run", "available", "load_extension", "extension", "sources", "empty_cache", "RLIFFunction"]
 
 
-def sources() -> list[Path]:
-    """The loops, the buffer header, the RLIF step header, and the template headers it includes."""
+def sources() -> list:
+    """The loops, the buffer header, the RLIF step header, and the template headers it includes
+    (``neurons/*.cuh`` keep their folder)."""
     neurons = cuda_source("neuron_template.cuh").parent / "neurons"
     return [native_source("spiking.kernels", "rlif_cpu.cpp"), native_source("spiking.kernels", "cpu_buffers.h"),
-            cuda_source("rlif_step.cuh"),
-            cuda_source("neuron_template.cuh"), cuda_source("lif_step.cuh"),
-            *(cuda_source(f"neurons/{p.name}") for p in sorted(neurons.glob("*.cuh")))]
+            cuda_source("rlif_step.cuh"), cuda_source("neuron_template.cuh"), cuda_source("lif_step.cuh"),
+            *((cuda_source(f"neurons/{p.name}"), f"neurons/{p.name}") for p in sorted(neurons.glob("*.cuh")))]
 
 
-def _compile(directory: Path) -> None:
-    from torch.utils import cpp_extension
-
-    (directory / "neurons").mkdir(exist_ok=True)
-    for src in sources():
-        shutil.copyfile(src, directory / ("neurons" if src.parent.name == "neurons" else "") / src.name)
-    cpp_extension.load(name=_module_name(directory), sources=[str(directory / "rlif_cpu.cpp")],
-                       extra_include_paths=[str(directory)], extra_cflags=_cflags(), extra_ldflags=["-fopenmp"],
-                       build_directory=str(directory), verbose=False)
+_EXT = CachedExtension("rlif_cpu", sources, "backend 'cpu': the fused RLIF extension")
 
 
-@functools.lru_cache(maxsize=None)
-def _loaded() -> tuple:
-    """``(module, directory, "")`` or ``(None, None, why)``; tried once per process."""
-    try:
-        key = [src.read_bytes() for src in sources()] + toolchain_key()
-        directory = cached_build("rlif_cpu", key, _compile, "the fused CPU RLIF kernels")
-        return import_built(directory), directory, ""
-    except Exception as exc:  # missing source, compiler or ninja; compile or load failure
-        return None, None, f"backend 'cpu': the fused RLIF extension is unavailable: {type(exc).__name__}: {exc}"
+def extension() -> CachedExtension:
+    """The cached C++ extension (for ``spiking build`` and diagnostics)."""
+    return _EXT
 
 
 def load_extension():
     """Build (first call) or load the cached extension; ``RuntimeError`` (remembered) if impossible."""
-    ext, _, why = _loaded()
-    if ext is None:
-        raise RuntimeError(why)
-    return ext
-
-
-def build_directory() -> str:
-    """Where the loaded extension lives (empty before it is loaded or when it failed)."""
-    return str(_loaded()[1] or "") if _loaded.cache_info().currsize else ""
-
-
-def build_error() -> str:
-    """Why the extension could not be built ("" when it was, or was not tried yet)."""
-    return _loaded()[2] if _loaded.cache_info().currsize else ""
+    return _EXT.load()
 
 
 @functools.lru_cache(maxsize=None)
@@ -85,16 +55,15 @@ def _warn_once(why: str) -> None:
 
 def available(warn: bool = False) -> bool:
     """True if the extension builds/loads; with ``warn``, a failure is warned about once."""
-    ext, _, why = _loaded()
-    if ext is None and warn:
-        _warn_once(why)
-    return ext is not None
+    ok = _EXT.available()
+    if not ok and warn:
+        _warn_once(_EXT.error())
+    return ok
 
 
 def empty_cache() -> int:
     """Free the extension's recycled output buffers (``cpu_buffers.h``); returns the bytes freed."""
-    ext = _loaded()[0] if _loaded.cache_info().currsize else None
-    return int(ext.empty_cache()) if ext is not None else 0
+    return int(_EXT.load().empty_cache()) if _EXT.directory() else 0
 
 
 class RLIFFunction(torch.autograd.Function):
