@@ -35,7 +35,7 @@ def sources() -> list:
             *((cuda_source(f"neurons/{p.name}"), f"neurons/{p.name}") for p in sorted(neurons.glob("*.cuh")))]
 
 
-_EXT = CachedExtension("rlif_cpu", sources, "backend 'cpu': the fused RLIF extension")
+_EXT = CachedExtension("rlif_cpu", sources, "the fused CPU RLIF extension")
 
 
 def extension() -> CachedExtension:

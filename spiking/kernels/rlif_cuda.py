@@ -19,10 +19,10 @@ import torch
 
 from ..native_sources import cuda_source
 from ._common import needs_grad
+from .neuron_cuda import DTYPES, check_run
 
 __all__ = ["run", "available", "kernel_name", "IMPL", "HostLoop"]
 
-DTYPES = {torch.float32: "float", torch.float64: "double"}
 _lock = threading.Lock()
 _functions: dict = {}
 
@@ -124,13 +124,7 @@ def run(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], v0:
     """Fused CUDA run with the arguments and results of :func:`~spiking.neuron.rlif.rlif_multistep_torch`."""
     from .rlif_cpu import RLIFFunction
 
-    ok, why = available()
-    if not ok:
-        raise RuntimeError(f"backend 'cupy' is not usable: {why}")
-    if not x.is_cuda:
-        raise RuntimeError(f"backend 'cupy' needs CUDA tensors, but x is on {x.device}")
-    if x.dtype not in DTYPES:
-        raise TypeError(f"x: the fused RLIF supports float32 and float64, got {x.dtype}")
+    check_run(x, "the fused RLIF kernels")
     args = [t if t is None else t.contiguous() for t in (x, weight, bias, v0, s0)]
     out, v, s = RLIFFunction.apply(IMPL, *args, p, cfg, needs_grad(*args), False)
     return out, (v, s)

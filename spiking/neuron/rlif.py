@@ -19,14 +19,13 @@ against.
 
 from __future__ import annotations
 
-import os
 from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
 
 from .functional import check_input, check_lif_params
-from .multistep import BACKENDS, StepConfig, charge, fire_reset, make_config
+from .multistep import StepConfig, charge, fire_reset, make_config, requested_backend
 from .surrogate import SurrogateLike
 
 __all__ = ["RLIF", "RLIFParams", "rlif_step", "rlif_multistep", "rlif_multistep_torch"]
@@ -62,9 +61,7 @@ def rlif_multistep_torch(x: torch.Tensor, weight: torch.Tensor, bias: Optional[t
 
 
 def _backend(backend: Optional[str], x: torch.Tensor) -> str:
-    name = (backend or os.environ.get("SPIKING_BACKEND") or "auto").lower()
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    name = requested_backend(backend)
     if name != "auto":
         return name
     if x.device.type == "cuda":
