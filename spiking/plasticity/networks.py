@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..models import time_mean
 from ..neuron.dsr import DSRLIF, weighted_rate
 from ..neuron.module import LIF
 from ..neuron.online import lif_online
@@ -134,10 +135,10 @@ class HLOPMLP(nn.Module):
     # -------------------------------------------------------------- BPTT
     def _forward_lif(self, x: torch.Tensor) -> torch.Tensor:
         fc = self.fcs
-        I = fc[0](x).unsqueeze(0).expand(self.T, *x.shape[:1], self.sizes[1])
+        I = fc[0](x).repeat(self.T, 1, 1)  # constant over T (a copy: the fused LIF reads it contiguous)
         for layer, neuron in zip(fc[1:], self.neurons):
             I = layer(neuron(I))
-        return I.mean(0)
+        return time_mean(I)
 
     # -------------------------------------------------------------- OTTT
     def _ottt_backward(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
