@@ -177,7 +177,10 @@ class HLOPMLP(nn.Module):
 
     def loss_backward(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
         """Forward and backward of one training batch (gradients accumulate); returns the loss as a
-        device tensor (no host sync; its graph is already freed by the backward pass)."""
+        device tensor (no host sync; its graph is already freed by the backward pass).
+
+        ``loss_fn(logits, y)`` must average over rows (as cross-entropy does): OTTT calls it once
+        on the T·B rows of all steps with ``y`` repeated T times, the mean of the per-step losses."""
         x = self._flat(x)
         if self.method == "ottt":
             return self._ottt_backward(x, y, loss_fn)
