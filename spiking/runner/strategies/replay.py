@@ -36,8 +36,8 @@ POLICIES = ("reservoir", "class_balanced")
 
 class Replay(Strategy):
     name = "replay"
-    graph_safe = ("the replayed samples and reservoir slots are drawn on the host every step (fresh index "
-                  "tensors, a batch that changes size while the buffer has no old task)")
+    graph_safe = ("the replay buffer's samples and reservoir slots are drawn on the host every step (fresh "
+                  "index tensors, a batch that changes size while the buffer has no old task)")
     options = {
         "buffer_size": (int, 1000, "samples kept in the replay buffer"),
         "policy": (str, "reservoir", "buffer policy: reservoir | class_balanced"),
