@@ -104,7 +104,7 @@ def cached_build(kind: str, key_parts: Iterable[Union[bytes, str]], build: Calla
 def build_all() -> list[tuple[str, bool, str]]:
     """Build (or find cached) every native library; ``[(name, ok, detail)]``, never raises."""
     from .kernels import cpu as lif_cpu
-    from .kernels import neuron_cpu
+    from .kernels import neuron_cpu, spike_matmul
     from .memory import cpu as sparsey_cpu
 
     results = []
@@ -112,6 +112,9 @@ def build_all() -> list[tuple[str, bool, str]]:
     results.append(("fused CPU LIF extension", ok, why or lif_cpu.build_directory()))
     ok = neuron_cpu.available()
     results.append(("fused CPU neuron-template extension", ok, neuron_cpu.build_directory() or neuron_cpu.build_error()))
+    spike_mm = spike_matmul.extension()
+    ok = spike_mm.available()
+    results.append(("event-driven CPU spike-matmul extension", ok, spike_mm.error() or spike_mm.directory()))
     ok = sparsey_cpu.available()
     results.append(("Sparsey C library", ok, sparsey_cpu.build_error() or sparsey_cpu.build_directory()))
     return results

@@ -133,8 +133,9 @@ def add_sweep_arguments(sw) -> None:
 
 
 def _add_build_command(sub) -> None:
-    sub.add_parser("build", help="compile the native code (fused CPU LIF kernel, Sparsey C library) "
-                                 "into the build cache ahead of first use (install.sh runs it)")
+    sub.add_parser("build", help="compile the native code (fused CPU LIF and neuron kernels, event-driven "
+                                 "spike matmul, Sparsey C library) into the build cache ahead of first use "
+                                 "(install.sh runs it)")
 
 
 def _build_command() -> int:

@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..kernels.spike_matmul import spike_matmul
 from ..models import time_mean
 from ..neuron.dsr import DSRLIF, weighted_rate
 from ..neuron.module import LIF
@@ -127,9 +128,12 @@ class HLOPMLP(nn.Module):
                 layer.hebb_input = weighted_rate(spikes, tau, dt) * value
             if layer is not fc[-1]:
                 with torch.no_grad():           # the actual per-step currents drive the next neurons
-                    I_seq = torch.mm(spikes.view(-1, spikes.shape[-1]), layer.weight_t()).mul_(value)
+                    # event-driven on the CPU: only the weight rows of the inputs that fired
+                    I_seq = spike_matmul(spikes.view(-1, spikes.shape[-1]), layer.weight_t(), value)
                     I_seq = I_seq.reshape(self.T, x.shape[0], -1)
-            I_mean = layer(rate)                # rate graph: mean_t of the layer's current
+            # rate graph: mean_t of the layer's current; a hidden layer's is read only by the DSR
+            # backward and the input recording (the next neurons run on I_seq), so evaluation skips it
+            I_mean = layer(rate) if layer is fc[-1] or record or torch.is_grad_enabled() else None
         return I_mean
 
     # -------------------------------------------------------------- BPTT

@@ -78,7 +78,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("eval_every", "int", 0, "continual evaluation every N iterations (0: only after each task)",
             low=0),
     Setting("eval_subset", "int", 1000, "test samples per seen task for continual evaluation", low=1),
-    Setting("eval_batch_size", "int", 1000, "batch size of evaluation", low=1),
+    Setting("eval_batch_size", "int", None, "batch size of evaluation; none: 256 on the CPU (a batch's "
+            "[T, B, N] activations stay in cache: fastest in bench/eval_batch.py), 1000 on a GPU", low=1,
+            optional=True),
     Setting("test_subset", "int", None, "evaluate the accuracy matrix on a fixed n-sample test subset per "
             "task; none: the full test sets", low=1, optional=True),
     Setting("eval_unseen", "bool", True, "after each task also evaluate the tasks not yet trained (FWT; "

@@ -1,0 +1,103 @@
+"""The event-driven spike matmul (spiking/kernels/spike_matmul_cpu.cpp) against the dense product."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spiking.kernels import spike_matmul as sm
+from spiking.plasticity.networks import HLOPMLP
+
+pytestmark = pytest.mark.skipif(not sm.extension().available(), reason="no C++ toolchain: " + sm.extension().error())
+
+
+def _spikes(m, k, density, gen, values=False):
+    s = (torch.rand(m, k, generator=gen) < density).double()
+    return s * torch.randn(m, k, generator=gen, dtype=torch.float64) if values else s
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (7, 13, 5), (333, 97, 45), (64, 800, 64), (40, 300, 131)])
+@pytest.mark.parametrize("values", [False, True])
+def test_matches_the_dense_product(dtype, shape, values):
+    g = torch.Generator().manual_seed(sum(shape))
+    m, k, n = shape
+    s = _spikes(m, k, 0.07, g, values)
+    w = torch.randn(k, n, generator=g, dtype=torch.float64)
+    ref = sm.spike_matmul_reference(s, w, 0.37)
+    out, event = sm.extension().load().spike_matmul(s.to(dtype), w.to(dtype), torch.tensor(0.37, dtype=dtype), 1.0)
+    assert event and out.dtype == dtype and out.shape == (m, n)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(out.double(), ref * (torch.tensor(0.37, dtype=dtype).double() / 0.37),
+                               rtol=tol, atol=tol * k ** 0.5)
+
+
+def test_all_zero_and_all_one_rows():
+    w = torch.randn(50, 70, dtype=torch.float64)
+    s = torch.zeros(3, 50, dtype=torch.float64)
+    s[1] = 1.0
+    out = sm.spike_matmul(s, w, max_density=1.0)
+    assert torch.equal(out[0], torch.zeros(70, dtype=torch.float64))
+    torch.testing.assert_close(out[1], w.sum(0), rtol=1e-12, atol=1e-12)
+
+
+def test_dense_inputs_use_the_dense_product():
+    g = torch.Generator().manual_seed(1)
+    s, w = _spikes(100, 64, 0.6, g).float(), torch.randn(64, 32, generator=g)
+    one = torch.tensor(1.0)
+    _, event = sm.extension().load().spike_matmul(s, w, one, sm.MAX_DENSITY)
+    assert not event
+    _, event = sm.extension().load().spike_matmul(_spikes(100, 64, 0.05, g).float(), w, one, sm.MAX_DENSITY)
+    assert event
+
+
+def test_result_does_not_depend_on_the_thread_count():
+    g = torch.Generator().manual_seed(2)
+    s, w = _spikes(1000, 200, 0.1, g).float(), torch.randn(200, 300, generator=g)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = sm.spike_matmul(s, w, 0.5)
+        torch.set_num_threads(2)
+        two = sm.spike_matmul(s, w, 0.5)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
+def test_gradient_and_non_cpu_cases_fall_back_to_torch():
+    w = torch.randn(20, 10, requires_grad=True)
+    s = (torch.rand(5, 20) < 0.1).float()
+    out = sm.spike_matmul(s, w, 2.0)
+    assert out.grad_fn is not None  # the reference path, so autograd works
+    out.sum().backward()
+    torch.testing.assert_close(w.grad, 2.0 * s.sum(0, keepdim=True).t().expand(20, 10))
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match=r"s \[M, K\] and w \[K, N\]"):
+        sm.spike_matmul(torch.zeros(3, 4), torch.zeros(5, 2))
+    with pytest.raises(ValueError, match="max_density"):
+        sm.spike_matmul(torch.zeros(3, 4), torch.zeros(4, 2), max_density=2.0)
+    with pytest.raises(ValueError, match="single value"):
+        sm.spike_matmul(torch.zeros(3, 4), torch.zeros(4, 2), scale=torch.ones(2))
+
+
+def test_dsr_network_uses_it_and_matches_the_dense_path(monkeypatch):
+    """The DSR MLP's hidden-to-hidden currents go through spike_matmul; the dense reference gives
+    the same logits (up to summation order, which may move a spike on the threshold)."""
+    import spiking.plasticity.networks as nets
+
+    torch.manual_seed(0)
+    model = HLOPMLP((30, 40, 40, 5), "dsr").eval()
+    x = torch.randn(64, 30) * 3
+    calls = []
+    real = nets.spike_matmul
+    monkeypatch.setattr(nets, "spike_matmul", lambda *a: calls.append(a[0].shape) or real(*a))
+    with torch.inference_mode():
+        fast = model(x)
+    assert calls == [torch.Size([model.T * 64, 40])]
+    monkeypatch.setattr(nets, "spike_matmul", sm.spike_matmul_reference)
+    with torch.inference_mode():
+        dense = model(x)
+    close = torch.isclose(fast, dense, rtol=1e-4, atol=1e-4).all(1)
+    assert close.float().mean() >= 0.95, close
