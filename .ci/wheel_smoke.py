@@ -1,8 +1,8 @@
 """Smoke test of an installed (non-editable) wheel, run from outside the repository by .ci/run.
 
 Fails unless: spiking is imported from site-packages (not a checkout), ``backend="auto"`` picks the
-fused CPU LIF, the CUDA sources are found in the package, and a tiny ``spiking.runner.run`` job
-writes its PNG plots.
+fused CPU LIF, the event-driven spike matmul and the fused RLIF build from the packaged sources, the
+CUDA sources are found in the package, and a tiny ``spiking.runner.run`` job writes its PNG plots.
 """
 import sys
 import tempfile
@@ -16,8 +16,10 @@ warnings.simplefilter("error", RuntimeWarning)  # a fallback to the torch refere
 import spiking  # noqa: E402
 from spiking import LIF  # noqa: E402
 from spiking.data import from_datasets  # noqa: E402
-from spiking.kernels import auto_backend  # noqa: E402
+from spiking.kernels import auto_backend, rlif_cpu  # noqa: E402
 from spiking.kernels.cuda import kernel_source  # noqa: E402
+from spiking.kernels.spike_matmul import extension as spike_matmul_ext  # noqa: E402
+from spiking.kernels.spike_matmul import spike_matmul  # noqa: E402
 from spiking.models import SpikingMLP  # noqa: E402
 from spiking.native_sources import cuda_source  # noqa: E402
 from spiking.runner import run  # noqa: E402
@@ -28,6 +30,14 @@ x = torch.rand(4, 2, 8) * 3
 assert auto_backend(x) == "cpu", f"backend 'auto' chose {auto_backend(x)!r}, not the fused CPU path"
 assert LIF()(x).sum() > 0
 assert "lif_forward" in kernel_source() and cuda_source("sparsey.cu").stat().st_size > 0
+spikes = (torch.rand(64, 100, generator=torch.Generator().manual_seed(1)) < 0.05).float()
+assert spike_matmul_ext().available(), f"event-driven spike matmul unavailable: {spike_matmul_ext().error()}"
+assert torch.allclose(spike_matmul(spikes, torch.ones(100, 7)), spikes.sum(1, keepdim=True).expand(64, 7))
+# the fused RLIF builds from the packaged sources (the template's headers under _cuda/neurons/)
+assert rlif_cpu.extension().available(), f"fused RLIF unavailable: {rlif_cpu.extension().error()}"
+rlif, rlif_ref = spiking.RLIF(8), spiking.RLIF(8, backend="torch")
+rlif_ref.load_state_dict(rlif.state_dict())
+assert torch.equal(rlif(x), rlif_ref(x))
 
 g = torch.Generator().manual_seed(0)
 W = torch.randn(8, 3, generator=g)

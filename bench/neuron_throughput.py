@@ -11,8 +11,10 @@ median and min-max seconds, neuron-updates/s (T·B·N / time) and ours/peer spee
   ALIF     vs Norse LSNNCell (adaptive threshold), per-step loop
   CubaLIF  vs snnTorch Synaptic, per-step loop
   LI       vs Norse LIBoxCell, per-step loop
-  RLIF     vs snnTorch RLeaky (all-to-all), per-step loop (ours is also a torch loop: RLIF is not
-           on the fused template, see spiking/neuron/rlif.py), at N = --rlif-n
+  RLIF     vs snnTorch RLeaky (all-to-all), per-step loop, at N = --rlif-n. Both do the same three
+           dense matmuls (per step S_{t-1} W^T and (dL/dI_t) W, and dL/dW), so the RLIF row also
+           reports their time alone ("matmul_floor": T addmm [B,N]x[N,N], T mm, one
+           [N,TB]x[TB,N]) and the speed-up a path doing nothing but them would have
 (LIF keeps its dedicated kernel and its own bench, bench/lif_throughput.py.)
 
 Writes JSON (command, machine, versions, os.getloadavg() at start and end) to
@@ -142,6 +144,36 @@ def _time(fn, x, backward: bool, g) -> float:
     return time.perf_counter() - t0
 
 
+def _rlif_matmul_floor(T: int, B: int, N: int, device, reps: int) -> dict:
+    """Median seconds of RLIF's dense matmuls alone: forward (T addmm), backward (T mm + dL/dW)."""
+    w, b = torch.randn(N, N, device=device) * 0.05, torch.randn(N, device=device)
+    s, out = (torch.rand(B, N, device=device) < 0.25).float(), torch.empty(B, N, device=device)
+    gi, sp = torch.randn(T * B, N, device=device), (torch.rand(T * B, N, device=device) < 0.25).float()
+
+    def fwd():
+        for _ in range(T):
+            torch.addmm(b, s, w.t(), out=out)
+
+    def bwd():
+        for _ in range(T):
+            torch.mm(out, w, out=s)
+        return gi.t() @ sp
+
+    res = {}
+    for name, fn in (("forward", fwd), ("backward", bwd)):
+        fn()
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            ts.append(time.perf_counter() - t0)
+        res[name + "_s"] = statistics.median(ts)
+    res["forward_backward_s"] = res["forward_s"] + res["backward_s"]
+    return res
+
+
 def _summary(ts, updates):
     med = statistics.median(ts)
     return {"median_s": med, "min_s": min(ts), "max_s": max(ts), "updates_per_s": updates / med}
@@ -175,6 +207,15 @@ def run(args) -> dict:
             row[mode] = {"ours": o, "peer": p, "speedup": p["median_s"] / o["median_s"]}
             print(f"{name:8s} {mode:17s} ours {o['updates_per_s'] / 1e6:8.1f} M/s  {peer_name:32s} "
                   f"{p['updates_per_s'] / 1e6:8.1f} M/s  x{row[mode]['speedup']:.2f}", flush=True)
+        if name == "RLIF":
+            floor = _rlif_matmul_floor(args.T, args.B, n, device, args.reps)
+            floor["max_speedup_forward"] = row["forward"]["peer"]["median_s"] / floor["forward_s"]
+            floor["max_speedup_forward_backward"] = (row["forward_backward"]["peer"]["median_s"]
+                                                     / floor["forward_backward_s"])
+            row["matmul_floor"] = floor
+            print(f"{'':8s} matmuls alone: forward {floor['forward_s'] * 1e3:.1f} ms, forward+backward "
+                  f"{floor['forward_backward_s'] * 1e3:.1f} ms (a path doing only them: x"
+                  f"{floor['max_speedup_forward_backward']:.2f} fwd+bwd)", flush=True)
         rows.append(row)
     return {"rows": rows}
 

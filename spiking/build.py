@@ -1,4 +1,5 @@
-"""Build cache of spiking's native code (the fused CPU LIF extension, the Sparsey C library).
+"""Build cache of spiking's native code (the fused CPU LIF, neuron-template and RLIF extensions, the
+Sparsey C library).
 
 Every build goes to ``$SPIKING_CACHE`` (default ``~/.cache/spiking``) under ``<kind>-<key>/``.
 The key hashes everything the binary depends on and nothing else:
@@ -104,12 +105,15 @@ def cached_build(kind: str, key_parts: Iterable[Union[bytes, str]], build: Calla
 def build_all() -> list[tuple[str, bool, str]]:
     """Build (or find cached) every native library; ``[(name, ok, detail)]``, never raises."""
     from .kernels import cpu as neuron_cpu
-    from .kernels import spike_matmul
+    from .kernels import rlif_cpu, spike_matmul
     from .memory import cpu as sparsey_cpu
 
     results = []
     ok, why = neuron_cpu.available()
     results.append(("fused CPU neuron extension", ok, why or neuron_cpu.build_directory()))
+    rlif = rlif_cpu.extension()
+    ok = rlif.available()
+    results.append(("fused CPU RLIF extension", ok, rlif.error() or rlif.directory()))
     spike_mm = spike_matmul.extension()
     ok = spike_mm.available()
     results.append(("event-driven CPU spike-matmul extension", ok, spike_mm.error() or spike_mm.directory()))

@@ -34,6 +34,25 @@ def _check_sizes(sizes) -> list[int]:
     return sizes
 
 
+class _TimeMean(torch.autograd.Function):
+    """``mean_t s_t`` of ``s [T, ...]``; backward ``∂s_t = ∂m / T`` as autograd's mean computes it
+    (expand, then divide) without its ``unsqueeze``: one op fewer per step."""
+
+    @staticmethod
+    def forward(ctx, s):
+        ctx.shape = s.shape
+        return s.mean(0)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.expand(ctx.shape).div(ctx.shape[0])
+
+
+def time_mean(s: torch.Tensor) -> torch.Tensor:
+    """``s.mean(0)`` (the same values), with a one-op-shorter backward when ``s`` needs a gradient."""
+    return _TimeMean.apply(s) if torch.is_grad_enabled() and s.requires_grad else s.mean(0)
+
+
 class SpikingMLP(nn.Module):
     """Linear→LIF per hidden layer, direct input over ``T`` steps, mean-current readout."""
 
@@ -57,7 +76,7 @@ class SpikingMLP(nn.Module):
         s = self.lifs[0](current.repeat(self.T, *([1] * current.dim())))
         for fc, lif in zip(self.fcs[1:-1], self.lifs[1:]):
             s = lif(fc(s))
-        return self.fcs[-1](s.mean(0))
+        return self.fcs[-1](time_mean(s))
 
 
 class MLP(nn.Module):

@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from spiking.runner import metrics as M
 
@@ -115,3 +116,24 @@ def test_forgetting_ignores_rows_before_a_task_was_learned():
     assert M.forgetting(R_hi) == pytest.approx(0.25) == pytest.approx(M.forgetting(R_nan))
     assert M.bwt(R_nan) == pytest.approx(M.bwt(R_hi)) and M.acc(R_nan) == pytest.approx(M.acc(R_hi))
     assert math.isnan(M.fwt(R_nan, [0.1, np.nan, np.nan]))
+
+
+def test_spike_counter_counts_exactly_in_float32_and_float64():
+    """SpikeCounter sums 0/1 spikes exactly (float32 partial sums stay integers below 2^24)."""
+    from spiking.runner.evaluation import SpikeCounter
+
+    class Spiker(torch.nn.Module):
+        is_spiking = True
+
+        def forward(self, s):
+            return s
+
+    g = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(Spiker())
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        s = (torch.rand(20, 300, 800, generator=g) < 0.37).to(dtype)
+        with SpikeCounter(model) as counter:
+            model(s)
+            model(s[:5])
+        exact = int((s != 0).sum()) + int((s[:5] != 0).sum())
+        assert counter.counts["0"] == exact, dtype

@@ -11,16 +11,26 @@ from __future__ import annotations
 import shutil
 import threading
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 __all__ = ["CachedExtension"]
 
 
+Source = Union[Path, tuple[Path, str]]
+
+
+def _split(item: Source) -> tuple[Path, str]:
+    """``(file, its path in the build directory)``: a bare path is copied under its own name."""
+    return item if isinstance(item, tuple) else (item, item.name)
+
+
 class CachedExtension:
     """``load()`` builds (once per key) or imports the extension whose main file is ``main`` (the
-    first of ``sources()``); ``RuntimeError`` naming the cause when impossible (remembered)."""
+    first of ``sources()``); ``RuntimeError`` naming the cause when impossible (remembered).
+    ``sources()`` gives paths, or ``(path, relative destination)`` for headers included from a
+    subfolder (``neurons/if.cuh``)."""
 
-    def __init__(self, kind: str, sources: Callable[[], list[Path]], what: str):
+    def __init__(self, kind: str, sources: Callable[[], list[Source]], what: str):
         self.kind, self.sources, self.what = kind, sources, what
         self._lock = threading.Lock()
         self._module = None
@@ -32,10 +42,11 @@ class CachedExtension:
 
         from .cpu import _cflags, _module_name
 
-        files = self.sources()
-        for src in files:
-            shutil.copyfile(src, directory / src.name)
-        cpp_extension.load(name=_module_name(directory), sources=[str(directory / files[0].name)],
+        files = [_split(item) for item in self.sources()]
+        for src, rel in files:
+            (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, directory / rel)
+        cpp_extension.load(name=_module_name(directory), sources=[str(directory / files[0][1])],
                            extra_include_paths=[str(directory)], extra_cflags=_cflags(), extra_ldflags=["-fopenmp"],
                            build_directory=str(directory), verbose=False)
 
@@ -46,7 +57,7 @@ class CachedExtension:
         with self._lock:
             if self._module is None and self._error is None:
                 try:
-                    key = [src.read_bytes() for src in self.sources()] + toolchain_key()
+                    key = [_split(item)[0].read_bytes() for item in self.sources()] + toolchain_key()
                     self._directory = cached_build(self.kind, key, self._compile, self.what)
                     self._module = import_built(self._directory)
                 except Exception as exc:  # missing source, compiler or ninja; compile or load failure

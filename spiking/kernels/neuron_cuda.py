@@ -88,15 +88,20 @@ class FusedNeuronCuda(torch.autograd.Function):
         return gx, gs0, gp, None, None, None
 
 
-def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg):
-    """Fused CUDA run of ``spec`` with the arguments and results of ``multistep.run_torch``."""
+def check_run(x: torch.Tensor, what: str) -> None:
+    """``RuntimeError`` / ``TypeError`` unless the CUDA kernels can run on ``x``."""
     ok, why = available()
     if not ok:
         raise RuntimeError(f"backend 'cupy' is not usable: {why}")
     if not x.is_cuda:
         raise RuntimeError(f"backend 'cupy' needs CUDA tensors, but x is on {x.device}")
     if x.dtype not in DTYPES:
-        raise TypeError(f"x: the fused neurons support float32 and float64, got {x.dtype}")
+        raise TypeError(f"x: {what} support float32 and float64, got {x.dtype}")
+
+
+def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg):
+    """Fused CUDA run of ``spec`` with the arguments and results of ``multistep.run_torch``."""
+    check_run(x, "the fused neurons")
     if spec.name not in TYPES:
         raise RuntimeError(f"neuron {spec.name!r} has no CUDA kernel (known: {sorted(TYPES)})")
     check_params(spec, params, spec.name in SCALAR_PARAMS, GRAD_PARAMS.get(spec.name, -1))

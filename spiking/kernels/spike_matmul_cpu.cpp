@@ -73,7 +73,19 @@ void accumulate(const int32_t* idx, const C* val, const int64_t* nnz, const C* w
   }
 }
 
-// Rows [m0, m1): per group of RG rows, collect the active inputs (branch-free), then sum.
+constexpr int64_t SKIP = 32 / sizeof(float);  // inputs tested at once for "all zero" (32 bytes of floats)
+
+// True when the 32 bytes at p are all zero bits (+0.0 values; a -0.0 counts as active and adds 0).
+template <typename C> inline bool all_zero_bits(const C* p) {
+  uint64_t w[32 * sizeof(C) / sizeof(float) / 8];
+  std::memcpy(w, p, sizeof(w));
+  uint64_t any = 0;
+  for (uint64_t x : w) any |= x;
+  return any == 0;
+}
+
+// Rows [m0, m1): per group of RG rows, collect the active inputs (runs of SKIP zeros skipped,
+// the rest branch-free), then sum.
 template <typename C>
 void rows(const C* s, const C* w, C* out, int64_t m0, int64_t m1, int64_t K, int64_t N, C scale) {
   std::vector<int32_t> idx(RG * K);
@@ -87,12 +99,16 @@ void rows(const C* s, const C* w, C* out, int64_t m0, int64_t m1, int64_t K, int
       int32_t* ix = idx.data() + (m - g0) * K;
       C* vx = val.data() + (m - g0) * K;
       int64_t c = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        const C v = sm[k];
-        ix[c] = (int32_t)k;
-        vx[c] = v;
-        binary &= (v == (C)0) | (v == (C)1);
-        c += v != (C)0;
+      for (int64_t k0 = 0; k0 < K; k0 += SKIP) {
+        const int64_t k1 = std::min(K, k0 + SKIP);
+        if (k1 - k0 == SKIP && all_zero_bits(sm + k0)) continue;  // most runs of a sparse row are empty
+        for (int64_t k = k0; k < k1; ++k) {
+          const C v = sm[k];
+          ix[c] = (int32_t)k;
+          vx[c] = v;
+          binary &= (v == (C)0) | (v == (C)1);
+          c += v != (C)0;
+        }
       }
       nnz[m - g0] = c;
     }

@@ -120,12 +120,16 @@ def dsr_spikes(
     beta = math.exp(-dt / tau)
     dims = (current.dtype, current.device)
     with torch.no_grad():
-        # X_t = (1 − β)((1 − α) + I_t / V_th): one op, broadcast over T for a constant current
-        offset = _constant((T,) + (1,) * len(step_shape), (1.0 - beta) * (1.0 - alpha), *dims)
-        # V_th as a 1-element tensor: a 0-dim divisor sends addcdiv down a ~15x slower CPU path
+        # X_t = (1 − β)((1 − α) + I_t / V_th), in one op; a constant current's X is computed once
+        # and repeated over T (addcdiv broadcasting [B, N] to [T, B, N] runs ~20x slower on the CPU)
+        constant = tuple(current.shape) == step_shape
+        offset = _constant((1,) * len(step_shape) if constant else (T,) + (1,) * len(step_shape),
+                           (1.0 - beta) * (1.0 - alpha), *dims)
         vth = v_threshold if isinstance(v_threshold, torch.Tensor) else \
-            torch.tensor([float(v_threshold)], dtype=current.dtype, device=current.device)
-        drive = torch.addcdiv(offset, current, vth if vth.dim() else vth.view(1), value=1.0 - beta)
+            torch.tensor(float(v_threshold), dtype=current.dtype, device=current.device)
+        drive = torch.addcdiv(offset, current, vth, value=1.0 - beta)
+        if constant:
+            drive = drive.repeat((T,) + (1,) * len(step_shape))
         w0 = _constant(step_shape, 1.0 - alpha, *dims)
         spikes, _ = lif_multistep(drive, w0, tau=1.0 / (1.0 - beta), v_threshold=1.0, v_reset=None,
                                   decay_input=False, check_finite=False)
@@ -187,8 +191,8 @@ class DSRLIF(nn.Module):
 
     def __getstate__(self):  # the kept V_th/Δt is recomputed by a copy's first forward
         state = self.__dict__.copy()
-        for key in ("_value", "_value_key", "_vth_view", "_vth_view_key"):
-            state.pop(key, None)
+        state.pop("_value", None)
+        state.pop("_value_key", None)
         return state
 
     def __init__(self, T: int = 20, v_threshold: float = 0.3, tau: float = 1.0, dt: float = 0.05,
@@ -215,14 +219,13 @@ class DSRLIF(nn.Module):
                     vth.clamp_(min=self.v_floor)
                 self._value = vth / self.dt
                 self._value_key = None if inference else (id(vth), vth.data_ptr(), vth._version)
-            vth1 = self._threshold_view()
             if I_seq is None:
-                spikes = dsr_spikes(I_mean, vth1, T=self.T, tau=self.tau, dt=self.dt, alpha=self.alpha)
+                spikes = dsr_spikes(I_mean, vth, T=self.T, tau=self.tau, dt=self.dt, alpha=self.alpha)
                 I_w = I_mean
             else:
                 if I_seq.shape[0] != self.T:
                     raise ValueError(f"I_seq must have T = {self.T} steps, got shape {tuple(I_seq.shape)}")
-                spikes = dsr_spikes(I_seq, vth1, tau=self.tau, dt=self.dt, alpha=self.alpha)
+                spikes = dsr_spikes(I_seq, vth, tau=self.tau, dt=self.dt, alpha=self.alpha)
                 I_w = None
         if torch.is_grad_enabled() and ((I_mean is not None and I_mean.requires_grad) or vth.requires_grad):
             if I_w is None:  # Î is needed by the backward pass only
@@ -232,17 +235,6 @@ class DSRLIF(nn.Module):
         else:
             rate = spikes.mean(0).mul_(self._value)
         return spikes, rate
-
-    def _threshold_view(self) -> torch.Tensor:
-        """``V_th`` as a ``[1]`` view (kept while the threshold's storage stays: in-place updates show
-        through, so it costs no op per call; a 0-dim divisor is slow on the CPU, see dsr_spikes)."""
-        vth = self.v_threshold
-        key = (id(vth), vth.data_ptr())
-        if getattr(self, "_vth_view_key", None) != key:
-            with torch.inference_mode(False), torch.no_grad():
-                self._vth_view = vth.view(1)
-            self._vth_view_key = key
-        return self._vth_view
 
     def spike_value(self) -> torch.Tensor:
         """``V_th / Δt``, the value of one output spike (a 0-dim tensor on the threshold's device;

@@ -90,11 +90,17 @@ def run_torch(spec: NeuronSpec, x: torch.Tensor, state: tuple, params: tuple, cf
     return torch.stack(outs), tuple(state)
 
 
-def _resolve_backend(backend: Optional[str], x: torch.Tensor, spec: Optional[NeuronSpec] = None) -> str:
-    """The backend to run; ``"auto"`` picks a fused path only for neurons that have a kernel."""
+def requested_backend(backend: Optional[str]) -> str:
+    """``backend``, else ``$SPIKING_BACKEND``, else ``"auto"``; ``ValueError`` unless in :data:`BACKENDS`."""
     name = (backend or os.environ.get("SPIKING_BACKEND") or "auto").lower()
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    return name
+
+
+def _resolve_backend(backend: Optional[str], x: torch.Tensor, spec: Optional[NeuronSpec] = None) -> str:
+    """The backend to run; ``"auto"`` picks a fused path only for neurons that have a kernel."""
+    name = requested_backend(backend)
     if name != "auto":
         return name
     if x.device.type == "cuda":

@@ -117,28 +117,39 @@ def oja_iterations_many(banks: list, iters: int = 5, clip: float = 10.0, momentu
                         quantise: Optional[tuple[float, float]] = None) -> None:
     """:func:`oja_iterations` of several banks ``[(H_new, m_new, X, X_res, lr, H_newᵀ), ...]`` at once.
 
-    The banks are independent; the products run per bank and the element-wise clip, momentum and
-    row updates run as one multi-tensor (``torch._foreach_*``) op per group of banks sharing their
-    scalars (batch rows ``B``, rate ``lr``), with the arithmetic of the per-bank ops.
+    The banks are independent; the products run per bank (``ΔH = Yᵀ R / B`` as one ``addmm`` with
+    ``α = 1/B``), the element-wise clip and momentum as one multi-tensor (``torch._foreach_*``) op
+    each for all banks, the row update ``H_new += lr·m`` as one per distinct rate.
     """
-    by_rows = _groups(banks, lambda b: b[2].shape[0])
     by_lr = _groups(banks, lambda b: b[4])
     for _ in range(iters):
-        D = {}
+        Ds = []
         for H_new, m_new, X, X_res, _lr, H_new_t in banks:
             Y = torch.mm(X, H_new_t)
             if quantise is not None:
                 Y = quantise_lateral(Y, *quantise)
-            D[id(m_new)] = torch.mm(Y.t(), torch.addmm(X_res, Y, H_new, alpha=-1.0))  # B·ΔH
-        for B, group in by_rows.items():
-            Ds = [D[id(b[1])] for b in group]
-            torch._foreach_clamp_min_(Ds, -clip * B)
-            torch._foreach_clamp_max_(Ds, clip * B)
-            ms = [b[1] for b in group]
-            torch._foreach_mul_(ms, momentum)
-            torch._foreach_add_(ms, Ds, alpha=(1.0 - momentum) / B)
+            R = torch.addmm(X_res, Y, H_new, alpha=-1.0)  # X − X̂_old − Y H_new
+            Ds.append(torch.addmm(_zero(R), Y.t(), R, beta=0.0, alpha=1.0 / X.shape[0]))  # ΔH
+        torch._foreach_clamp_min_(Ds, -clip)
+        torch._foreach_clamp_max_(Ds, clip)
+        ms = [b[1] for b in banks]
+        torch._foreach_mul_(ms, momentum)
+        torch._foreach_add_(ms, Ds, alpha=1.0 - momentum)
         for lr, group in by_lr.items():
             torch._foreach_add_([b[0] for b in group], [b[1] for b in group], alpha=lr)
+
+
+def _zero(like: torch.Tensor) -> torch.Tensor:
+    """A kept 0-dim zero of ``like``'s dtype and device: the ignored ``input`` of ``addmm(β = 0)``."""
+    key = (like.dtype, like.device)
+    zero = _ZEROS.get(key)
+    if zero is None:
+        with torch.inference_mode(False), torch.no_grad():
+            zero = _ZEROS[key] = torch.zeros((), dtype=like.dtype, device=like.device)
+    return zero
+
+
+_ZEROS: dict = {}
 
 
 def frozen_residual(X: torch.Tensor, H_old: torch.Tensor,

@@ -81,6 +81,7 @@ class HLOPLinear(Linear):
             self.residual = None
         if (self.projector is None and x_grad is None) or not torch.is_grad_enabled():
             return super().forward(x)
-        y = ProjectedLinearFn.apply(x, self.weight, self.projector,
-                                    None if x_grad is None else x_grad.detach(), self)
+        if x_grad is not None and x_grad.requires_grad:
+            x_grad = x_grad.detach()
+        y = ProjectedLinearFn.apply(x, self.weight, self.projector, x_grad, self)
         return y + self.bias if self.bias is not None else y

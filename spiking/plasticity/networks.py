@@ -7,26 +7,34 @@ All take the analog image as a constant (direct) input current, so the first lay
 |---|---|---|---|---|---|
 | ``dsr`` | :class:`~spiking.neuron.dsr.DSRLIF` | 20 | through the rate (one step) | each step's o_t (summed) | weighted rate Σw_t o_t/Σw_t (``hebb_rate="weighted"``) or the mean rate ā (``"mean"``) |
 | ``bptt`` | :class:`~spiking.LIF` soft reset, detached | 6 | BPTT, sigmoid surrogate 4 | each s_t | raw s_t, all T·B rows |
-| ``ottt`` | same LIF, state detached between steps | 6 | per-step CE/T, ΔW_t = δ_t â_tᵀ | trace â_t | concat(s_t, â_t) |
+| ``ottt`` | same LIF, state detached between steps | 6 | Σ_t CE_t/T, ΔW = Σ_t δ_t â_tᵀ | trace â_t | concat(s_t, â_t) |
 
 Where the Hebbian input is the weight-gradient input (first layer; BPTT; DSR with
 ``hebb_rate="mean"``) the layer's ``hebb_is_grad_input`` is set, so the projection's ``x⊥`` is also
 the Hebbian residual (computed once).
 
-``loss_backward(x, y, loss_fn)`` runs forward and backward of one batch for the method (OTTT
-calls backward once per step) and returns the loss; ``forward(x)`` gives logits.
+``loss_backward(x, y, loss_fn)`` runs forward and backward of one batch for the method and
+returns the loss; ``forward(x)`` gives logits.
+
+OTTT (online training through time) detaches the membrane between steps and takes one
+optimizer step per batch, so its per-step backward passes add up to one backward pass of
+``Σ_t CE(z_t, y)/T`` over the whole sequence whose gradient is cut in time
+(:func:`~spiking.neuron.online.lif_online`), the weight gradient taken from the presynaptic
+traces ``â_t = λ â_{t−1} + s_t`` of all T·B rows at once: ``ΔW = Σ_t δ_tᵀ â_t⊥``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from ..kernels.spike_matmul import spike_matmul
+from ..models import time_mean
 from ..neuron.dsr import DSRLIF, weighted_rate
 from ..neuron.module import LIF
+from ..neuron.online import lif_online
 from .layers import HLOPLinear
 
 __all__ = ["HLOPMLP", "METHODS", "method_defaults"]
@@ -42,6 +50,23 @@ def method_defaults(method: str) -> dict:
     if method in ("bptt", "ottt"):
         return dict(T=6, tau=2.0, v_threshold=1.0, surrogate_alpha=4.0, trace_lambda=0.5)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+class _TimeConstant(torch.autograd.Function):
+    """``forward(ctx, I [B, N], c [T, 1, 1])``: ``I`` repeated over the T steps; backward
+    ``Σ_t c_t g_t``. For OTTT's first layer, whose input x is constant, so its trace is
+    ``â_t = c_t x``: the layer's weight gradient from ``Σ_t c_t δ_t`` and x is ``Σ_t δ_tᵀ (c_t x)⊥``
+    (the only consumer of this gradient: the input needs none)."""
+
+    @staticmethod
+    def forward(ctx, I, c):
+        ctx.save_for_backward(c)
+        return I.repeat(c.shape[0], 1, 1)
+
+    @staticmethod
+    def backward(ctx, g):
+        (c,) = ctx.saved_tensors
+        return (g * c).sum(0), None
 
 
 class HLOPMLP(nn.Module):
@@ -114,36 +139,52 @@ class HLOPMLP(nn.Module):
     # -------------------------------------------------------------- BPTT
     def _forward_lif(self, x: torch.Tensor) -> torch.Tensor:
         fc = self.fcs
-        I = fc[0](x).unsqueeze(0).expand(self.T, *x.shape[:1], self.sizes[1])
+        I = fc[0](x).repeat(self.T, 1, 1)  # constant over T (a copy: the fused LIF reads it contiguous)
         for layer, neuron in zip(fc[1:], self.neurons):
             I = layer(neuron(I))
-        return I.mean(0)
+        return time_mean(I)
 
     # -------------------------------------------------------------- OTTT
     def _ottt_backward(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
-        lam, fc, T = self.cfg["trace_lambda"], self.fcs, self.T
-        traces: list[Optional[torch.Tensor]] = [None] * len(fc)
-        v: list[Optional[torch.Tensor]] = [None] * len(self.neurons)
-        hebb: list[list[torch.Tensor]] = [[] for _ in fc]
-        total = None
-        for _ in range(T):
-            inp = x
-            for i, layer in enumerate(fc):
-                traces[i] = inp.detach() if traces[i] is None else lam * traces[i] + inp.detach()
-                hebb[i] += [inp.detach(), traces[i]]
-                out = layer(inp, traces[i])
-                if i < len(self.neurons):
-                    inp, v[i] = self.neurons[i].step(out, None if v[i] is None else v[i].detach())
-            loss = loss_fn(out, y) / T
-            loss.backward()
-            total = loss.detach() if total is None else total + loss.detach()
-        for layer, rows in zip(fc, hebb):
-            layer.hebb_input = torch.cat(rows)
-        return total
+        """OTTT for the whole sequence in one forward and one backward pass (see the module doc):
+        the gradient of Σ_t loss_fn(z_t, y)/T with every step's membrane detached from the next,
+        ΔW = Σ_t δ_tᵀ â_t⊥ over the stacked T·B rows. The loss over the T·B rows of ``(z_t, y)``
+        is the mean over t of the per-step losses."""
+        T, B, fc = self.T, x.shape[0], self.fcs
+        L, c = self._trace_weights(x)
+        rows = T * B
+        with torch.no_grad():  # the first layer's Hebbian input: (x, â_t = c_t x) per step
+            fc[0].hebb_input = torch.stack((x.expand(T, *x.shape), c * x), 1).view(-1, x.shape[1])
+        current = _TimeConstant.apply(fc[0](x), c)  # I¹ once; weight gradient (Σ_t c_t δ_t)ᵀ x⊥
+        for layer, neuron in zip(fc[1:], self.neurons):
+            s = lif_online(current, neuron)
+            with torch.no_grad():  # traces â_t = λ â_{t−1} + s_t = Σ_k λ^{t−k} s_k: one matmul
+                trace = torch.mm(L, s.view(T, -1)).view(rows, -1)
+                layer.hebb_input = torch.stack((s, trace.view(s.shape)), 1).view(-1, s.shape[-1])
+            current = layer(s.view(rows, -1), trace)
+            if layer is not fc[-1]:
+                current = current.view(T, B, -1)
+        loss = loss_fn(current, y.repeat(T))
+        loss.backward()
+        return loss
+
+    def _trace_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``L [T, T]`` with ``L[t, k] = λ^{t−k}`` (k ≤ t, else 0) and ``c [T, 1, 1] = L 1``, the trace
+        of a constant input; kept per dtype and device."""
+        key = (self.T, self.cfg["trace_lambda"], x.dtype, x.device)
+        if getattr(self, "_traces", (None,))[0] != key:
+            t = torch.arange(self.T, dtype=torch.float64)
+            age = t.view(-1, 1) - t.view(1, -1)
+            L = torch.where(age >= 0, self.cfg["trace_lambda"] ** age.clamp(min=0), 0.0)
+            self._traces = (key, (L.to(x.dtype).to(x.device), L.sum(1).view(-1, 1, 1).to(x.dtype).to(x.device)))
+        return self._traces[1]
 
     def loss_backward(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
         """Forward and backward of one training batch (gradients accumulate); returns the loss as a
-        device tensor (no host sync; its graph is already freed by the backward pass)."""
+        device tensor (no host sync; its graph is already freed by the backward pass).
+
+        ``loss_fn(logits, y)`` must average over rows (as cross-entropy does): OTTT calls it once
+        on the T·B rows of all steps with ``y`` repeated T times, the mean of the per-step losses."""
         x = self._flat(x)
         if self.method == "ottt":
             return self._ottt_backward(x, y, loss_fn)

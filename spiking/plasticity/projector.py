@@ -46,13 +46,15 @@ class Projector:
         """``x⊥ = x − Hᵀ(H x)`` for rows ``x [..., N]``."""
         if self.P is not None:
             return x @ self.P
-        if x.dim() == 2:  # project_input's arithmetic with the kept transpose
-            return x - torch.mm(torch.mm(x, self.Ht), self.H)
+        if x.dim() == 2:  # x − (x Hᵀ) H with the kept transpose: two ops
+            return torch.addmm(x, torch.mm(x, self.Ht), self.H, alpha=-1.0)
         return project_input(x, self.H)
 
     def grad(self, G: torch.Tensor) -> torch.Tensor:
         """``G (I − HᵀH)`` with ``G`` viewed as ``[out, N]`` (conv: ``N = C·kh·kw``)."""
         if self.P is None:
+            if G.dim() == 2:  # G − (G Hᵀ) H with the kept transpose: two ops
+                return torch.addmm(G, torch.mm(G, self.Ht), self.H, alpha=-1.0)
             return project_weight_grad(G, self.H)
         return (G.reshape(G.shape[0], -1) @ self.P).reshape(G.shape)
 

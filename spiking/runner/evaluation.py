@@ -44,6 +44,15 @@ def spiking_layers(model: torch.nn.Module) -> "OrderedDict[str, torch.nn.Module]
     return out
 
 
+def _spike_sum(s: torch.Tensor) -> torch.Tensor:
+    """Σ s as a float64 device scalar. Spikes are 0/1, so in float32 every partial sum is an integer
+    below 2^24 when s has fewer elements, hence exact: only larger tensors are summed in float64
+    (which first copies s to float64, costing more than the spiking layer itself)."""
+    if s.is_floating_point() and s.numel() < 2 ** 24 and s.dtype in (torch.float32, torch.float64):
+        return s.sum().double()
+    return s.sum(dtype=torch.float64)
+
+
 class SpikeCounter:
     """Context manager: while active, sums the spikes emitted by each spiking layer of ``model``
     (on the device; ``counts`` are updated when the context exits)."""
@@ -56,7 +65,7 @@ class SpikeCounter:
     def _hook(self, name):
         def hook(_module, _inputs, output):  # summed on the device; read when the context exits
             s = output[0] if isinstance(output, (tuple, list)) else output
-            total = s.detach().sum(dtype=torch.float64)
+            total = _spike_sum(s.detach())
             self._sums[name] = total if self._sums.get(name) is None else self._sums[name].add_(total)
         return hook
 

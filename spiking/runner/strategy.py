@@ -20,7 +20,7 @@ projects gradients between backward and step). ``batches(task, batch_size, gener
 runner iterates for a learn event (default: the task's own shuffled batches; joint training mixes
 tasks).
 
-The base loss is cross-entropy; in task-incremental streams (``stream.task_labels_at_test``) the
+The base loss is cross-entropy (``spiking.runner.cross_entropy``, ``F.cross_entropy``'s kernels); in task-incremental streams (``stream.task_labels_at_test``) the
 logits of classes outside ``task.classes`` are masked to -inf, so softmax runs over the task's
 classes only:  L = CE(mask(z, task.classes), y).
 
@@ -38,7 +38,8 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
+
+from .cross_entropy import cross_entropy
 
 
 def mask_logits(logits: torch.Tensor, classes) -> torch.Tensor:
@@ -61,7 +62,7 @@ def mixed_task_loss(logits: torch.Tensor, y: torch.Tensor, task_ids: torch.Tenso
     if getattr(stream, "task_labels_at_test", False):
         keep = class_table(stream).to(logits.device)[task_ids.to(logits.device)]
         logits = logits.masked_fill(~keep, float("-inf"))
-    return F.cross_entropy(logits, y)
+    return cross_entropy(logits, y)
 
 
 class Strategy:
@@ -122,20 +123,21 @@ class Strategy:
         """Mini-batches (x, y) of one learn event; default: the task's shuffled training set.
 
         The batches of ``task.train_batches(batch_size, generator)`` (the same order and values),
-        cut from the task's training set transformed once and moved to the model's device once:
-        a step costs two index ops instead of the per-batch transform and host-to-device copy.
+        cut from the task's training set transformed once, moved to the model's device once and
+        put in the epoch's order once (``x[order]``, the old copy freed): the batches are views
+        of it (one ``split`` per epoch), so a step issues no op for its data.
         """
         x, y = task.train_data()
         device = self.config.get("device", "cpu")
-        x, y = x.to(device), y.to(device)
         order = torch.randperm(task.n_train, generator=generator).to(device)
-        return ((x[idx], y[idx]) for idx in order.split(batch_size))
+        x, y = x.to(device)[order], y.to(device)[order]
+        return zip(x.split(batch_size), y.split(batch_size))
 
     # --------------------------------------------------------------- training
     def loss(self, logits: torch.Tensor, y: torch.Tensor, task) -> torch.Tensor:
         if getattr(self.stream, "task_labels_at_test", False):
             logits = mask_logits(logits, task.classes)
-        return F.cross_entropy(logits, y)
+        return cross_entropy(logits, y)
 
     def adjust_gradients(self, task) -> None:
         """Called between backward and the optimizer step (GPM projects here)."""

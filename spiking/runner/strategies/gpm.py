@@ -62,8 +62,8 @@ class GPM(Strategy):
             return
         for lin, U, Ut in zip(self.linears, self.bases, self._transposes()):
             g = lin.weight.grad
-            if U is not None and g is not None:
-                g.sub_(torch.mm(torch.mm(g, U), Ut))
+            if U is not None and g is not None:  # g − (g U) Uᵀ in two ops (mm, addmm), a new grad tensor
+                lin.weight.grad = torch.addmm(g, torch.mm(g, U), Ut, alpha=-1)
         for p in self.others:
             if p.grad is not None:
                 p.grad.zero_()

@@ -94,8 +94,8 @@ class HLOPStrategy(Strategy):
     def graph_safe(options: dict):
         """DSR and BPTT steps are static; OTTT's is not captured (see the message)."""
         if options.get("train_method", "dsr") == "ottt":
-            return ("train_method 'ottt' runs one backward pass per time step and gathers its Hebbian "
-                    "inputs in host-side lists (not verified under capture)")
+            return ("train_method 'ottt' (one backward pass over the sequence since issue #13) has not "
+                    "been verified under CUDA-graph capture on a GPU yet")
         return True
     options = {
         "train_method": (str, "dsr", "dsr | bptt | ottt (neuron model and gradient)"),

@@ -11,9 +11,12 @@ Buffer policies:
     class_balanced   after each task the buffer is split equally over the seen (task, label)
                      pairs; each pair keeps a seeded random subset of its samples
 
-The buffer lives on the model's device; every random choice (which sample is kept, which task and
-slot a replayed sample comes from) is drawn on the host (``random.Random`` seeded from the run's
-seed), so a step neither reads the device nor issues one op per sample.
+The buffer lives on the model's device in storage of ``buffer_size + 1`` rows allocated once (the
+last row takes the batch rows the reservoir does not keep, so every row of a batch is written
+with one ``index_copy_`` per buffer tensor); ``bx``, ``by``, ``bt`` are its filled rows. Every
+random choice (which sample is kept, which task and slot a replayed sample comes from) is drawn
+on the host (``random.Random`` seeded from the run's seed) and the task of every slot is kept
+there, so a step neither reads the device nor issues one op per sample.
 
 Unlearning (``unlearn({"task": j} | {"classes": [...]})``): the target's samples leave the buffer,
 then ``unlearn_steps`` steps of L = CE(retained) − α·CE(forgotten) (NegGrad+, with α =
@@ -33,7 +36,8 @@ POLICIES = ("reservoir", "class_balanced")
 
 class Replay(Strategy):
     name = "replay"
-    graph_safe = "the replay buffer grows and is sampled on the host every step (changing shapes)"
+    graph_safe = ("the replay buffer's samples and reservoir slots are drawn on the host every step (fresh "
+                  "index tensors, a batch that changes size while the buffer has no old task)")
     options = {
         "buffer_size": (int, 1000, "samples kept in the replay buffer"),
         "policy": (str, "reservoir", "buffer policy: reservoir | class_balanced"),
@@ -52,19 +56,39 @@ class Replay(Strategy):
             raise ValueError(f"buffer_size must be >= 1, got {self.buffer_size}")
         self.rehearsal = RehearsalSchedule(self.schedule, self.schedule_rate)
         self.k = self.replay_batch or int(config.get("batch_size", 64))
-        shape = tuple(stream.input_shape)
-        self.bx = torch.empty((0, *shape))
-        self.by = torch.empty(0, dtype=torch.int64)
-        self.bt = torch.empty(0, dtype=torch.int64)
+        self._put(torch.empty((0, *stream.input_shape)), torch.empty(0, dtype=torch.int64), [])
         self.seen = 0
         self.gen = torch.Generator().manual_seed(int(config.get("seed", 0)) + 7919)
         self.rng = random.Random(int(config.get("seed", 0)) + 7919)  # host draws: no device op or sync
-        self.slot_task: list[int] = []  # host copy of bt
         self._task_ids = None
 
     # ----------------------------------------------------------------- buffer
+    def _put(self, x: torch.Tensor, y: torch.Tensor, tasks: list[int]) -> None:
+        """Make ``(x, y)`` with tasks ``tasks`` the buffer's contents (fresh storage, see module doc)."""
+        n = len(tasks)
+        self._x = x.new_empty((self.buffer_size + 1, *x.shape[1:]))
+        self._y = y.new_empty(self.buffer_size + 1)
+        self._x[:n], self._y[:n] = x[:n], y[:n]
+        self.slot_task = list(tasks)  # the task of every filled slot (host)
+
+    @property
+    def bx(self) -> torch.Tensor:
+        """Inputs of the filled slots [n, *input_shape]."""
+        return self._x[: len(self.slot_task)]
+
+    @property
+    def by(self) -> torch.Tensor:
+        """Labels of the filled slots [n]."""
+        return self._y[: len(self.slot_task)]
+
+    @property
+    def bt(self) -> torch.Tensor:
+        """Task index of the filled slots [n] (from the host's list)."""
+        return torch.tensor(self.slot_task, dtype=torch.int64, device=self._y.device)
+
     def sample(self, phase: int):
-        """``self.k`` old-task samples drawn with the schedule's task shares (None if none).
+        """``self.k`` old-task samples ``(x, y, tasks)`` drawn with the schedule's task shares
+        (``tasks``: the host list of their task indices), or None if there are none.
 
         Drawn on the host (``self.rng``: the task of each sample with the shares p_j, then a
         buffer slot of that task uniformly) and gathered with one index op per buffer tensor.
@@ -79,18 +103,20 @@ class Replay(Strategy):
         shares = self.rehearsal.shares(phase, old)
         tasks = self.rng.choices(old, weights=shares, k=self.k)
         idx = [pools[t][self.rng.randrange(len(pools[t]))] for t in tasks]
-        idx = torch.tensor(idx, dtype=torch.int64, device=self.by.device)
-        return self.bx[idx], self.by[idx], self.bt[idx]
+        idx = torch.tensor(idx, dtype=torch.int64, device=self._y.device)
+        return self._x[idx], self._y[idx], tasks
 
+    @torch.no_grad()
     def _reservoir(self, x, y, task):
         """Vitter's algorithm R over the batch: sample n is kept with probability size / n.
 
-        The slot decisions are host draws; the kept rows are written with one op per buffer tensor.
+        The slot decisions are host draws (a later row of the batch overwrites an earlier one in
+        the same slot); every row is written with one ``index_copy_`` per buffer tensor, the rows
+        not kept into the spare last row.
         """
-        x, y = x.detach(), y.detach()
-        if self.bx.device != x.device or self.bx.dtype != x.dtype:
-            self.bx, self.by, self.bt = self.bx.to(x), self.by.to(y.device), self.bt.to(y.device)
-        slots: dict[int, int] = {}  # slot -> row (a later row of the batch overwrites an earlier one)
+        if self._x.device != x.device or self._x.dtype != x.dtype:
+            self._put(self.bx.to(x), self.by.to(y.device), self.slot_task)
+        slots: dict[int, int] = {}  # slot -> row
         fill = len(self.slot_task)
         for i in range(x.shape[0]):
             self.seen += 1
@@ -103,19 +129,14 @@ class Replay(Strategy):
                     slots[j] = i
         if not slots:
             return
-        grow = fill - len(self.slot_task)
-        if grow:
-            self.slot_task += [task.index] * grow
-            self.bx = torch.cat([self.bx, x.new_empty((grow, *x.shape[1:]))])
-            self.by = torch.cat([self.by, y.new_empty(grow)])
-            self.bt = torch.cat([self.bt, self.bt.new_empty(grow)])
-        for j in slots:
+        self.slot_task += [task.index] * (fill - len(self.slot_task))
+        dst = [self.buffer_size] * x.shape[0]
+        for j, i in slots.items():
             self.slot_task[j] = task.index
-        dst = torch.tensor(list(slots), dtype=torch.int64, device=x.device)
-        src = torch.tensor(list(slots.values()), dtype=torch.int64, device=x.device)
-        self.bx[dst] = x[src]
-        self.by[dst] = y[src]
-        self.bt[dst] = task.index
+            dst[i] = j
+        dst = torch.tensor(dst, dtype=torch.int64, device=x.device)
+        self._x.index_copy_(0, dst, x)
+        self._y.index_copy_(0, dst, y)
 
     def _class_balanced(self, task):
         x, y = task.train_data()
@@ -131,8 +152,8 @@ class Replay(Strategy):
             else:
                 keep = ((self.bt == t) & (self.by == c)).nonzero().squeeze(1)[:quota]
                 parts.append((self.bx[keep], self.by[keep], self.bt[keep]))
-        self.bx, self.by, self.bt = (torch.cat(p)[: self.buffer_size] for p in zip(*parts))
-        self.slot_task = self.bt.tolist()
+        bx, by, bt = (torch.cat(p)[: self.buffer_size] for p in zip(*parts))
+        self._put(bx, by, bt.tolist())
 
     # --------------------------------------------------------------- training
     def loss(self, logits, y, task):
@@ -143,12 +164,12 @@ class Replay(Strategy):
         xs, ys, self._task_ids = x, y, None
         batch = self.sample(task.index)
         if batch is not None:
-            rx, ry, rt = batch
+            rx, ry, replayed = batch
             xs = torch.cat([x, rx.to(x.device)])
             ys = torch.cat([y, ry.to(y.device)])
-        if task_il:  # the per-row task masks of mixed_task_loss
-            own = torch.full((x.shape[0],), task.index, dtype=torch.int64, device=y.device)
-            self._task_ids = own if batch is None else torch.cat([own, rt.to(y.device)])
+        if task_il:  # the per-row task masks of mixed_task_loss (from the host: one op)
+            self._task_ids = torch.tensor([task.index] * x.shape[0] + (replayed if batch else []), dtype=torch.int64,
+                                          device=y.device)
         loss = super().train_step(xs, ys, task)
         if self.policy == "reservoir":
             self._reservoir(x, y, task)
@@ -163,9 +184,10 @@ class Replay(Strategy):
             forget = self.bt == target["task"]
         else:
             forget = torch.isin(self.by, torch.as_tensor(target["classes"]))
-        fx, fy, ft = self.bx[forget], self.by[forget], self.bt[forget]
-        self.bx, self.by, self.bt = self.bx[~forget], self.by[~forget], self.bt[~forget]
-        self.slot_task = self.bt.tolist()
+        bt = self.bt
+        fx, fy, ft = self.bx[forget], self.by[forget], bt[forget]
+        self._put(self.bx[~forget], self.by[~forget], bt[~forget].tolist())
+        bt = self.bt
         if len(fy) == 0 or len(self.by) == 0:
             return
         device = self.config.get("device", "cpu")
@@ -175,19 +197,19 @@ class Replay(Strategy):
             self.model.train()
             self.optimizer.zero_grad(set_to_none=True)
             keep = mixed_task_loss(self.model(self.bx[ri].to(device)), self.by[ri].to(device),
-                                   self.bt[ri], self.stream)
+                                   bt[ri], self.stream)
             drop = mixed_task_loss(self.model(fx[fi].to(device)), fy[fi].to(device), ft[fi], self.stream)
             (keep - self.unlearn_alpha * drop).backward()
             self.optimizer.step()
 
     def state_dict(self):
-        return {**super().state_dict(), "bx": self.bx, "by": self.by, "bt": self.bt,
+        return {**super().state_dict(), "bx": self.bx.clone(), "by": self.by.clone(), "bt": self.bt,
                 "seen": self.seen, "gen": self.gen.get_state(), "rng": _rng_state(self.rng)}
 
     def load_state_dict(self, d):
         super().load_state_dict(d)
-        self.bx, self.by, self.bt, self.seen = d["bx"], d["by"], d["bt"], int(d["seen"])
-        self.slot_task = self.bt.tolist()
+        self._put(d["bx"], d["by"], d["bt"].tolist())
+        self.seen = int(d["seen"])
         self.gen.set_state(d["gen"])
         if "rng" in d:
             self.rng.setstate(_rng_from(d["rng"]))
