@@ -29,7 +29,8 @@ assert "site-packages" in where.parts, f"spiking imported from {where}, not from
 x = torch.rand(4, 2, 8) * 3
 assert auto_backend(x) == "cpu", f"backend 'auto' chose {auto_backend(x)!r}, not the fused CPU path"
 assert LIF()(x).sum() > 0
-assert "lif_forward" in kernel_source() and cuda_source("sparsey.cu").stat().st_size > 0
+assert "nrn_forward" in kernel_source() and cuda_source("sparsey.cu").stat().st_size > 0
+assert "struct LIF" in cuda_source("neurons/lif.cuh").read_text()  # LIF's template definition is packaged
 spikes = (torch.rand(64, 100, generator=torch.Generator().manual_seed(1)) < 0.05).float()
 assert spike_matmul_ext().available(), f"event-driven spike matmul unavailable: {spike_matmul_ext().error()}"
 assert torch.allclose(spike_matmul(spikes, torch.ones(100, 7)), spikes.sum(1, keepdim=True).expand(64, 7))
