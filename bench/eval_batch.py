@@ -41,10 +41,11 @@ def main(argv=None) -> int:
     from spiking.data.idx import load_mnist  # noqa: PLC0415
     from spiking.kernels.spike_matmul import spike_matmul, spike_matmul_reference  # noqa: PLC0415
     from spiking.runner.evaluation import CPU_EVAL_BATCH, evaluate  # noqa: PLC0415
+    from spiking.runner.outfolder import cpu_model  # noqa: PLC0415
     from spiking.runner.outputs import versions  # noqa: PLC0415
 
     info = {"command": " ".join(["python", "bench/eval_batch.py", *(argv if argv is not None else sys.argv[1:])]),
-            "machine": {"platform": platform.platform(), "cpu": _cpu(), "cpus": os.cpu_count(),
+            "machine": {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(),
                         "loadavg_start": os.getloadavg()},
             "versions": versions(), "default_eval_batch_cpu": CPU_EVAL_BATCH, "rows": []}
     xtr, ytr, xte, yte = load_mnist()
@@ -93,16 +94,6 @@ def main(argv=None) -> int:
     Path(args.out).write_text(json.dumps(info, indent=1))
     print(f"wrote {args.out}")
     return 0
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -31,6 +31,11 @@ def test_matches_the_dense_product(dtype, shape, values):
                                rtol=tol, atol=tol * k ** 0.5)
 
 
+def test_empty_inputs():
+    assert sm.spike_matmul(torch.zeros(0, 5), torch.randn(5, 3)).shape == (0, 3)
+    assert torch.equal(sm.spike_matmul(torch.zeros(4, 0), torch.randn(0, 3)), torch.zeros(4, 3))
+
+
 def test_all_zero_and_all_one_rows():
     w = torch.randn(50, 70, dtype=torch.float64)
     s = torch.zeros(3, 50, dtype=torch.float64)
@@ -78,6 +83,10 @@ def test_bad_input_is_named():
         sm.spike_matmul(torch.zeros(3, 4), torch.zeros(5, 2))
     with pytest.raises(ValueError, match="max_density"):
         sm.spike_matmul(torch.zeros(3, 4), torch.zeros(4, 2), max_density=2.0)
+    with pytest.raises(TypeError, match="one floating dtype"):
+        sm.spike_matmul(torch.zeros(3, 4), torch.zeros(4, 2, dtype=torch.float64))
+    with pytest.raises(TypeError, match="one floating dtype"):
+        sm.spike_matmul(torch.zeros(3, 4, dtype=torch.int64), torch.zeros(4, 2, dtype=torch.int64))
     with pytest.raises(ValueError, match="single value"):
         sm.spike_matmul(torch.zeros(3, 4), torch.zeros(4, 2), scale=torch.ones(2))
 

@@ -6,7 +6,7 @@ A layer fed by spikes only needs the weight rows of the inputs that fired: with 
 active the work is 1/20 of a dense product. On the CPU the C++ kernel
 (``spiking/kernels/spike_matmul_cpu.cpp``) collects each row's active inputs and sums their
 weight rows in vector registers; when more than ``max_density`` of ``s`` is nonzero it runs the
-dense product instead (measured crossover ~20–30 % on 2 cores, ``bench/spike_matmul.py``).
+dense product instead, which is then the faster of the two.
 Elsewhere (CUDA, other dtypes, a gradient needed, no compiler) it is ``torch.mm(s, w) * scale``,
 which is also the reference the tests hold the kernel to. The two differ only in the order in
 which the products are summed (float rounding).
@@ -69,6 +69,8 @@ def spike_matmul(s: torch.Tensor, w: torch.Tensor, scale: Scale = 1.0, max_densi
     """
     if s.dim() != 2 or w.dim() != 2 or s.shape[1] != w.shape[0]:
         raise ValueError(f"spike_matmul: s [M, K] and w [K, N] needed, got {tuple(s.shape)} and {tuple(w.shape)}")
+    if s.dtype != w.dtype or not s.is_floating_point():
+        raise TypeError(f"spike_matmul: s and w must share one floating dtype, got {s.dtype} and {w.dtype}")
     if not 0.0 <= max_density <= 1.0:
         raise ValueError(f"max_density must lie in [0, 1], got {max_density!r}")
     fused = (s.device.type == "cpu" and w.device.type == "cpu" and s.dtype == w.dtype
