@@ -86,10 +86,11 @@ def test_lif_build_key_ignores_the_checkout_path(tmp_path, monkeypatch):
     other = tmp_path / "other-checkout"
     other.mkdir()
     copies = {}
-    for src in cpu._sources():  # neuron_cpu.cpp, cpu_buffers.h, lif_step.cuh, the template and definitions
+    for item in cpu._sources():  # neuron_cpu*.cpp, headers, lif_step.cuh, the template and definitions
+        src = item[0] if isinstance(item, tuple) else item
         copies[src.name] = other / src.name
         copies[src.name].write_bytes(src.read_bytes())
-    monkeypatch.setattr(cpu, "_sources", lambda: list(copies.values()))
+    monkeypatch.setattr(cpu._EXT, "sources", lambda: list(copies.values()))
     assert cpu.build_key() == here
     copies["lif_step.cuh"].write_bytes(copies["lif_step.cuh"].read_bytes() + b"\n// changed\n")
     assert cpu.build_key() != here

@@ -201,13 +201,14 @@ def test_errors_name_the_problem():
 
 def test_missing_compiler_is_an_error_when_forced_and_a_warning_on_auto(monkeypatch, caplog):
     """The error and the one fallback warning carry the build's real reason (here: no compiler)."""
-    monkeypatch.setattr(cpu, "_ext", None)
-    monkeypatch.setattr(cpu, "_error", None)
+    from spiking.kernels import extension
 
-    def no_compiler():
+    def no_compiler(*args):
         raise OSError("c++: command not found")
 
-    monkeypatch.setattr(cpu, "_build", no_compiler)
+    monkeypatch.setattr(extension, "cached_build", no_compiler)  # the build finds no compiler
+    monkeypatch.setattr(cpu, "_EXT", extension.CachedExtension(cpu._EXT.kind, cpu._EXT.sources, cpu._EXT.what,
+                                                               units=cpu._EXT.units, error_prefix=cpu._EXT.error_prefix))
     import spiking.kernels as kernels
 
     monkeypatch.setattr(kernels, "_warned", set())

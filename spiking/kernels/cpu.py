@@ -38,118 +38,49 @@ cost about as much as the LIF pass itself.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
-import sysconfig
-import threading
-from pathlib import Path
 from typing import Optional, Union
 
 import torch
 
-from ..build import cached_build, compiler_id, cpu_isa
 from ..native_sources import cuda_source, native_source
 from ._common import check_v0, constant, make_config, make_ops, nonfinite_x_error, run_fused
+from .extension import CachedExtension
 
 __all__ = ["lif_multistep_cpu", "available", "load_extension", "build_directory", "empty_cache", "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-_CFLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
-
-
-def _cflags() -> list[str]:
-    """``_CFLAGS`` plus ``-mavx2`` when this CPU has AVX2."""
-    return _CFLAGS + (["-mavx2"] if "avx2" in cpu_isa().split() else [])
-
-
-_lock = threading.Lock()
-_ext = None
-_names: Optional[list] = None
-_error: Optional[str] = None
-_directory: Optional[Path] = None
-
-
-def _sources() -> list[Path]:
-    """The loops, the buffer header, the step header, the template and every dynamics definition."""
+def _sources() -> list:
+    """The translation units, the loops and buffer headers, the step header, the template and every
+    dynamics definition (``neurons/*.cuh`` keep their folder)."""
     neurons = cuda_source("neuron_template.cuh").parent / "neurons"
     own = ("neuron_cpu.cpp", "neuron_cpu_float.cpp", "neuron_cpu_double.cpp", "neuron_cpu_loops.h", "cpu_buffers.h")
     return [*(native_source("spiking.kernels", name) for name in own), cuda_source("lif_step.cuh"),
-            cuda_source("neuron_template.cuh"), *(cuda_source(f"neurons/{p.name}") for p in sorted(neurons.glob("*.cuh")))]
+            cuda_source("neuron_template.cuh"),
+            *((cuda_source(f"neurons/{p.name}"), f"neurons/{p.name}") for p in sorted(neurons.glob("*.cuh")))]
 
 
-def _module_name(directory: Path) -> str:
-    return directory.name.replace("-", "_")
-
-
-def _compile(directory: Path) -> None:
-    from torch.utils import cpp_extension
-
-    (directory / "neurons").mkdir(exist_ok=True)
-    for src in _sources():
-        shutil.copyfile(src, directory / ("neurons" if src.parent.name == "neurons" else "") / src.name)
-    cpp_extension.load(
-        name=_module_name(directory),
-        sources=[str(directory / name) for name in ("neuron_cpu.cpp", "neuron_cpu_float.cpp", "neuron_cpu_double.cpp")],
-        extra_include_paths=[str(directory)],
-        extra_cflags=_cflags(),
-        extra_ldflags=["-fopenmp"],
-        build_directory=str(directory),
-        verbose=False,
-    )
-
-
-def toolchain_key() -> list:
-    """What a built C++ extension depends on besides its sources: flags, the compiler torch uses
-    (``$CXX`` or ``c++``) and its version, torch, its C++ ABI, Python's extension suffix, CPU ISA."""
-    return [" ".join(_cflags()), compiler_id(os.environ.get("CXX", "c++")), f"torch {torch.__version__}",
-            f"cxx11abi {torch.compiled_with_cxx11_abi()}", str(sysconfig.get_config_var("EXT_SUFFIX")), cpu_isa()]
+_EXT = CachedExtension("neuron_cpu", _sources, "the fused CPU C++ extension", units=3, error_prefix="backend 'cpu': ")
+_names: Optional[list] = None
 
 
 def build_key() -> list:
-    """What the built extension depends on: source contents (not paths) and :func:`toolchain_key`."""
-    return [src.read_bytes() for src in _sources()] + toolchain_key()
-
-
-def import_built(directory: Path):
-    """Import the extension module built into ``directory`` by ``cpp_extension.load``."""
-    name = _module_name(directory)
-    spec = importlib.util.spec_from_file_location(name, directory / f"{name}.so")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _build():
-    global _directory
-    _directory = cached_build("neuron_cpu", build_key(), _compile, "the fused CPU neuron kernels")
-    return import_built(_directory)
+    """What the built extension depends on: source contents (not paths) and the toolchain."""
+    return _EXT.key()
 
 
 def load_extension():
     """Load the cached extension (building it on first use); ``RuntimeError`` with the reason if impossible."""
-    global _ext, _error
-    with _lock:
-        if _ext is not None:
-            return _ext
-        if _error is not None:
-            raise RuntimeError(_error)
-        try:
-            _ext = _build()
-        except Exception as exc:  # missing source, compiler or ninja; compile or load failure
-            _error = f"backend 'cpu': the fused CPU C++ extension is unavailable: {type(exc).__name__}: {exc}"
-            raise RuntimeError(_error) from exc
-        return _ext
+    return _EXT.load()
 
 
 def build_directory() -> str:
     """Where the loaded extension lives (empty before :func:`load_extension`)."""
-    return "" if _directory is None else str(_directory)
+    return _EXT.directory()
 
 
 def empty_cache() -> int:
     """Free the output buffers the extension keeps for reuse (see cpu_buffers.h); returns bytes freed."""
-    return int(load_extension().empty_cache()) if _ext is not None else 0
+    return int(_EXT.loaded().empty_cache()) if _EXT.loaded() is not None else 0
 
 
 def available() -> tuple[bool, str]:

@@ -1,6 +1,6 @@
 """One C++ extension built on first use into the build cache (:func:`spiking.build.cached_build`).
 
-The sources are copied into a directory keyed by their contents and :func:`.cpu.toolchain_key`
+The sources are copied into a directory keyed by their contents and :func:`toolchain_key`
 (compiler, flags, torch, ABI, CPU instruction set), compiled there with
 ``torch.utils.cpp_extension.load`` (``-O3 -ffp-contract=off``, OpenMP) and imported from there by
 later processes; ``spiking build`` builds every extension ahead of time.
@@ -8,12 +8,46 @@ later processes; ``spiking build`` builds every extension ahead of time.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
+import sysconfig
 import threading
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-__all__ = ["CachedExtension"]
+import torch
+
+from ..build import cached_build, compiler_id, cpu_isa
+
+__all__ = ["CachedExtension", "toolchain_key", "import_built"]
+
+_CFLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
+
+
+def cflags() -> list[str]:
+    """The compiler flags, plus ``-mavx2`` when this CPU has AVX2."""
+    return _CFLAGS + (["-mavx2"] if "avx2" in cpu_isa().split() else [])
+
+
+def toolchain_key() -> list:
+    """What a built C++ extension depends on besides its sources: flags, the compiler torch uses
+    (``$CXX`` or ``c++``) and its version, torch, its C++ ABI, Python's extension suffix, CPU ISA."""
+    return [" ".join(cflags()), compiler_id(os.environ.get("CXX", "c++")), f"torch {torch.__version__}",
+            f"cxx11abi {torch.compiled_with_cxx11_abi()}", str(sysconfig.get_config_var("EXT_SUFFIX")), cpu_isa()]
+
+
+def _module_name(directory: Path) -> str:
+    return directory.name.replace("-", "_")
+
+
+def import_built(directory: Path):
+    """Import the extension module built into ``directory`` by ``cpp_extension.load``."""
+    name = _module_name(directory)
+    spec = importlib.util.spec_from_file_location(name, directory / f"{name}.so")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 Source = Union[Path, tuple[Path, str]]
@@ -25,13 +59,14 @@ def _split(item: Source) -> tuple[Path, str]:
 
 
 class CachedExtension:
-    """``load()`` builds (once per key) or imports the extension whose main file is ``main`` (the
-    first of ``sources()``); ``RuntimeError`` naming the cause when impossible (remembered).
-    ``sources()`` gives paths, or ``(path, relative destination)`` for headers included from a
-    subfolder (``neurons/if.cuh``)."""
+    """``load()`` builds (once per key) or imports the extension compiled from the first ``units``
+    of ``sources()`` (the rest are headers); ``RuntimeError`` naming the cause when impossible
+    (remembered; prefixed by ``error_prefix``). ``sources()`` gives paths, or ``(path, relative
+    destination)`` for headers included from a subfolder (``neurons/if.cuh``)."""
 
-    def __init__(self, kind: str, sources: Callable[[], list[Source]], what: str):
-        self.kind, self.sources, self.what = kind, sources, what
+    def __init__(self, kind: str, sources: Callable[[], list[Source]], what: str, units: int = 1,
+                 error_prefix: str = ""):
+        self.kind, self.sources, self.what, self.units, self.error_prefix = kind, sources, what, units, error_prefix
         self._lock = threading.Lock()
         self._module = None
         self._error: Optional[str] = None
@@ -40,28 +75,26 @@ class CachedExtension:
     def _compile(self, directory: Path) -> None:
         from torch.utils import cpp_extension
 
-        from .cpu import _cflags, _module_name
-
         files = [_split(item) for item in self.sources()]
         for src, rel in files:
             (directory / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, directory / rel)
-        cpp_extension.load(name=_module_name(directory), sources=[str(directory / files[0][1])],
-                           extra_include_paths=[str(directory)], extra_cflags=_cflags(), extra_ldflags=["-fopenmp"],
+        cpp_extension.load(name=_module_name(directory), sources=[str(directory / rel) for _, rel in files[:self.units]],
+                           extra_include_paths=[str(directory)], extra_cflags=cflags(), extra_ldflags=["-fopenmp"],
                            build_directory=str(directory), verbose=False)
 
-    def load(self):
-        from ..build import cached_build
-        from .cpu import import_built, toolchain_key
+    def key(self) -> list:
+        """What the build depends on: source contents (not paths) and :func:`toolchain_key`."""
+        return [_split(item)[0].read_bytes() for item in self.sources()] + toolchain_key()
 
+    def load(self):
         with self._lock:
             if self._module is None and self._error is None:
                 try:
-                    key = [_split(item)[0].read_bytes() for item in self.sources()] + toolchain_key()
-                    self._directory = cached_build(self.kind, key, self._compile, self.what)
+                    self._directory = cached_build(self.kind, self.key(), self._compile, self.what)
                     self._module = import_built(self._directory)
                 except Exception as exc:  # missing source, compiler or ninja; compile or load failure
-                    self._error = f"{self.what} is unavailable: {type(exc).__name__}: {exc}"
+                    self._error = f"{self.error_prefix}{self.what} is unavailable: {type(exc).__name__}: {exc}"
             if self._module is None:
                 raise RuntimeError(self._error)
             return self._module
@@ -76,6 +109,10 @@ class CachedExtension:
     def error(self) -> str:
         """Why the extension could not be built ("" when it was, or was not tried yet)."""
         return self._error or ""
+
+    def loaded(self):
+        """The module if it is loaded already, else None (never builds)."""
+        return self._module
 
     def directory(self) -> str:
         """Where the loaded extension lives (empty before :meth:`load`)."""
