@@ -40,6 +40,27 @@ def _params(name, dtype):
     }[spec.name]
 
 
+def _assert_fused_equals_reference(spec, x, params, cfg, state0):
+    """Outputs and final states of the fused CPU path bit-identical to the torch reference;
+    gradients (x, state0, learnable parameters) within 1e-5 (float32) / 1e-10 (float64)."""
+    results = []
+    for backend in ("torch", "cpu"):
+        out, state = multistep.run(spec, x, spec.params(*params), cfg, state0, backend)
+        w = torch.randn(out.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64).to(x.dtype)
+        loss = (out * w).sum() + sum((s * (k + 1)).sum() for k, s in enumerate(state))
+        learn = [p for p in params if isinstance(p, torch.Tensor) and p.requires_grad]
+        grads = torch.autograd.grad(loss, [x, *state0, *learn])
+        results.append((out.detach(), [s.detach() for s in state], grads))
+    (o1, s1, g1), (o2, s2, g2) = results
+    if spec.spiking:
+        assert 0 < o1.sum() < o1.numel()
+    assert torch.equal(o1, o2)
+    assert all(torch.equal(a, b) for a, b in zip(s1, s2))
+    tol = 1e-5 if x.dtype == torch.float32 else 1e-10
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, atol=tol, rtol=tol), float((a - b).abs().max())
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c[0])
 @pytest.mark.parametrize("name", ["lif", "if", "plif", "alif", "cuba_lif", "li"])
@@ -52,22 +73,35 @@ def test_fused_cpu_equals_torch_reference(name, config, dtype):
     x = (torch.rand((23, 2, 3, 5), generator=g, dtype=torch.float64) * 3.0 - 0.8).to(dtype).requires_grad_()
     state0 = tuple((torch.rand((2, 3, 5), generator=g, dtype=torch.float64) * 0.5).to(dtype).requires_grad_()
                    for _ in spec.states)
-    results = []
-    for backend in ("torch", "cpu"):
-        out, state = multistep.run(spec, x, spec.params(*params), cfg, state0, backend)
-        w = torch.randn(out.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64).to(dtype)
-        loss = (out * w).sum() + sum((s * (k + 1)).sum() for k, s in enumerate(state))
-        learn = [p for p in params if isinstance(p, torch.Tensor) and p.requires_grad]
-        grads = torch.autograd.grad(loss, [x, *state0, *learn])
-        results.append((out.detach(), [s.detach() for s in state], grads))
-    (o1, s1, g1), (o2, s2, g2) = results
-    if spec.spiking:
-        assert 0 < o1.sum() < o1.numel()
-    assert torch.equal(o1, o2)
-    assert all(torch.equal(a, b) for a, b in zip(s1, s2))
-    tol = 1e-5 if dtype == torch.float32 else 1e-10
-    for a, b in zip(g1, g2):
-        assert torch.allclose(a, b, atol=tol, rtol=tol), float((a - b).abs().max())
+    _assert_fused_equals_reference(spec, x, params, cfg, state0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name, dtype, shape", [
+    ("plif", torch.float64, (3, 1, 120_007)),  # per-neuron parameters with gradients: 80 B per neuron
+    ("li", torch.float64, (2, 1, 600_001)),    # one value per layer: 8 B per neuron
+    ("if", torch.float32, (2, 3, 400_003)),
+])
+def test_fused_cpu_blocks_of_many_chunks(name, dtype, shape, threads):
+    """Layers wider than one block of the CPU loops (2 MiB of per-neuron buffers per block: each
+    task walks several blocks, each block many chunks, the last ones partial) against the reference."""
+    spec = get_neuron(name)
+    cfg = multistep.make_config(None, False, True, "triangle")
+    g = torch.Generator().manual_seed(8)
+
+    def rnd(lo, hi, size=shape[1:]):
+        return (lo + (hi - lo) * torch.rand(size, generator=g, dtype=torch.float64)).to(dtype)
+
+    params = {"plif": (rnd(0.2, 0.9).requires_grad_(), rnd(0.5, 1.5).requires_grad_(), 0.0),
+              "li": (0.4, 0.1), "if": (1.0, 0.0)}[name]
+    x = (rnd(-0.8, 2.2, shape)).requires_grad_()
+    state0 = tuple(rnd(0.0, 0.5).requires_grad_() for _ in spec.states)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _assert_fused_equals_reference(spec, x, params, cfg, state0)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_long_sequence_float32_gradients_within_1e5():

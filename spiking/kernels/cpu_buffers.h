@@ -20,13 +20,19 @@
 
 namespace cpubuf {
 
-// Large outputs ([T, N] spikes, h_seq, grad_x) are written once, front to back. Fresh memory
-// from the OS costs a page fault per 4 KiB plus zeroing, which for this single memory-bound pass
-// costs as much as the LIF itself. So large buffers are (1) 2 MiB-aligned with transparent huge
-// pages advised (one fault per 2 MiB) and (2) recycled: a freed buffer goes to a small cache
-// (exact-size reuse, like torch's CUDA caching allocator) bounded by cache_limit bytes
-// ($SPIKING_CPU_CACHE_MB, default 1024; 0 disables; empty_cache() releases it).
+// Outputs ([T, N] spikes, h_seq, grad_x) are written once, front to back. Fresh memory from the
+// OS costs a page fault per 4 KiB plus zeroing, which for this single memory-bound pass costs as
+// much as the LIF itself; glibc returns freed blocks of a few MiB to the OS, so without a cache
+// every call pays it again (~1000 faults per forward+backward of [100, 16, 1024], measured). So
+// buffers of at least CACHED_BYTES are (1) page-aligned, from 2 MiB on 2 MiB-aligned with
+// transparent huge pages advised (one fault per 2 MiB), and (2) recycled: a freed buffer goes to
+// a small cache (exact-size reuse, like torch's CUDA caching allocator) of at most MAX_BLOCKS
+// blocks and cache_limit bytes ($SPIKING_CPU_CACHE_MB, default 1024; 0 disables; empty_cache()
+// releases it).
 constexpr size_t HUGE_PAGE = size_t(2) << 20;
+constexpr size_t PAGE = size_t(4) << 10;
+constexpr size_t CACHED_BYTES = size_t(256) << 10;
+constexpr size_t MAX_BLOCKS = 64;
 
 struct BufferCache {
   std::mutex mutex;
@@ -44,6 +50,7 @@ inline BufferCache& cache() {
   return *c;
 }
 
+// padded: a multiple of PAGE, of HUGE_PAGE from HUGE_PAGE on
 inline void* take_block(size_t padded) {
   {
     BufferCache& c = cache();
@@ -57,32 +64,45 @@ inline void* take_block(size_t padded) {
       }
     }
   }
-  void* p = std::aligned_alloc(HUGE_PAGE, padded);
+  const bool huge = padded >= HUGE_PAGE;
+  void* p = std::aligned_alloc(huge ? HUGE_PAGE : PAGE, padded);
 #ifdef MADV_HUGEPAGE
-  if (p) madvise(p, padded, MADV_HUGEPAGE);
+  if (p && huge) madvise(p, padded, MADV_HUGEPAGE);
 #endif
   return p;
 }
 
+// Keeps p for reuse, evicting the oldest cached blocks to make room (shapes change over a run);
+// a block larger than the whole cache is freed.
 inline void give_block(void* p, size_t padded) {
   BufferCache& c = cache();
+  std::vector<void*> evicted;
   {
     std::lock_guard<std::mutex> lock(c.mutex);
-    if (c.bytes + padded <= c.limit) {
+    if (padded > c.limit) {
+      evicted.push_back(p);
+    } else {
+      size_t drop = 0;
+      while (drop < c.blocks.size() && (c.bytes + padded > c.limit || c.blocks.size() - drop >= MAX_BLOCKS)) {
+        c.bytes -= c.blocks[drop].first;
+        evicted.push_back(c.blocks[drop].second);
+        ++drop;
+      }
+      c.blocks.erase(c.blocks.begin(), c.blocks.begin() + drop);
       c.blocks.emplace_back(padded, p);
       c.bytes += padded;
-      return;
     }
   }
-  std::free(p);
+  for (void* q : evicted) std::free(q);
 }
 
 inline at::Tensor empty_big(at::IntArrayRef sizes, const at::TensorOptions& opts) {
   int64_t numel = 1;
   for (auto s : sizes) numel *= s;
   const size_t nbytes = size_t(numel) * c10::elementSize(c10::typeMetaToScalarType(opts.dtype()));
-  if (nbytes < 4 * HUGE_PAGE) return at::empty(sizes, opts);
-  const size_t padded = (nbytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+  if (nbytes < CACHED_BYTES) return at::empty(sizes, opts);
+  const size_t align = nbytes >= HUGE_PAGE ? HUGE_PAGE : PAGE;
+  const size_t padded = (nbytes + align - 1) / align * align;
   void* ptr = take_block(padded);
   if (ptr == nullptr) return at::empty(sizes, opts);
   return at::from_blob(ptr, sizes, [padded](void* q) { give_block(q, padded); }, opts);

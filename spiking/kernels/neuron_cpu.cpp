@@ -11,9 +11,9 @@
 // parameters are passed in C. Compiled with -O3 -ffp-contract=off (every operation rounds like
 // the torch reference), -fno-trapping-math (the selects of fire/reset are if-converted so the
 // step loops vectorise), -fno-math-errno, -fopenmp, and -mavx2 where the CPU has it (cpu.py).
-// Large outputs come from the recycled huge-page buffers of cpu_buffers.h and are written with
-// streaming stores; the forward pass also probes x for NaN/inf (x - x is 0 only for finite x), so
-// no separate scan of x is needed.
+// Outputs of 256 KiB and more come from the recycled (huge-page) buffers of cpu_buffers.h, those
+// of 32 MiB and more are written with streaming stores; the forward pass also probes x for NaN/inf
+// (x - x is 0 only for finite x), so no separate scan of x is needed.
 #include <string>
 #include <tuple>
 #include <vector>
@@ -100,7 +100,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, bool> neuron_forward(
   TORCH_CHECK(!return_seq || sh.ns == 1, "return_seq: only for neurons with one state value");
   at::Tensor out = empty_big(x.sizes(), x.options());
   at::Tensor seq = return_seq ? empty_big(x.sizes(), x.options()) : at::Tensor();
-  at::Tensor st_last = return_seq ? at::Tensor() : at::empty(stacked(sh.ns, x.sizes().slice(1)), x.options());
+  at::Tensor st_last = return_seq ? at::Tensor() : empty_big(stacked(sh.ns, x.sizes().slice(1)), x.options());
   at::Tensor saved = (save && sh.nsave > 0) ? empty_big(stacked(sh.nsave, x.sizes()), x.options()) : at::Tensor();
   Forward job{x, state0, params, out, st_last, saved, seq, steps, n, Options{hard, false, decay_input, 0, 1.0}};
   dispatch_dtype(id, dtype, job);
@@ -138,7 +138,7 @@ std::vector<at::Tensor> neuron_backward(int64_t id, const c10::optional<at::Tens
   const auto st_sizes = stacked(sh.ns, sizes.slice(1));
   const auto opts = like.options();
   at::Tensor g_x = empty_big(sizes, opts);
-  at::Tensor g_st0 = at::empty(st_sizes, opts);
+  at::Tensor g_st0 = empty_big(st_sizes, opts);
   const int64_t g_cols = sh.scalar_params ? (n + sh.chunk - 1) / sh.chunk : n;
   at::Tensor g_prm = need_params ? at::empty({sh.np, g_cols}, opts.dtype(at::kDouble)) : at::Tensor();
   Backward job{x, saved, params, g_out, g_seq, g_last, g_x, g_st0, need_params ? g_prm.data_ptr<double>() : nullptr,

@@ -18,7 +18,7 @@ import warnings
 import torch
 
 from . import cpu
-from ._common import check_params, needs_grad, nonfinite_x_error
+from ._common import check_params, constant, needs_grad, nonfinite_x_error
 from .cpu import build_directory, empty_cache, load_extension
 
 __all__ = ["run", "available", "has_kernel", "load_extension", "build_directory", "build_error", "empty_cache"]
@@ -28,7 +28,7 @@ _warned = False
 
 def build_error() -> str:
     """Why the extension could not be built ("" when it was, or was not tried yet)."""
-    return cpu._error or ""
+    return cpu._EXT.error()
 
 
 def available(warn: bool = False) -> bool:
@@ -48,7 +48,10 @@ def has_kernel(name: str) -> bool:
 
 def per_neuron(values: tuple, x: torch.Tensor) -> torch.Tensor:
     """Stack of tensors broadcastable to one step of ``x``: ``[K, 1]`` when every one is a single
-    value (no per-neuron copy is made), else ``[K, *x.shape[1:]]``."""
+    value (no per-neuron copy is made; a cached constant when none requires grad), else
+    ``[K, *x.shape[1:]]``."""
+    if all(v.dim() == 0 and not v.requires_grad for v in values):
+        return constant(tuple(v.item() for v in values), x.dtype, x.device)
     values = [v.to(x.dtype) for v in values]
     if all(v.numel() == 1 for v in values):
         return torch.stack([v.reshape(()) for v in values]).reshape(len(values), 1)
@@ -78,12 +81,16 @@ class FusedNeuron(torch.autograd.Function):
             None if g_state is None else g_state.contiguous(), cfg.hard, cfg.detach_reset, cfg.decay_input,
             cfg.surrogate.kernel_id, cfg.surrogate.param, bool(ctx.needs_input_grad[2]),
         )
-        gs0 = gs0.reshape(ctx.state_shape[0], -1)
-        gs0 = gs0.sum(1, keepdim=True) if ctx.state_shape[1:].numel() == 1 else gs0
+        if ctx.needs_input_grad[1]:
+            gs0 = gs0.reshape(ctx.state_shape[0], -1)
+            gs0 = gs0.sum(1, keepdim=True) if ctx.state_shape[1:].numel() == 1 else gs0
+            gs0 = gs0.view(ctx.state_shape)
+        else:
+            gs0 = None
         if ctx.needs_input_grad[2]:
             gp = gp.sum(1, keepdim=True) if params[0].numel() == 1 else gp
             gp = gp.to(params.dtype).view(params.shape)
-        return gx, gs0.view(ctx.state_shape), gp if ctx.needs_input_grad[2] else None, None, None, None, None
+        return gx, gs0, gp if ctx.needs_input_grad[2] else None, None, None, None, None
 
 
 def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg, check_x: bool = True):

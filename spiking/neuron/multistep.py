@@ -132,6 +132,8 @@ def run(spec: NeuronSpec, x: torch.Tensor, params: tuple, cfg: StepConfig, state
     params = _as_params(spec, params, x)
     step_shape = x.shape[1:]
     for field, p in zip(spec.params._fields, params):
+        if p.dim() == 0 or p.shape == step_shape:  # the common cases, without broadcast_shapes' cost
+            continue
         try:
             torch.broadcast_shapes(p.shape, step_shape)
         except RuntimeError:
