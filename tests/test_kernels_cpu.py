@@ -226,7 +226,7 @@ def test_missing_compiler_is_an_error_when_forced_and_a_warning_on_auto(monkeypa
 
 
 def test_recycled_large_buffers_never_alias_live_tensors():
-    """Outputs >= 8 MiB come from a reuse cache: a freed buffer is reused, a live one never is."""
+    """Outputs >= 256 KiB come from a reuse cache: a freed buffer is reused, a live one never is."""
     cpu.empty_cache()
     x1 = torch.randn(40, 2, 32768) + 0.5
     x2 = torch.randn(40, 2, 32768) + 0.5

@@ -3,8 +3,9 @@
 One C++ extension holds the multi-step forward and backward loops (``spiking/kernels/neuron_cpu_loops.h``)
 of every dynamics definition of ``cuda/neuron_template.cuh`` (LIF, IF, PLIF, ALIF, CubaLIF, LI),
 instantiated per dtype in ``neuron_cpu_float.cpp`` / ``neuron_cpu_double.cpp`` (compiled in parallel)
-behind the entry points of ``neuron_cpu.cpp``: chunks of 256 or 512 neurons walk all T steps (OpenMP over chunks), so there is no per-step autograd
-graph and no per-step tensor. This module builds and loads it (:func:`load_extension`, shared with
+behind the entry points of ``neuron_cpu.cpp``: each thread walks its range of neurons step by step
+(state in a per-thread buffer, every step a long contiguous run of the ``[T, N]`` tensors), so there
+is no per-step autograd graph and no per-step tensor. This module builds and loads it (:func:`load_extension`, shared with
 :mod:`.neuron_cpu`) and wraps LIF's definition (``cuda/neurons/lif.cuh``) as
 :func:`lif_multistep_cpu`: torch custom ops for ``torch.compile`` and an eager
 ``autograd.Function`` (:mod:`._common`), fp16/bf16 storage with torch's per-operation rounding, a
@@ -30,10 +31,10 @@ duration; later processes import the cached library directly.
 :func:`available` reports it without raising, and ``backend="auto"`` then warns once
 (``RuntimeWarning``, naming that error) and uses the torch reference.
 
-Output buffers of 8 MiB and more are 2 MiB-aligned with transparent huge pages advised, and
-recycled through a small exact-size cache (``$SPIKING_CPU_CACHE_MB``, default 1024, 0 disables;
-:func:`empty_cache` frees it): fresh pages from the OS (a fault per 4 KiB plus zeroing) otherwise
-cost about as much as the LIF pass itself.
+Output buffers of 256 KiB and more (from 2 MiB on 2 MiB-aligned with transparent huge pages
+advised) are recycled through a small exact-size cache (at most 64 blocks, oldest evicted first;
+``$SPIKING_CPU_CACHE_MB``, default 1024, 0 disables; :func:`empty_cache` frees it): fresh pages from
+the OS (a fault per 4 KiB plus zeroing) otherwise cost about as much as the LIF pass itself.
 """
 
 from __future__ import annotations
