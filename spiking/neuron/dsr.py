@@ -27,7 +27,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-__all__ = ["dsr_weights", "weighted_rate", "dsr_spikes", "dsr_spikes_reference", "DSRRate", "DSRLIF"]
+__all__ = ["dsr_weights", "weighted_rate", "dsr_spikes", "dsr_spikes_from_drive", "drive_coefficients",
+           "dsr_spikes_reference", "DSRRate", "DSRLIF"]
 
 
 _WEIGHTS: dict = {}
@@ -114,8 +115,6 @@ def dsr_spikes(
     soft reset subtracts 1 (``V_th`` in ``u``) and ``w_0 = 1 − α`` is ``u_0 = 0``. The same dynamics as :func:`dsr_spikes_reference` in other float
     rounding, so a membrane within rounding of the threshold may spike one step apart.
     """
-    from .functional import lif_multistep  # noqa: PLC0415
-
     T, step_shape = _steps(current, T)
     beta = math.exp(-dt / tau)
     dims = (current.dtype, current.device)
@@ -130,7 +129,26 @@ def dsr_spikes(
         drive = torch.addcdiv(offset, current, vth, value=1.0 - beta)
         if constant:
             drive = drive.repeat((T,) + (1,) * len(step_shape))
-        w0 = _constant(step_shape, 1.0 - alpha, *dims)
+        return dsr_spikes_from_drive(drive, tau, dt, alpha)
+
+
+def drive_coefficients(v_threshold, tau: float = 1.0, dt: float = 0.05, alpha: float = 0.3):
+    """``(k, c)`` with ``X_t = k·I_t + c`` the fused LIF's input for the current ``I_t`` (see
+    :func:`dsr_spikes`): ``k = (1 − β)/V_th``, ``c = (1 − β)(1 − α)``; ``k`` is a tensor when
+    ``v_threshold`` is."""
+    beta = math.exp(-dt / tau)
+    return (1.0 - beta) / v_threshold, (1.0 - beta) * (1.0 - alpha)
+
+
+def dsr_spikes_from_drive(drive: torch.Tensor, tau: float = 1.0, dt: float = 0.05, alpha: float = 0.3) -> torch.Tensor:
+    """Binary spikes ``S [T, B, ...]`` for the fused LIF's input ``X [T, B, ...] = k·I + c``
+    (:func:`drive_coefficients`): the membrane ``w = u/V_th + (1 − α)`` starts at ``1 − α``, leaks
+    with ``β``, fires at 1 and subtracts 1 (see :func:`dsr_spikes`). No autograd."""
+    from .functional import lif_multistep  # noqa: PLC0415
+
+    beta = math.exp(-dt / tau)
+    with torch.no_grad():
+        w0 = _constant(tuple(drive.shape[1:]), 1.0 - alpha, drive.dtype, drive.device)
         spikes, _ = lif_multistep(drive, w0, tau=1.0 / (1.0 - beta), v_threshold=1.0, v_reset=None,
                                   decay_input=False, check_finite=False)
     return spikes
@@ -179,20 +197,24 @@ class DSRRate(torch.autograd.Function):
 class DSRLIF(nn.Module):
     """DSR LIF layer with a trainable threshold (init 0.3, floor ``v_floor``).
 
-    ``forward(I_mean, I_seq=None)`` → ``(S [T, B, ...] binary spikes, rate ā [B, ...])``; the
-    output spike value is :meth:`spike_value` ``= V_th/Δt``, so ``ā = mean_t S · V_th/Δt``. ``I_mean`` carries
-    the autograd graph of ``mean_t I_t``; ``I_seq [T, B, ...]`` are the actual currents (no grad).
-    ``I_seq=None`` means a constant current ``I_mean`` (direct input); with ``I_seq`` given and no
+    ``forward(I_mean, I_seq=None, *, drive=None, rate=True)`` → ``(S [T, B, ...] binary spikes,
+    rate ā [B, ...])``; the output spike value is :meth:`spike_value` ``= V_th/Δt``, so
+    ``ā = mean_t S · V_th/Δt``. ``I_mean`` carries the autograd graph of ``mean_t I_t``;
+    ``I_seq [T, B, ...]`` are the actual currents (no grad), or ``drive`` the fused LIF's input
+    ``X = k·I + c`` for them (:meth:`drive_scale` ``k``, :attr:`drive_shift` ``c``: a caller that
+    forms the currents as a product folds the two in, e.g. ``spike_matmul(s, w, value·k, c)``).
+    Neither means a constant current ``I_mean`` (direct input); with a sequence given and no
     gradient recorded, ``I_mean`` is not read and may be ``None``. ``ā`` is the value
-    ``mean_t o_t`` whose backward is the DSR gradient (see module docstring).
+    ``mean_t o_t`` whose backward is the DSR gradient (see module docstring); ``rate=False``
+    (only without a gradient to record) skips it and returns ``None``.
     """
 
     is_spiking = True
 
     def __getstate__(self):  # the kept V_th/Δt is recomputed by a copy's first forward
         state = self.__dict__.copy()
-        state.pop("_value", None)
-        state.pop("_value_key", None)
+        for key in ("_value", "_scale", "_value_key"):
+            state.pop(key, None)
         return state
 
     def __init__(self, T: int = 20, v_threshold: float = 0.3, tau: float = 1.0, dt: float = 0.05,
@@ -204,37 +226,57 @@ class DSRLIF(nn.Module):
             if not (isinstance(val, (int, float)) and math.isfinite(val) and val > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {val!r}")
         self.T, self.tau, self.dt, self.alpha, self.v_floor = int(T), float(tau), float(dt), float(alpha), float(v_floor)
+        self.drive_shift = drive_coefficients(1.0, self.tau, self.dt, self.alpha)[1]
         vth = torch.tensor(float(v_threshold))
         self.v_threshold = nn.Parameter(vth) if learn_threshold else vth
 
-    def forward(self, I_mean: Optional[torch.Tensor], I_seq: Optional[torch.Tensor] = None):
-        vth = self.v_threshold  # a device scalar, never read by the host; no graph under no_grad
+    def _refresh(self) -> None:
+        """Clamp the threshold to its floor and recompute ``V_th/Δt`` and ``k`` after it changed."""
+        # computed again only after the threshold changed (an optimizer step or a load bumps its
+        # version): a frozen threshold costs no op per call (not kept from inference mode: an
+        # inference tensor cannot enter autograd later)
+        vth = self.v_threshold
         with torch.no_grad():
-            # the floor and V_th/Δt are computed again only after the threshold changed (an
-            # optimizer step or a load bumps its version): a frozen threshold costs no op per call
-            # (not kept from inference mode: an inference tensor cannot enter autograd later)
             inference = torch.is_inference_mode_enabled()
             if inference or getattr(self, "_value_key", None) != (id(vth), vth.data_ptr(), vth._version):
                 if isinstance(vth, nn.Parameter):
                     vth.clamp_(min=self.v_floor)
                 self._value = vth / self.dt
+                self._scale = drive_coefficients(vth, self.tau, self.dt, self.alpha)[0]
                 self._value_key = None if inference else (id(vth), vth.data_ptr(), vth._version)
-            if I_seq is None:
+
+    def drive_scale(self) -> torch.Tensor:
+        """``k = (1 − β)/V_th`` (a 0-dim tensor on the threshold's device) of the drive ``X = k·I + c``."""
+        self._refresh()
+        return self._scale
+
+    def forward(self, I_mean: Optional[torch.Tensor], I_seq: Optional[torch.Tensor] = None, *,
+                drive: Optional[torch.Tensor] = None, rate: bool = True):
+        vth = self.v_threshold  # a device scalar, never read by the host; no graph under no_grad
+        if I_seq is not None and drive is not None:
+            raise ValueError("give the currents I_seq or their drive, not both")
+        seq = drive if drive is not None else I_seq
+        if seq is not None and seq.shape[0] != self.T:
+            name = "drive" if drive is not None else "I_seq"
+            raise ValueError(f"{name} must have T = {self.T} steps, got shape {tuple(seq.shape)}")
+        self._refresh()
+        with torch.no_grad():
+            if seq is None:
                 spikes = dsr_spikes(I_mean, vth, T=self.T, tau=self.tau, dt=self.dt, alpha=self.alpha)
-                I_w = I_mean
-            else:
-                if I_seq.shape[0] != self.T:
-                    raise ValueError(f"I_seq must have T = {self.T} steps, got shape {tuple(I_seq.shape)}")
+            elif drive is None:
                 spikes = dsr_spikes(I_seq, vth, tau=self.tau, dt=self.dt, alpha=self.alpha)
-                I_w = None
+            else:
+                spikes = dsr_spikes_from_drive(drive, self.tau, self.dt, self.alpha)
         if torch.is_grad_enabled() and ((I_mean is not None and I_mean.requires_grad) or vth.requires_grad):
-            if I_w is None:  # Î is needed by the backward pass only
-                with torch.no_grad():
+            with torch.no_grad():  # Î is needed by the backward pass only
+                if seq is None:
+                    I_w = I_mean
+                elif drive is None:
                     I_w = weighted_rate(I_seq, self.tau, self.dt)
-            rate = DSRRate.apply(I_mean, vth, spikes, self._value, I_w, self.tau, self.dt)
-        else:
-            rate = spikes.mean(0).mul_(self._value)
-        return spikes, rate
+                else:  # Î = (X̂ − c)/k (the weights sum to 1)
+                    I_w = weighted_rate(drive, self.tau, self.dt).sub_(self.drive_shift).div_(self._scale)
+            return spikes, DSRRate.apply(I_mean, vth, spikes, self._value, I_w, self.tau, self.dt)
+        return spikes, spikes.mean(0).mul_(self._value) if rate else None
 
     def spike_value(self) -> torch.Tensor:
         """``V_th / Δt``, the value of one output spike (a 0-dim tensor on the threshold's device;

@@ -120,20 +120,24 @@ class HLOPMLP(nn.Module):
         record = self.training
         fc, tau, dt = self.fcs, self.cfg["tau"], self.cfg["dt"]
         I_mean = fc[0](x)                      # constant current: one matmul per sample
-        I_seq = None
-        for layer, neuron in zip(fc[1:], self.neurons):
-            spikes, rate = neuron(I_mean, I_seq)  # binary S; the output o_t = S_t·V_th/Δt
+        drive = None
+        for i, (layer, neuron) in enumerate(zip(fc[1:], self.neurons)):
+            # rate graph: mean_t of the layer's current; a hidden layer's is read only by the DSR
+            # backward and the input recording (the next neurons run on the drive), so evaluation skips it
+            need_rate = layer is fc[-1] or record or torch.is_grad_enabled()
+            spikes, rate = neuron(I_mean, drive=drive, rate=need_rate)  # binary S; o_t = S_t·V_th/Δt
             value = neuron.spike_value()
             if record and not layer.hebb_is_grad_input:
                 layer.hebb_input = weighted_rate(spikes, tau, dt) * value
             if layer is not fc[-1]:
+                nxt = self.neurons[i + 1]
                 with torch.no_grad():           # the actual per-step currents drive the next neurons
-                    # event-driven on the CPU: only the weight rows of the inputs that fired
-                    I_seq = spike_matmul(spikes.view(-1, spikes.shape[-1]), layer.weight_t(), value)
-                    I_seq = I_seq.reshape(self.T, x.shape[0], -1)
-            # rate graph: mean_t of the layer's current; a hidden layer's is read only by the DSR
-            # backward and the input recording (the next neurons run on I_seq), so evaluation skips it
-            I_mean = layer(rate) if layer is fc[-1] or record or torch.is_grad_enabled() else None
+                    # event-driven on the CPU: only the weight rows of the inputs that fired; the
+                    # next neurons' input X = k·I + c formed in the same pass (I = value·S W^T)
+                    drive = spike_matmul(spikes.view(-1, spikes.shape[-1]), layer.weight_t_contiguous(),
+                                         value * nxt.drive_scale(), nxt.drive_shift)
+                    drive = drive.view(self.T, x.shape[0], -1)
+            I_mean = layer(rate) if need_rate else None
         return I_mean
 
     # -------------------------------------------------------------- BPTT
