@@ -137,7 +137,9 @@ class HLOPMLP(nn.Module):
                     drive = spike_matmul(spikes.view(-1, spikes.shape[-1]), layer.weight_t_contiguous(),
                                          value * nxt.drive_scale(), nxt.drive_shift)
                     drive = drive.view(self.T, x.shape[0], -1)
-            I_mean = layer(rate) if need_rate else None
+            # a hidden layer's rate-graph current is read only by the next neurons' DSR backward (their
+            # spikes come from the drive): its value is never used, so the product is skipped
+            I_mean = layer(rate, graph_only=layer is not fc[-1]) if need_rate else None
         return I_mean
 
     # -------------------------------------------------------------- BPTT
