@@ -104,12 +104,13 @@ def test_bad_input_is_named():
 
 
 def test_dsr_network_uses_it_and_matches_the_dense_path(monkeypatch):
-    """The DSR MLP's hidden-to-hidden currents go through spike_matmul; the dense reference gives
-    the same logits (up to summation order, which may move a spike on the threshold)."""
+    """The unfused DSR MLP's hidden-to-hidden currents go through spike_matmul; the dense reference
+    gives the same logits (up to summation order, which may move a spike on the threshold)."""
     import spiking.plasticity.networks as nets
 
     torch.manual_seed(0)
     model = HLOPMLP((30, 40, 40, 5), "dsr").eval()
+    model._fused_dsr = lambda x: False  # the fused stack (tests/test_dsr_stack.py) sums in its own kernel
     x = torch.randn(64, 30) * 3
     calls = []
     real = nets.spike_matmul

@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-__all__ = ["dsr_weights", "weighted_rate", "dsr_spikes", "dsr_spikes_from_drive", "drive_coefficients",
+__all__ = ["dsr_weights", "weighted_rate", "dsr_spikes", "dsr_drive", "dsr_spikes_from_drive", "drive_coefficients",
            "dsr_spikes_reference", "DSRRate", "DSRLIF"]
 
 
@@ -116,20 +116,28 @@ def dsr_spikes(
     rounding, so a membrane within rounding of the threshold may spike one step apart.
     """
     T, step_shape = _steps(current, T)
+    drive = dsr_drive(current, v_threshold, T, tau, dt, alpha)
+    if tuple(current.shape) == step_shape:  # a constant current: X repeated over T
+        drive = drive.repeat((T,) + (1,) * len(step_shape))
+    return dsr_spikes_from_drive(drive, tau, dt, alpha)
+
+
+def dsr_drive(current: torch.Tensor, v_threshold, T: Optional[int] = None, tau: float = 1.0, dt: float = 0.05,
+              alpha: float = 0.3) -> torch.Tensor:
+    """The fused LIF's input ``X = (1 − β)((1 − α) + I/V_th)`` for ``current`` (``[T, B, ...]``, or
+    ``[B, ...]`` with ``T`` given: then ``X`` is ``[B, ...]``, the same every step); no autograd."""
+    T, step_shape = _steps(current, T)
     beta = math.exp(-dt / tau)
     dims = (current.dtype, current.device)
     with torch.no_grad():
-        # X_t = (1 − β)((1 − α) + I_t / V_th), in one op; a constant current's X is computed once
-        # and repeated over T (addcdiv broadcasting [B, N] to [T, B, N] runs ~20x slower on the CPU)
+        # X_t = (1 − β)((1 − α) + I_t / V_th), in one op (a constant current's X once, [B, ...]:
+        # addcdiv broadcasting [B, N] to [T, B, N] runs ~20x slower on the CPU than a repeat)
         constant = tuple(current.shape) == step_shape
         offset = _constant((1,) * len(step_shape) if constant else (T,) + (1,) * len(step_shape),
                            (1.0 - beta) * (1.0 - alpha), *dims)
         vth = v_threshold if isinstance(v_threshold, torch.Tensor) else \
             torch.tensor(float(v_threshold), dtype=current.dtype, device=current.device)
-        drive = torch.addcdiv(offset, current, vth, value=1.0 - beta)
-        if constant:
-            drive = drive.repeat((T,) + (1,) * len(step_shape))
-        return dsr_spikes_from_drive(drive, tau, dt, alpha)
+        return torch.addcdiv(offset, current, vth, value=1.0 - beta)
 
 
 def drive_coefficients(v_threshold, tau: float = 1.0, dt: float = 0.05, alpha: float = 0.3):
@@ -171,20 +179,20 @@ def _constant(shape: tuple, value: float, dtype, device) -> torch.Tensor:
 class DSRRate(torch.autograd.Function):
     """Rate-graph node ``ā = R(Ī)``: forward returns the simulated rate, backward the DSR gradient.
 
-    ``forward(ctx, I_mean, v_threshold, spikes, value, I_weighted, tau, dt)``: the rate
-    ``ā = mean_t S_t · value`` (``value = V_th/Δt``) of the simulated binary ``spikes``, with
-    ``I_weighted = Î``; ``v_threshold`` is a 0-dim tensor (the bound ``V_th τ/Δt`` stays on the
-    device).
+    ``forward(ctx, I_mean, v_threshold, spike_mean, value, I_weighted, tau, dt)``: the rate
+    ``ā = spike_mean · value`` (``spike_mean = mean_t S_t`` of the simulated binary spikes,
+    ``value = V_th/Δt``), with ``I_weighted = Î``; ``v_threshold`` is a 0-dim tensor (the bound
+    ``V_th τ/Δt`` stays on the device).
     """
 
     @staticmethod
-    def forward(ctx, I_mean, v_threshold, spikes, value, I_weighted, tau, dt):
+    def forward(ctx, I_mean, v_threshold, spike_mean, value, I_weighted, tau, dt):
         bound = value if tau == 1.0 else value * tau
         inside = (I_weighted > 0) & (I_weighted < bound)
         above = I_weighted > bound if ctx.needs_input_grad[1] else None
         ctx.save_for_backward(inside, above)
         ctx.tau, ctx.dt = tau, dt
-        return spikes.mean(0).mul_(value)
+        return spike_mean * value
 
     @staticmethod
     def backward(ctx, g):
@@ -267,16 +275,35 @@ class DSRLIF(nn.Module):
                 spikes = dsr_spikes(I_seq, vth, tau=self.tau, dt=self.dt, alpha=self.alpha)
             else:
                 spikes = dsr_spikes_from_drive(drive, self.tau, self.dt, self.alpha)
-        if torch.is_grad_enabled() and ((I_mean is not None and I_mean.requires_grad) or vth.requires_grad):
-            with torch.no_grad():  # Î is needed by the backward pass only
-                if seq is None:
-                    I_w = I_mean
-                elif drive is None:
-                    I_w = weighted_rate(I_seq, self.tau, self.dt)
-                else:  # Î = (X̂ − c)/k (the weights sum to 1)
-                    I_w = weighted_rate(drive, self.tau, self.dt).sub_(self.drive_shift).div_(self._scale)
-            return spikes, DSRRate.apply(I_mean, vth, spikes, self._value, I_w, self.tau, self.dt)
-        return spikes, spikes.mean(0).mul_(self._value) if rate else None
+
+        def weighted() -> torch.Tensor:  # Î, read by the backward pass only
+            if seq is None:
+                return I_mean
+            if drive is None:
+                return weighted_rate(I_seq, self.tau, self.dt)
+            return self.current_of(weighted_rate(drive, self.tau, self.dt))  # the weights sum to 1
+
+        if not (rate or self.records(I_mean)):
+            return spikes, None
+        return spikes, self.rate_of(I_mean, spikes.mean(0), weighted)
+
+    def records(self, I_mean: Optional[torch.Tensor]) -> bool:
+        """Whether the rate graph is recorded (a gradient to ``I_mean`` or the threshold)."""
+        return torch.is_grad_enabled() and ((I_mean is not None and I_mean.requires_grad) or
+                                            self.v_threshold.requires_grad)
+
+    def rate_of(self, I_mean: Optional[torch.Tensor], spike_mean: torch.Tensor, weighted) -> torch.Tensor:
+        """``ā = spike_mean · V_th/Δt`` for ``spike_mean = mean_t S_t`` (taken over), through
+        :class:`DSRRate` when :meth:`records`; ``weighted()`` gives ``Î`` then (called only then)."""
+        if self.records(I_mean):
+            with torch.no_grad():
+                I_w = weighted()
+            return DSRRate.apply(I_mean, self.v_threshold, spike_mean, self._value, I_w, self.tau, self.dt)
+        return spike_mean.mul_(self._value)
+
+    def current_of(self, drive: torch.Tensor) -> torch.Tensor:
+        """The current ``I = (X − c)/k`` of a drive ``X`` (in place)."""
+        return drive.sub_(self.drive_shift).div_(self._scale)
 
     def spike_value(self) -> torch.Tensor:
         """``V_th / Δt``, the value of one output spike (a 0-dim tensor on the threshold's device;
