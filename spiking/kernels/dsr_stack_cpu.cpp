@@ -11,7 +11,8 @@
 //   H = (w − w/τ') + X;   S = Θ(H − 1);   w ← H − S
 //
 // with the same float operations in the same order, so the spikes are those of the unfused path.
-// Per sample and time step the layers run in order (the state of every layer stays in cache);
+// Per time step the layers run in order for a block of samples in lockstep (their state stays in
+// cache; the event-driven sums walk Wᵀ in column blocks shared by the block's samples);
 // what leaves the kernel is per layer the spike count Σ_t S_t [B, N_l] and, for l > 1, the
 // weighted drive Σ_t ŵ_t X^l_t [B, N_l] (ŵ: the normalised DSR weights, summed in t order), which
 // is all the DSR rate graph reads. Samples are split over threads; float32 only.
@@ -20,6 +21,8 @@
 #include <ATen/record_function.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -46,13 +49,14 @@ inline void lif_step(float* w, const float* x, int64_t n, float tau, float* s, f
   }
 }
 
-// The indices of the nonzeros of s [n] in increasing order (runs of 8 zeros skipped at once).
+// The indices of the nonzeros of s [n] (0.0f or 1.0f) in increasing order; groups of 8 whose bits
+// are all zero are skipped at once.
 inline int64_t active(const float* s, int64_t n, int32_t* idx) {
   int64_t m = 0, j = 0;
   for (; j + 8 <= n; j += 8) {
-    float any = 0.0f;
-    for (int q = 0; q < 8; ++q) any += s[j + q];
-    if (any == 0.0f) continue;
+    uint64_t w[4];
+    std::memcpy(w, s + j, sizeof(w));
+    if ((w[0] | w[1] | w[2] | w[3]) == 0) continue;
     for (int q = 0; q < 8; ++q) {
       idx[m] = (int32_t)(j + q);
       m += s[j + q] != 0.0f;
@@ -65,44 +69,88 @@ inline int64_t active(const float* s, int64_t n, int32_t* idx) {
   return m;
 }
 
-// x[0..n) = scale · Σ_{j < m} wt[idx[j], :] + shift (each element summed in j order).
-inline void drive(const float* wt, const int32_t* idx, int64_t m, int64_t n, float scale, float shift, float* acc,
-                  float* x) {
-  std::fill(acc, acc + n, 0.0f);
-  for (int64_t j = 0; j < m; ++j) {
-    const float* row = wt + (int64_t)idx[j] * n;
-    for (int64_t q = 0; q < n; ++q) acc[q] += row[q];
-  }
-  for (int64_t q = 0; q < n; ++q) x[q] = acc[q] * scale + shift;
+constexpr int64_t SB = 8;  // samples run in lockstep: each column block of Wᵀ is read once for all of them
+constexpr int NV = 8;       // vectors of 8 floats per column block (64 columns: the sums stay in registers)
+constexpr int64_t PREFETCH = 4;  // active rows fetched ahead
+typedef float V8 __attribute__((vector_size(32)));
+
+inline V8 load8(const float* p) {
+  V8 r;
+  std::memcpy(&r, p, sizeof(r));
+  return r;
 }
 
+// For the ns samples of a block: x_s[0..n) = scale · Σ_j wt[idx_s[j], :] + shift, each element
+// summed in j order (as spiking/kernels/spike_matmul_cpu.cpp). Column block outer, so the block
+// of Wᵀ (K · 64 floats) is reused from cache by every sample.
+void drive(const float* wt, const int32_t* idx, const int64_t* fired, int64_t ns, int64_t n, int64_t width,
+           float scale, float shift, float* x) {
+  constexpr int64_t NB = NV * 8;
+  for (int64_t c0 = 0; c0 < n; c0 += NB) {
+    const int64_t len = std::min(NB, n - c0);
+    for (int64_t s = 0; s < ns; ++s) {
+      const int32_t* ix = idx + s * width;
+      float* xs = x + s * width + c0;
+      if (len == NB) {
+        V8 acc[NV];
+        for (int q = 0; q < NV; ++q) acc[q] = V8{};
+        for (int64_t j = 0; j < fired[s]; ++j) {
+          if (j + PREFETCH < fired[s]) {  // the rows come from cache levels far away: ask early
+            const char* next = reinterpret_cast<const char*>(wt + (int64_t)ix[j + PREFETCH] * n + c0);
+            for (int line = 0; line < NV * 32; line += 64) __builtin_prefetch(next + line);
+          }
+          const float* row = wt + (int64_t)ix[j] * n + c0;
+          for (int q = 0; q < NV; ++q) acc[q] += load8(row + q * 8);
+        }
+        for (int q = 0; q < NV; ++q) {
+          const V8 r = acc[q] * scale + shift;
+          std::memcpy(xs + q * 8, &r, sizeof(r));
+        }
+      } else {
+        float acc[NB] = {};
+        for (int64_t j = 0; j < fired[s]; ++j) {
+          const float* row = wt + (int64_t)ix[j] * n + c0;
+          for (int64_t q = 0; q < len; ++q) acc[q] += row[q];
+        }
+        for (int64_t q = 0; q < len; ++q) xs[q] = acc[q] * scale + shift;
+      }
+    }
+  }
+}
+
+// Samples [b0, b1), in blocks of SB run step by step in lockstep.
 void rows(const float* x1, const std::vector<Layer>& layers, const float* wn, int64_t steps, float tau, float w0,
           float shift, int64_t b0, int64_t b1) {
   const int64_t L = (int64_t)layers.size();
   int64_t width = 0;
   for (const Layer& l : layers) width = std::max(width, l.n);
-  std::vector<float> state(L * width), x(width), s(width), acc(width);
-  std::vector<int32_t> idx(width);
-  for (int64_t b = b0; b < b1; ++b) {
+  std::vector<float> state(SB * L * width), x(SB * width), s(width);
+  std::vector<int32_t> idx(SB * width);
+  int64_t fired[SB];  // active inputs per sample of the layer being driven (the previous layer's spikes)
+  for (int64_t g0 = b0; g0 < b1; g0 += SB) {
+    const int64_t ns = std::min(SB, b1 - g0);
     for (int64_t l = 0; l < L; ++l) {
       const Layer& ly = layers[l];
-      std::fill(state.begin() + l * width, state.begin() + l * width + ly.n, w0);
-      std::fill(ly.count + b * ly.n, ly.count + (b + 1) * ly.n, 0.0f);
-      if (l > 0) std::fill(ly.what + b * ly.n, ly.what + (b + 1) * ly.n, 0.0f);
+      for (int64_t k = 0; k < ns; ++k)
+        std::fill(state.begin() + (k * L + l) * width, state.begin() + (k * L + l) * width + ly.n, w0);
+      std::fill(ly.count + g0 * ly.n, ly.count + (g0 + ns) * ly.n, 0.0f);
+      if (l > 0) std::fill(ly.what + g0 * ly.n, ly.what + (g0 + ns) * ly.n, 0.0f);
     }
     for (int64_t t = 0; t < steps; ++t) {
-      int64_t fired = 0;  // active inputs of the layer being driven (the previous layer's spikes)
       for (int64_t l = 0; l < L; ++l) {
         const Layer& ly = layers[l];
-        const float* in = x1 + b * ly.n;
-        if (l > 0) {
-          drive(ly.wt, idx.data(), fired, ly.n, ly.scale, shift, acc.data(), x.data());
-          float* wh = ly.what + b * ly.n;
-          for (int64_t q = 0; q < ly.n; ++q) wh[q] += wn[t] * x[q];
-          in = x.data();
+        if (l > 0) drive(ly.wt, idx.data(), fired, ns, ly.n, width, ly.scale, shift, x.data());
+        for (int64_t k = 0; k < ns; ++k) {
+          const int64_t b = g0 + k;
+          const float* in = x1 + b * ly.n;
+          if (l > 0) {
+            in = x.data() + k * width;
+            float* wh = ly.what + b * ly.n;
+            for (int64_t q = 0; q < ly.n; ++q) wh[q] += wn[t] * in[q];
+          }
+          lif_step(state.data() + (k * L + l) * width, in, ly.n, tau, s.data(), ly.count + b * ly.n);
+          if (l + 1 < L) fired[k] = active(s.data(), ly.n, idx.data() + k * width);
         }
-        lif_step(state.data() + l * width, in, ly.n, tau, s.data(), ly.count + b * ly.n);
-        if (l + 1 < L) fired = active(s.data(), ly.n, idx.data());
       }
     }
   }
@@ -143,7 +191,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> dsr_stack(
   }
   const float* xp = x1.data_ptr<float>();
   const float* wp = wn.data_ptr<float>();
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, B, SB, [&](int64_t b0, int64_t b1) {
     rows(xp, layers, wp, steps, (float)tau, (float)w0, (float)shift, b0, b1);
   });
   return {counts, whats};
