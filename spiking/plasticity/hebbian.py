@@ -26,11 +26,14 @@ from typing import Optional
 
 import torch
 
+from ..kernels import oja_iterations as _native
+
 __all__ = [
     "oja_delta",
     "quantise_lateral",
     "oja_iterations",
     "oja_iterations_many",
+    "oja_iterations_reference",
     "frozen_residual",
     "hebbian_update",
     "project_input",
@@ -117,9 +120,24 @@ def oja_iterations_many(banks: list, iters: int = 5, clip: float = 10.0, momentu
                         quantise: Optional[tuple[float, float]] = None) -> None:
     """:func:`oja_iterations` of several banks ``[(H_new, m_new, X, X_res, lr, H_newᵀ), ...]`` at once.
 
-    The banks are independent; the products run per bank (``ΔH = Yᵀ R / B`` as one ``addmm`` with
-    ``α = 1/B``), the element-wise clip and momentum as one multi-tensor (``torch._foreach_*``) op
-    each for all banks, the row update ``H_new += lr·m`` as one per distinct rate.
+    The native op (:mod:`spiking.kernels.oja_iterations`, one dispatched op for all banks and
+    iterations, CPU and CUDA) runs them; :func:`oja_iterations_reference` (the same arithmetic
+    in Python) only when it cannot: no compiler, or a tensor that autograd must track.
+    """
+    if banks and _native.available() and not (
+            torch.is_grad_enabled() and any(t.requires_grad for b in banks for t in b[:4])):
+        _native.oja_iterations(banks, iters, clip, momentum, quantise)
+    else:
+        oja_iterations_reference(banks, iters, clip, momentum, quantise)
+
+
+def oja_iterations_reference(banks: list, iters: int = 5, clip: float = 10.0, momentum: float = 0.9,
+                             quantise: Optional[tuple[float, float]] = None) -> None:
+    """:func:`oja_iterations_many` in Python: the reference the native op is held to.
+
+    The products run per bank (``ΔH = Yᵀ R / B`` as one ``addmm`` with ``α = 1/B``), the
+    element-wise clip and momentum as one multi-tensor (``torch._foreach_*``) op each for all
+    banks, the row update ``H_new += lr·m`` as one per distinct rate.
     """
     by_lr = _groups(banks, lambda b: b[4])
     for _ in range(iters):
