@@ -76,12 +76,18 @@ class HLOPLinear(Linear):
         """``x Wᵀ (+ b)``; ``x_grad`` (same shape as ``x``) replaces ``x`` in the weight gradient."""
         if x_grad is not None and x_grad.shape != x.shape:
             raise ValueError(f"x_grad must have the shape of x {tuple(x.shape)}, got {tuple(x_grad.shape)}")
-        if self.training:  # kept for the Hebbian rule, read under no_grad (no detach op needed)
-            self.last_input = x if x_grad is None else x_grad
-            self.residual = None
         if (self.projector is None and x_grad is None) or not torch.is_grad_enabled():
+            if self.training:  # kept for the Hebbian rule, read under no_grad (no detach op needed)
+                self.last_input, self.residual = x, None
             return super().forward(x)
-        if x_grad is not None and x_grad.requires_grad:
-            x_grad = x_grad.detach()
-        y = ProjectedLinearFn.apply(x, self.weight, self.projector, x_grad, self)
+        # as rows [*, in], like Linear: the backward and the Hebbian rule then need no reshape of their own
+        rows = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+        if x_grad is not None:
+            x_grad = x_grad.detach() if x_grad.requires_grad else x_grad
+            x_grad = x_grad if x_grad.dim() == 2 else x_grad.reshape(rows.shape)
+        if self.training:
+            self.last_input, self.residual = (rows if x_grad is None else x_grad), None
+        y = ProjectedLinearFn.apply(rows, self.weight, self.projector, x_grad, self)
+        if x.dim() != 2:
+            y = y.view(*x.shape[:-1], y.shape[-1])
         return y + self.bias if self.bias is not None else y

@@ -145,8 +145,8 @@ class HLOPMLP(nn.Module):
         return time_mean(I)
 
     # -------------------------------------------------------------- OTTT
-    def _ottt_backward(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
-        """OTTT for the whole sequence in one forward and one backward pass (see the module doc):
+    def _ottt_loss(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
+        """OTTT's loss for the whole sequence in one forward pass, for one backward pass (see the module doc):
         the gradient of Σ_t loss_fn(z_t, y)/T with every step's membrane detached from the next,
         ΔW = Σ_t δ_tᵀ â_t⊥ over the stacked T·B rows. The loss over the T·B rows of ``(z_t, y)``
         is the mean over t of the per-step losses."""
@@ -164,9 +164,7 @@ class HLOPMLP(nn.Module):
             current = layer(s.view(rows, -1), trace)
             if layer is not fc[-1]:
                 current = current.view(T, B, -1)
-        loss = loss_fn(current, y.repeat(T))
-        loss.backward()
-        return loss
+        return loss_fn(current, y.repeat(T))
 
     def _trace_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``L [T, T]`` with ``L[t, k] = λ^{t−k}`` (k ≤ t, else 0) and ``c [T, 1, 1] = L 1``, the trace
@@ -186,8 +184,19 @@ class HLOPMLP(nn.Module):
         ``loss_fn(logits, y)`` must average over rows (as cross-entropy does): OTTT calls it once
         on the T·B rows of all steps with ``y`` repeated T times, the mean of the per-step losses."""
         x = self._flat(x)
-        if self.method == "ottt":
-            return self._ottt_backward(x, y, loss_fn)
-        loss = loss_fn(self.forward(x), y)
-        loss.backward()
+        loss = self._ottt_loss(x, y, loss_fn) if self.method == "ottt" else loss_fn(self.forward(x), y)
+        params = [p for p in self.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, params, self._unit(loss), allow_unused=True)
+        with torch.no_grad():  # loss.backward()'s accumulation, without its detach op per parameter
+            for p, g in zip(params, grads):
+                if g is not None:
+                    p.grad = g if p.grad is None else p.grad.add_(g)
         return loss
+
+    def _unit(self, loss: torch.Tensor) -> torch.Tensor:
+        """The seed ``∂loss/∂loss = 1`` kept per dtype and device (``backward()`` makes it with a ``ones_like`` op)."""
+        key = (loss.dtype, loss.device)
+        if getattr(self, "_seed", (None,))[0] != key:
+            with torch.inference_mode(False):
+                self._seed = (key, torch.ones((), dtype=loss.dtype, device=loss.device))
+        return self._seed[1]
