@@ -16,8 +16,9 @@ needs_op = pytest.mark.skipif(not native.available(), reason=f"no native Oja op:
 SHAPES = ((6, 2, 12, 0.01), (9, 4, 20, 0.05), (3, 0, 7, 0.01))
 
 
-def _banks(dtype, quantise, seed=0, batch=16):
-    """Fresh ``(H, m)`` per bank and the Oja arguments of their learning rows (frozen residual included)."""
+def _banks(dtype, quantise, seed=0, batch=16, in_op=False):
+    """Fresh ``(H, m)`` per bank and the Oja arguments of their learning rows: the frozen residual
+    computed here, or (``in_op``) left to the iterations through the frozen basis."""
     g = torch.Generator().manual_seed(seed)
     state, args = [], []
     for M, frozen, N, lr in SHAPES:
@@ -25,17 +26,21 @@ def _banks(dtype, quantise, seed=0, batch=16):
         m = (0.01 * torch.randn(M, N, generator=g)).to(dtype)
         X = torch.randn(batch, N, generator=g).to(dtype)
         state.append((H, m))
-        args.append(hebbian_args(H, m, X, frozen, lr, quantise))
+        basis = H[:frozen].clone() if in_op and frozen else None
+        args.append(hebbian_args(H, m, X, frozen, lr, quantise, basis=basis))
     return state, args
 
 
 @needs_op
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("quantise", [None, (2.0, 8.0)])
-def test_native_op_equals_the_reference_bitwise(dtype, quantise):
-    """Same at:: ops in the same order: H and m equal bit for bit, frozen rows untouched; clip active."""
-    ref_state, ref_args = _banks(dtype, quantise)
-    nat_state, nat_args = _banks(dtype, quantise)
+@pytest.mark.parametrize("in_op", [False, True])
+def test_native_op_equals_the_reference_bitwise(dtype, quantise, in_op):
+    """Same at:: ops in the same order: H and m equal bit for bit, frozen rows untouched; clip active;
+    the frozen residual given, or formed from the basis (in the op, or by basis_residual)."""
+    ref_state, ref_args = _banks(dtype, quantise, in_op=in_op)
+    nat_state, nat_args = _banks(dtype, quantise, in_op=in_op)
+    assert any(b.basis is not None for b in nat_args) == in_op
     before = [H.clone() for H, _ in ref_state]
     oja_iterations_reference(ref_args, iters=5, clip=0.05, momentum=0.8, quantise=quantise)
     with OpCounter() as c:
@@ -106,6 +111,8 @@ def test_bad_input_names_the_argument():
         ([(torch.zeros(5), m, X, X, 0.01)], {}, ValueError, r"H_new\[0\] must be \[M, N\]"),
         ([(H, m, X.double(), X, 0.01)], {}, TypeError, "bank 0 mixes dtypes"),
         ([(H.long(), m.long(), X.long(), X.long(), 0.01)], {}, TypeError, r"H_new\[0\] must be floating point"),
+        ([(H, m, X, None, 0.01, None, torch.zeros(2, 4))], {}, ValueError, r"basis\[0\] must be \[n, 5\]"),
+        ([(H, m, X, None, 0.01, None, torch.zeros(2, 5).double())], {}, TypeError, "bank 0 mixes dtypes"),
         ([bank], {"iters": -1}, ValueError, "iters must be >= 0"),
         ([bank], {"clip": -1.0}, ValueError, "clip must be >= 0"),
         ([bank], {"quantise": (0.0, 8.0)}, ValueError, "quantise scale and timesteps must be > 0"),
@@ -118,4 +125,4 @@ def test_bad_input_names_the_argument():
             native.oja_iterations(banks, **settings)
         assert torch.equal(H, before)  # checked before any update
     with pytest.raises(ValueError, match="one entry per bank"):
-        torch.ops.spiking_oja.oja_iterations([H], [m, m], [X], [X], [0.01], 1, 10.0, 0.9, None)
+        torch.ops.spiking_oja.oja_iterations([H], [m, m], [X], [X], [None], [0.01], 1, 10.0, 0.9, None)

@@ -3,6 +3,8 @@
 // Per bank (H_new [M, N] learning rows, m [M, N] momentum, X [B, N] inputs, X_res [B, N] = X − X̂_old,
 // rate lr) and per iteration, in place:
 //
+//   (X_res absent: X_res = X − (X Pᵀ) P from the frozen basis P [n, N], or X − q(X Pᵀ) P when
+//    quantised; X itself when there is no basis either: computed once, before the iterations)
 //   Y = X H_newᵀ                       (q(Y) = round(clamp(Y, ±s) / s · Ts) / Ts · s  when quantised)
 //   R = X_res − Y H_new
 //   ΔH = clip(Yᵀ R / B, ±clip)
@@ -23,7 +25,7 @@
 namespace {
 
 void check_bank(int64_t i, const at::Tensor& H, const at::Tensor& m, const at::Tensor& X, const at::Tensor& X_res,
-                const at::Tensor& first) {
+                const std::optional<at::Tensor>& basis, const at::Tensor& first) {
   TORCH_CHECK_VALUE(H.dim() == 2, "oja_iterations: H_new[", i, "] must be [M, N], got shape ", H.sizes());
   TORCH_CHECK_VALUE(X.dim() == 2 && X.size(1) == H.size(1), "oja_iterations: X[", i, "] must be [B, ", H.size(1),
                     "] (the columns of H_new[", i, "]), got shape ", X.sizes());
@@ -32,26 +34,48 @@ void check_bank(int64_t i, const at::Tensor& H, const at::Tensor& m, const at::T
                     H.sizes(), ", got ", m.sizes());
   TORCH_CHECK_VALUE(X_res.sizes() == X.sizes(), "oja_iterations: X_res[", i, "] must have the shape of X[", i, "] ",
                     X.sizes(), ", got ", X_res.sizes());
+  if (basis.has_value())
+    TORCH_CHECK_VALUE(basis->dim() == 2 && basis->size(1) == H.size(1), "oja_iterations: basis[", i, "] must be [n, ",
+                      H.size(1), "] (the columns of H_new[", i, "]), got shape ", basis->sizes());
   TORCH_CHECK_TYPE(at::isFloatingType(H.scalar_type()), "oja_iterations: H_new[", i,
                    "] must be floating point, got ", H.scalar_type());
-  for (const at::Tensor* t : {&m, &X, &X_res}) {
+  const at::Tensor& P = basis.has_value() ? *basis : H;
+  for (const at::Tensor* t : {&m, &X, &X_res, &P}) {
     TORCH_CHECK_TYPE(t->scalar_type() == H.scalar_type(), "oja_iterations: bank ", i,
-                     " mixes dtypes: H_new, m_new, X, X_res are ", H.scalar_type(), ", ", m.scalar_type(), ", ",
-                     X.scalar_type(), ", ", X_res.scalar_type());
+                     " mixes dtypes: H_new, m_new, X, X_res, basis are ", H.scalar_type(), ", ", m.scalar_type(), ", ",
+                     X.scalar_type(), ", ", X_res.scalar_type(), ", ", P.scalar_type());
     TORCH_CHECK_VALUE(t->device() == first.device() && H.device() == first.device(), "oja_iterations: bank ", i,
-                      " has tensors on ", H.device(), ", ", m.device(), ", ", X.device(), ", ", X_res.device(),
-                      "; every tensor must be on ", first.device());
+                      " has tensors on ", H.device(), ", ", m.device(), ", ", X.device(), ", ", X_res.device(), ", ",
+                      P.device(), "; every tensor must be on ", first.device());
   }
 }
 
-void oja_iterations(at::TensorList H_new, at::TensorList m_new, at::TensorList X, at::TensorList X_res,
+// Y ← q(Y) in place: round(clamp(Y, ±s) / s · Ts) / Ts · s (lateral spiking neurons).
+void quantise_(at::Tensor& Y, double scale, double steps) {
+  Y.clamp_(-scale, scale).div_(scale).mul_(steps).round_().div_(steps).mul_(scale);
+}
+
+// The frozen rows' residual of X: X_res when given, else X − q(X Pᵀ) P for the basis P, else X.
+at::Tensor residual(const at::Tensor& X, const std::optional<at::Tensor>& X_res, const std::optional<at::Tensor>& basis,
+                    bool quantised, double scale, double steps) {
+  if (X_res.has_value()) return *X_res;
+  if (!basis.has_value()) return X;
+  at::Tensor Z = at::mm(X, basis->t());
+  if (!quantised) return at::addmm(X, Z, *basis, 1.0, -1.0);  // Projector.input's factored form
+  quantise_(Z, scale, steps);
+  return X - at::mm(Z, *basis);  // LateralBank.residual's quantised form
+}
+
+void oja_iterations(at::TensorList H_new, at::TensorList m_new, at::TensorList X,
+                    const c10::List<std::optional<at::Tensor>>& X_res, const c10::List<std::optional<at::Tensor>>& basis,
                     at::ArrayRef<double> lr, int64_t iters, double clip, double momentum,
                     std::optional<at::ArrayRef<double>> quantise) {
   const auto n = static_cast<int64_t>(H_new.size());
   TORCH_CHECK_VALUE(static_cast<int64_t>(m_new.size()) == n && static_cast<int64_t>(X.size()) == n &&
-                        static_cast<int64_t>(X_res.size()) == n && static_cast<int64_t>(lr.size()) == n,
-                    "oja_iterations: H_new, m_new, X, X_res and lr must list one entry per bank, got ", n, ", ",
-                    m_new.size(), ", ", X.size(), ", ", X_res.size(), " and ", lr.size());
+                        static_cast<int64_t>(X_res.size()) == n && static_cast<int64_t>(basis.size()) == n &&
+                        static_cast<int64_t>(lr.size()) == n,
+                    "oja_iterations: H_new, m_new, X, X_res, basis and lr must list one entry per bank, got ", n, ", ",
+                    m_new.size(), ", ", X.size(), ", ", X_res.size(), ", ", basis.size(), " and ", lr.size());
   TORCH_CHECK_VALUE(iters >= 0, "oja_iterations: iters must be >= 0, got ", iters);
   TORCH_CHECK_VALUE(clip >= 0, "oja_iterations: clip must be >= 0, got ", clip);
   double scale = 0, steps = 0;
@@ -63,11 +87,15 @@ void oja_iterations(at::TensorList H_new, at::TensorList m_new, at::TensorList X
     TORCH_CHECK_VALUE(scale > 0 && steps > 0, "oja_iterations: quantise scale and timesteps must be > 0, got (",
                       scale, ", ", steps, ")");
   }
-  for (int64_t i = 0; i < n; ++i) check_bank(i, H_new[i], m_new[i], X[i], X_res[i], H_new[0]);
+  for (int64_t i = 0; i < n; ++i) {
+    const std::optional<at::Tensor> res = X_res[i];
+    check_bank(i, H_new[i], m_new[i], X[i], res.has_value() ? *res : X[i], basis[i], H_new[0]);
+  }
   if (iters == 0) return;
   for (int64_t i = 0; i < n; ++i) {
     at::Tensor H = H_new[i], m = m_new[i];
     const at::Tensor& x = X[i];
+    const at::Tensor x_res = residual(x, X_res[i], basis[i], quantise.has_value(), scale, steps);
     const at::Tensor Ht = H.t();
     at::Tensor Y = at::empty({x.size(0), H.size(0)}, H.options());
     at::Tensor R = at::empty_like(x, at::MemoryFormat::Contiguous);
@@ -76,8 +104,8 @@ void oja_iterations(at::TensorList H_new, at::TensorList m_new, at::TensorList X
     const double inv_rows = 1.0 / static_cast<double>(x.size(0));
     for (int64_t it = 0; it < iters; ++it) {
       at::mm_out(Y, x, Ht);
-      if (quantise.has_value()) Y.clamp_(-scale, scale).div_(scale).mul_(steps).round_().div_(steps).mul_(scale);
-      at::addmm_out(R, X_res[i], Y, H, 1.0, -1.0);  // X − X̂_old − Y H_new
+      if (quantise.has_value()) quantise_(Y, scale, steps);
+      at::addmm_out(R, x_res, Y, H, 1.0, -1.0);  // X − X̂_old − Y H_new
       at::addmm_out(D, D, Yt, R, 0.0, inv_rows);     // ΔH = Yᵀ R / B (β = 0: D's old values are ignored)
       D.clamp_min_(-clip).clamp_max_(clip);
       m.mul_(momentum).add_(D, 1.0 - momentum);
@@ -89,8 +117,8 @@ void oja_iterations(at::TensorList H_new, at::TensorList m_new, at::TensorList X
 }  // namespace
 
 TORCH_LIBRARY(spiking_oja, m) {
-  m.def("oja_iterations(Tensor(a!)[] H_new, Tensor(b!)[] m_new, Tensor[] X, Tensor[] X_res, float[] lr, int iters, "
-        "float clip, float momentum, float[]? quantise) -> ()");
+  m.def("oja_iterations(Tensor(a!)[] H_new, Tensor(b!)[] m_new, Tensor[] X, Tensor?[] X_res, Tensor?[] basis, "
+        "float[] lr, int iters, float clip, float momentum, float[]? quantise) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(spiking_oja, CompositeExplicitAutograd, m) { m.impl("oja_iterations", &oja_iterations); }

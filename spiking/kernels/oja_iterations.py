@@ -40,11 +40,13 @@ def available() -> bool:
 
 def oja_iterations(banks: list, iters: int, clip: float, momentum: float,
                    quantise: Optional[tuple[float, float]] = None) -> None:
-    """Run the op on ``banks = [(H_new, m_new, X, X_res, lr, ...), ...]`` (extra entries are ignored);
+    """Run the op on ``banks = [(H_new, m_new, X, X_res, lr[, H_newᵀ, basis]), ...]`` (the fields of
+    :class:`spiking.plasticity.hebbian.OjaBank`; ``X_res = None``: computed from ``basis`` in the op);
     ``RuntimeError`` when the extension cannot be built, ``ValueError``/``TypeError`` naming the
     argument for inconsistent shapes, dtypes or devices."""
     _EXT.load()
     torch.ops.spiking_oja.oja_iterations([b[0] for b in banks], [b[1] for b in banks], [b[2] for b in banks],
-                                         [b[3] for b in banks], [float(b[4]) for b in banks], int(iters),
+                                         [b[3] for b in banks], [b[6] if len(b) > 6 else None for b in banks],
+                                         [float(b[4]) for b in banks], int(iters),
                                          float(clip), float(momentum),
                                          None if quantise is None else [float(v) for v in quantise])
