@@ -365,7 +365,8 @@ class HLOP:
         """One Hebbian update (``iters`` iterations) of every bank on its latest input, then clear it.
 
         The banks' iterations run together (:func:`~spiking.plasticity.hebbian.oja_iterations_many`):
-        one multi-tensor op per element-wise update for all layers, the same arithmetic per bank.
+        one native op for all layers (each bank's frozen residual formed inside it), the same
+        arithmetic per bank as the Python reference.
         """
         t0 = time.perf_counter()
         work: dict = {}  # banks grouped by their iteration settings

@@ -57,8 +57,8 @@ class HLOPLinear(Linear):
     """``nn.Linear`` without bias by default, with the state HLOP needs.
 
     ``projector`` (a :class:`Projector` or ``None``) is set by :class:`~spiking.plasticity.hlop.HLOP`.
-    The Hebbian rule sees ``last_input`` (the weight-gradient input of the latest training forward)
-    when ``hebb_is_grad_input``, else ``hebb_input`` (set by the network, e.g. DSR's weighted rate);
+    The Hebbian rule sees ``last_input`` (the weight-gradient input of the latest training forward,
+    as rows ``[*, in]`` when projected) when ``hebb_is_grad_input``, else ``hebb_input`` (set by the network, e.g. DSR's weighted rate);
     ``residual`` is ``last_input``'s projection kept by the backward pass; ``stats`` (a dict, set
     by HLOP) accumulates the projection time.
     """
