@@ -34,6 +34,12 @@ assert "struct LIF" in cuda_source("neurons/lif.cuh").read_text()  # LIF's templ
 spikes = (torch.rand(64, 100, generator=torch.Generator().manual_seed(1)) < 0.05).float()
 assert spike_matmul_ext().available(), f"event-driven spike matmul unavailable: {spike_matmul_ext().error()}"
 assert torch.allclose(spike_matmul(spikes, torch.ones(100, 7)), spikes.sum(1, keepdim=True).expand(64, 7))
+# the fused DSR stack builds from the packaged source and runs the DSR network's hidden layers
+from spiking.kernels import dsr_stack  # noqa: E402
+from spiking.plasticity.networks import HLOPMLP  # noqa: E402
+
+assert dsr_stack.extension().available(), f"fused DSR stack unavailable: {dsr_stack.extension().error()}"
+assert HLOPMLP((8, 6, 6, 3), method="dsr").eval()._fused_dsr(torch.rand(2, 8))
 # the fused RLIF builds from the packaged sources (the template's headers under _cuda/neurons/)
 assert rlif_cpu.extension().available(), f"fused RLIF unavailable: {rlif_cpu.extension().error()}"
 rlif, rlif_ref = spiking.RLIF(8), spiking.RLIF(8, backend="torch")

@@ -25,14 +25,16 @@ traces ``â_t = λ â_{t−1} + s_t`` of all T·B rows at once: ``ΔW = Σ_t δ_
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
+from ..kernels import dsr_stack
 from ..kernels.spike_matmul import spike_matmul
 from ..models import time_mean
-from ..neuron.dsr import DSRLIF, weighted_rate
+from ..neuron.dsr import DSRLIF, _normalised_weights, dsr_drive, weighted_rate
 from ..neuron.module import LIF
 from ..neuron.online import lif_online
 from .layers import HLOPLinear
@@ -116,24 +118,62 @@ class HLOPMLP(nn.Module):
         return self._forward_lif(x)
 
     # -------------------------------------------------------------- DSR
+    def _fused_dsr(self, x: torch.Tensor) -> bool:
+        """Whether the hidden stack runs as one fused CPU pass (:mod:`spiking.kernels.dsr_stack`):
+        CPU float32, no hooks on the neurons, and no layer that records its spikes' weighted rate."""
+        return (dsr_stack.fused_available(x) and self.fcs[0].weight.dtype == torch.float32
+                and not any(n._forward_hooks or n._forward_pre_hooks for n in self.neurons)
+                and not (self.training and not all(fc.hebb_is_grad_input for fc in self.fcs[1:])))
+
+    def _forward_dsr_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`_forward_dsr` with the hidden stack in one kernel: it returns per layer the spike
+        count and (after the first) the weighted drive, all the rate graph reads; the same spikes."""
+        fc, neurons, cfg = self.fcs, self.neurons, self.cfg
+        I_mean = fc[0](x)
+        with torch.no_grad():
+            scales = [n.drive_scale() for n in neurons]  # also brings every V_th/Δt up to date
+            values = [n.spike_value() for n in neurons]
+            x1 = dsr_drive(I_mean, neurons[0].v_threshold, self.T, cfg["tau"], cfg["dt"], cfg["alpha"])
+            between = torch.stack([v * k for v, k in zip(values[:-1], scales[1:])])
+            wn = _normalised_weights(self.T, cfg["tau"], cfg["dt"], x.dtype, x.device).view(-1)
+            counts, whats = dsr_stack.dsr_stack(x1, [layer.weight_t_contiguous() for layer in fc[1:-1]], between,
+                                                wn, 1.0 / (1.0 - math.exp(-cfg["dt"] / cfg["tau"])),
+                                                1.0 - cfg["alpha"], neurons[0].drive_shift)
+        for i, (layer, neuron) in enumerate(zip(fc[1:], neurons)):
+            if not (layer is fc[-1] or self.training or torch.is_grad_enabled()):
+                I_mean = None  # evaluation: only the last rate is read
+                continue
+            I_w = (lambda I=I_mean: I) if i == 0 else (lambda w=whats[i - 1], n=neuron: n.current_of(w))
+            rate = neuron.rate_of(I_mean, counts[i].div_(self.T), I_w)
+            I_mean = layer(rate, graph_only=layer is not fc[-1])
+        return I_mean
+
     def _forward_dsr(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fused_dsr(x):
+            return self._forward_dsr_fused(x)
         record = self.training
         fc, tau, dt = self.fcs, self.cfg["tau"], self.cfg["dt"]
         I_mean = fc[0](x)                      # constant current: one matmul per sample
-        I_seq = None
-        for layer, neuron in zip(fc[1:], self.neurons):
-            spikes, rate = neuron(I_mean, I_seq)  # binary S; the output o_t = S_t·V_th/Δt
+        drive = None
+        for i, (layer, neuron) in enumerate(zip(fc[1:], self.neurons)):
+            # rate graph: mean_t of the layer's current; a hidden layer's is read only by the DSR
+            # backward and the input recording (the next neurons run on the drive), so evaluation skips it
+            need_rate = layer is fc[-1] or record or torch.is_grad_enabled()
+            spikes, rate = neuron(I_mean, drive=drive, rate=need_rate)  # binary S; o_t = S_t·V_th/Δt
             value = neuron.spike_value()
             if record and not layer.hebb_is_grad_input:
                 layer.hebb_input = weighted_rate(spikes, tau, dt) * value
             if layer is not fc[-1]:
+                nxt = self.neurons[i + 1]
                 with torch.no_grad():           # the actual per-step currents drive the next neurons
-                    # event-driven on the CPU: only the weight rows of the inputs that fired
-                    I_seq = spike_matmul(spikes.view(-1, spikes.shape[-1]), layer.weight_t(), value)
-                    I_seq = I_seq.reshape(self.T, x.shape[0], -1)
-            # rate graph: mean_t of the layer's current; a hidden layer's is read only by the DSR
-            # backward and the input recording (the next neurons run on I_seq), so evaluation skips it
-            I_mean = layer(rate) if layer is fc[-1] or record or torch.is_grad_enabled() else None
+                    # event-driven on the CPU: only the weight rows of the inputs that fired; the
+                    # next neurons' input X = k·I + c formed in the same pass (I = value·S W^T)
+                    drive = spike_matmul(spikes.view(-1, spikes.shape[-1]), layer.weight_t_contiguous(),
+                                         value * nxt.drive_scale(), nxt.drive_shift)
+                    drive = drive.view(self.T, x.shape[0], -1)
+            # a hidden layer's rate-graph current is read only by the next neurons' DSR backward (their
+            # spikes come from the drive): its value is never used, so the product is skipped
+            I_mean = layer(rate, graph_only=layer is not fc[-1]) if need_rate else None
         return I_mean
 
     # -------------------------------------------------------------- BPTT
