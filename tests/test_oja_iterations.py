@@ -126,3 +126,27 @@ def test_bad_input_names_the_argument():
         assert torch.equal(H, before)  # checked before any update
     with pytest.raises(ValueError, match="one entry per bank"):
         torch.ops.spiking_oja.oja_iterations([H], [m, m], [X], [X], [None], [0.01], 1, 10.0, 0.9, None)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@needs_op
+@pytest.mark.parametrize("quantise", [None, (2.0, 8.0)])
+def test_native_op_on_cuda_equals_the_reference_on_cuda(quantise):
+    """The same at:: calls on CUDA tensors (no device code of its own): equal to the Python loop run
+    on the GPU, and (unquantised: no rounding bin to flip) to the CPU result within float tolerance."""
+    cpu_state, cpu_args = _banks(torch.float32, quantise, in_op=True)
+    oja_iterations_many(cpu_args, iters=5, clip=0.05, momentum=0.8, quantise=quantise)
+    results = []
+    for run in (oja_iterations_many, oja_iterations_reference):
+        state, args = _banks(torch.float32, quantise, in_op=True)
+        state = [(H.cuda(), m.cuda()) for H, m in state]
+        args = [hebbian_args(H, m, a.X.cuda(), frozen, lr, quantise,
+                             basis=None if a.basis is None else a.basis.cuda())
+                for (H, m), a, (_, frozen, _, lr) in zip(state, args, SHAPES)]
+        run(args, iters=5, clip=0.05, momentum=0.8, quantise=quantise)
+        torch.cuda.synchronize()
+        results.append([H.cpu() for H, _ in state])
+    for H_nat, H_ref, (H_cpu, _) in zip(*results, cpu_state):
+        assert torch.allclose(H_nat, H_ref, rtol=1e-5, atol=1e-6)
+        assert quantise is not None or torch.allclose(H_nat, H_cpu, rtol=1e-4, atol=1e-5)
