@@ -98,3 +98,31 @@ def test_network_keeps_the_unfused_path_where_it_must():
     hooked = HLOPMLP((10, 12, 12, 3), method="dsr")
     hooked.neurons[0].register_forward_hook(lambda *a: None)
     assert not hooked._fused_dsr(x)
+
+
+def test_runner_spike_counts_are_the_same_fused_and_unfused():
+    """The evaluation's SpikeCounter keeps the fused path (the neurons count themselves) and counts
+    the spikes the unfused path's hooks would see."""
+    from spiking.runner.evaluation import SpikeCounter, evaluate
+
+    torch.manual_seed(2)
+    fused = HLOPMLP((12, 30, 25, 4), method="dsr")
+    with torch.no_grad():
+        for fc in fused.fcs:
+            fc.weight.mul_(3.0)
+    plain = copy.deepcopy(fused)
+    plain._fused_dsr = lambda x: False
+    x, y = torch.rand(50, 12), torch.randint(0, 4, (50,))
+    calls = []
+    real = ds.dsr_stack
+    try:
+        ds.dsr_stack = lambda *a: calls.append(1) or real(*a)
+        with SpikeCounter(fused) as cf:
+            acc_f = evaluate(fused, x, y, batch_size=16)
+    finally:
+        ds.dsr_stack = real
+    with SpikeCounter(plain) as cp:
+        acc_p = evaluate(plain, x, y, batch_size=16)
+    assert len(calls) == 4 and acc_f == acc_p  # 4 batches through the fused stack
+    assert cf.counts == cp.counts and min(cf.counts.values()) > 0
+    assert all(n.spike_total is None for n in fused.neurons)  # counting stopped on exit

@@ -235,6 +235,7 @@ class DSRLIF(nn.Module):
                 raise ValueError(f"{name} must be a positive finite number, got {val!r}")
         self.T, self.tau, self.dt, self.alpha, self.v_floor = int(T), float(tau), float(dt), float(alpha), float(v_floor)
         self.drive_shift = drive_coefficients(1.0, self.tau, self.dt, self.alpha)[1]
+        self.spike_total: Optional[torch.Tensor] = None
         vth = torch.tensor(float(v_threshold))
         self.v_threshold = nn.Parameter(vth) if learn_threshold else vth
 
@@ -275,6 +276,7 @@ class DSRLIF(nn.Module):
                 spikes = dsr_spikes(I_seq, vth, tau=self.tau, dt=self.dt, alpha=self.alpha)
             else:
                 spikes = dsr_spikes_from_drive(drive, self.tau, self.dt, self.alpha)
+            self.add_spikes(spikes)
 
         def weighted() -> torch.Tensor:  # Î, read by the backward pass only
             if seq is None:
@@ -286,6 +288,18 @@ class DSRLIF(nn.Module):
         if not (rate or self.records(I_mean)):
             return spikes, None
         return spikes, self.rate_of(I_mean, spikes.mean(0), weighted)
+
+    def count_spikes(self, on: bool) -> None:
+        """Start (``on``) or stop summing the emitted spikes into ``spike_total``, a float64 scalar
+        on the threshold's device (what a forward hook on the spikes would count; the fused CPU
+        stack, which keeps no spike tensor, adds its counts here)."""
+        self.spike_total = torch.zeros((), dtype=torch.float64, device=self.v_threshold.device) if on else None
+
+    def add_spikes(self, s: torch.Tensor) -> None:
+        """Add ``Σ s`` (spikes, or spike counts) to ``spike_total`` while counting."""
+        if self.spike_total is not None:  # 0/1 spikes sum exactly in float32 below 2^24 elements
+            binary = s.dtype == torch.float32 and s.numel() < 2 ** 24 and s.dim() > 2
+            self.spike_total.add_(s.sum() if binary else s.sum(dtype=torch.float64))
 
     def records(self, I_mean: Optional[torch.Tensor]) -> bool:
         """Whether the rate graph is recorded (a gradient to ``I_mean`` or the threshold)."""

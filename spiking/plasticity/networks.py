@@ -120,7 +120,8 @@ class HLOPMLP(nn.Module):
     # -------------------------------------------------------------- DSR
     def _fused_dsr(self, x: torch.Tensor) -> bool:
         """Whether the hidden stack runs as one fused CPU pass (:mod:`spiking.kernels.dsr_stack`):
-        CPU float32, no hooks on the neurons, and no layer that records its spikes' weighted rate."""
+        CPU float32, no hooks on the neurons (spike counting goes through
+        :meth:`~spiking.neuron.dsr.DSRLIF.count_spikes`), and no layer that records its spikes' weighted rate."""
         return (dsr_stack.fused_available(x) and self.fcs[0].weight.dtype == torch.float32
                 and not any(n._forward_hooks or n._forward_pre_hooks for n in self.neurons)
                 and not (self.training and not all(fc.hebb_is_grad_input for fc in self.fcs[1:])))
@@ -140,6 +141,7 @@ class HLOPMLP(nn.Module):
                                                 wn, 1.0 / (1.0 - math.exp(-cfg["dt"] / cfg["tau"])),
                                                 1.0 - cfg["alpha"], neurons[0].drive_shift)
         for i, (layer, neuron) in enumerate(zip(fc[1:], neurons)):
+            neuron.add_spikes(counts[i])
             if not (layer is fc[-1] or self.training or torch.is_grad_enabled()):
                 I_mean = None  # evaluation: only the last rate is read
                 continue
