@@ -121,7 +121,8 @@ def test_spiking_build_command(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["fused CPU neuron extension", "fused CPU RLIF extension",
                                                       "event-driven CPU spike-matmul extension",
-                                                      "fused CPU DSR-stack extension", "Sparsey C library"]
+                                                      "fused CPU DSR-stack extension", "native Oja-iterations op",
+                                                      "Sparsey C library"]
     for line in lines:
         directory = Path(line.split("(", 1)[1].rstrip(")"))
         assert ": ok (" in line and (directory / "BUILT").is_file()

@@ -61,8 +61,8 @@ class HLOPLinear(Linear):
     """``nn.Linear`` without bias by default, with the state HLOP needs.
 
     ``projector`` (a :class:`Projector` or ``None``) is set by :class:`~spiking.plasticity.hlop.HLOP`.
-    The Hebbian rule sees ``last_input`` (the weight-gradient input of the latest training forward)
-    when ``hebb_is_grad_input``, else ``hebb_input`` (set by the network, e.g. DSR's weighted rate);
+    The Hebbian rule sees ``last_input`` (the weight-gradient input of the latest training forward,
+    as rows ``[*, in]`` when projected) when ``hebb_is_grad_input``, else ``hebb_input`` (set by the network, e.g. DSR's weighted rate);
     ``residual`` is ``last_input``'s projection kept by the backward pass; ``stats`` (a dict, set
     by HLOP) accumulates the projection time.
     """
@@ -84,14 +84,20 @@ class HLOPLinear(Linear):
         output is zeros; the backward pass is unchanged."""
         if x_grad is not None and x_grad.shape != x.shape:
             raise ValueError(f"x_grad must have the shape of x {tuple(x.shape)}, got {tuple(x_grad.shape)}")
-        if self.training:  # kept for the Hebbian rule, read under no_grad (no detach op needed)
-            self.last_input = x if x_grad is None else x_grad
-            self.residual = None
         graph_only = graph_only and self.bias is None and torch.is_grad_enabled() and \
             (x.requires_grad or self.weight.requires_grad)
         if (self.projector is None and x_grad is None and not graph_only) or not torch.is_grad_enabled():
+            if self.training:  # kept for the Hebbian rule, read under no_grad (no detach op needed)
+                self.last_input, self.residual = x, None
             return super().forward(x)
-        if x_grad is not None and x_grad.requires_grad:
-            x_grad = x_grad.detach()
-        y = ProjectedLinearFn.apply(x, self.weight, self.projector, x_grad, self, graph_only)
+        # as rows [*, in], like Linear: the backward and the Hebbian rule then need no reshape of their own
+        rows = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+        if x_grad is not None:
+            x_grad = x_grad.detach() if x_grad.requires_grad else x_grad
+            x_grad = x_grad if x_grad.dim() == 2 else x_grad.reshape(rows.shape)
+        if self.training:
+            self.last_input, self.residual = (rows if x_grad is None else x_grad), None
+        y = ProjectedLinearFn.apply(rows, self.weight, self.projector, x_grad, self, graph_only)
+        if x.dim() != 2:
+            y = y.view(*x.shape[:-1], y.shape[-1])
         return y + self.bias if self.bias is not None else y

@@ -187,38 +187,41 @@ class HLOPMLP(nn.Module):
         return time_mean(I)
 
     # -------------------------------------------------------------- OTTT
-    def _ottt_backward(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
-        """OTTT for the whole sequence in one forward and one backward pass (see the module doc):
+    def _ottt_loss(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
+        """OTTT's loss for the whole sequence in one forward pass, for one backward pass (see the module doc):
         the gradient of Σ_t loss_fn(z_t, y)/T with every step's membrane detached from the next,
         ΔW = Σ_t δ_tᵀ â_t⊥ over the stacked T·B rows. The loss over the T·B rows of ``(z_t, y)``
         is the mean over t of the per-step losses."""
         T, B, fc = self.T, x.shape[0], self.fcs
-        L, c = self._trace_weights(x)
+        L, c, L2, c2 = self._trace_weights(x)
         rows = T * B
-        with torch.no_grad():  # the first layer's Hebbian input: (x, â_t = c_t x) per step
-            fc[0].hebb_input = torch.stack((x.expand(T, *x.shape), c * x), 1).view(-1, x.shape[1])
+        with torch.no_grad():  # the first layer's Hebbian input: rows (x, â_t = c_t x) per step, one product
+            fc[0].hebb_input = (c2 * x).view(-1, x.shape[1])
         current = _TimeConstant.apply(fc[0](x), c)  # I¹ once; weight gradient (Σ_t c_t δ_t)ᵀ x⊥
         for layer, neuron in zip(fc[1:], self.neurons):
             s = lif_online(current, neuron)
             with torch.no_grad():  # traces â_t = λ â_{t−1} + s_t = Σ_k λ^{t−k} s_k: one matmul
-                trace = torch.mm(L, s.view(T, -1)).view(rows, -1)
-                layer.hebb_input = torch.stack((s, trace.view(s.shape)), 1).view(-1, s.shape[-1])
+                steps = s.view(T, -1)
+                trace = torch.mm(L, steps).view(rows, -1)
+                layer.hebb_input = torch.mm(L2, steps).view(-1, s.shape[-1])  # rows (s_t, â_t) per step
             current = layer(s.view(rows, -1), trace)
             if layer is not fc[-1]:
                 current = current.view(T, B, -1)
-        loss = loss_fn(current, y.repeat(T))
-        loss.backward()
-        return loss
+        return loss_fn(current, y.repeat(T))
 
-    def _trace_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``L [T, T]`` with ``L[t, k] = λ^{t−k}`` (k ≤ t, else 0) and ``c [T, 1, 1] = L 1``, the trace
-        of a constant input; kept per dtype and device."""
+    def _trace_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``L [T, T]`` with ``L[t, k] = λ^{t−k}`` (k ≤ t, else 0), ``c [T, 1, 1] = L 1`` (the trace of a
+        constant input), and for the Hebbian rows (s_t, â_t) per step: ``L2 [2T, T]`` (rows ``e_t``
+        and ``L[t]`` in turn) and ``c2 [T, 2, 1, 1]`` (``1`` and ``c_t``); kept per dtype and device."""
         key = (self.T, self.cfg["trace_lambda"], x.dtype, x.device)
         if getattr(self, "_traces", (None,))[0] != key:
             t = torch.arange(self.T, dtype=torch.float64)
             age = t.view(-1, 1) - t.view(1, -1)
             L = torch.where(age >= 0, self.cfg["trace_lambda"] ** age.clamp(min=0), 0.0)
-            self._traces = (key, (L.to(x.dtype).to(x.device), L.sum(1).view(-1, 1, 1).to(x.dtype).to(x.device)))
+            c = L.sum(1).view(-1, 1, 1)
+            L2 = torch.stack((torch.eye(self.T, dtype=torch.float64), L), 1).view(2 * self.T, self.T)
+            c2 = torch.stack((torch.ones_like(c), c), 1)
+            self._traces = (key, tuple(v.to(x.dtype).to(x.device) for v in (L, c, L2, c2)))
         return self._traces[1]
 
     def loss_backward(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
@@ -228,8 +231,19 @@ class HLOPMLP(nn.Module):
         ``loss_fn(logits, y)`` must average over rows (as cross-entropy does): OTTT calls it once
         on the T·B rows of all steps with ``y`` repeated T times, the mean of the per-step losses."""
         x = self._flat(x)
-        if self.method == "ottt":
-            return self._ottt_backward(x, y, loss_fn)
-        loss = loss_fn(self.forward(x), y)
-        loss.backward()
+        loss = self._ottt_loss(x, y, loss_fn) if self.method == "ottt" else loss_fn(self.forward(x), y)
+        params = [p for p in self.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, params, self._unit(loss), allow_unused=True)
+        with torch.no_grad():  # loss.backward()'s accumulation, without its detach op per parameter
+            for p, g in zip(params, grads):
+                if g is not None:
+                    p.grad = g if p.grad is None else p.grad.add_(g)
         return loss
+
+    def _unit(self, loss: torch.Tensor) -> torch.Tensor:
+        """The seed ``∂loss/∂loss = 1`` kept per dtype and device (``backward()`` makes it with a ``ones_like`` op)."""
+        key = (loss.dtype, loss.device)
+        if getattr(self, "_seed", (None,))[0] != key:
+            with torch.inference_mode(False):
+                self._seed = (key, torch.ones((), dtype=loss.dtype, device=loss.device))
+        return self._seed[1]
