@@ -1,8 +1,9 @@
 """Smoke test of an installed (non-editable) wheel, run from outside the repository by .ci/run.
 
 Fails unless: spiking is imported from site-packages (not a checkout), ``backend="auto"`` picks the
-fused CPU LIF, the event-driven spike matmul and the fused RLIF build from the packaged sources, the
-CUDA sources are found in the package, and a tiny ``spiking.runner.run`` job writes its PNG plots.
+fused CPU LIF, the event-driven spike matmul, the fused DSR stack, HLOP's Oja op and the fused RLIF
+build from the packaged sources, the CUDA sources are found in the package, and a tiny
+``spiking.runner.run`` job writes its PNG plots.
 """
 import sys
 import tempfile
@@ -34,6 +35,22 @@ assert "struct LIF" in cuda_source("neurons/lif.cuh").read_text()  # LIF's templ
 spikes = (torch.rand(64, 100, generator=torch.Generator().manual_seed(1)) < 0.05).float()
 assert spike_matmul_ext().available(), f"event-driven spike matmul unavailable: {spike_matmul_ext().error()}"
 assert torch.allclose(spike_matmul(spikes, torch.ones(100, 7)), spikes.sum(1, keepdim=True).expand(64, 7))
+# the fused DSR stack builds from the packaged source and runs the DSR network's hidden layers
+from spiking.kernels import dsr_stack  # noqa: E402
+from spiking.plasticity.networks import HLOPMLP  # noqa: E402
+
+assert dsr_stack.extension().available(), f"fused DSR stack unavailable: {dsr_stack.extension().error()}"
+assert HLOPMLP((8, 6, 6, 3), method="dsr").eval()._fused_dsr(torch.rand(2, 8))
+# HLOP's Oja op builds from the packaged source and equals the Python reference
+from spiking.kernels import oja_iterations as oja  # noqa: E402
+from spiking.plasticity.hebbian import oja_iterations_many, oja_iterations_reference  # noqa: E402
+
+assert oja.available(), f"native Oja op unavailable: {oja.extension().error()}"
+H, X = torch.rand(3, 8), torch.rand(16, 8)
+H_ref, H_before = H.clone(), H.clone()
+oja_iterations_many([(H, torch.zeros(3, 8), X, None, 0.1)], iters=3)
+oja_iterations_reference([(H_ref, torch.zeros(3, 8), X, None, 0.1)], iters=3)
+assert torch.equal(H, H_ref) and not torch.equal(H, H_before)
 # the fused RLIF builds from the packaged sources (the template's headers under _cuda/neurons/)
 assert rlif_cpu.extension().available(), f"fused RLIF unavailable: {rlif_cpu.extension().error()}"
 rlif, rlif_ref = spiking.RLIF(8), spiking.RLIF(8, backend="torch")

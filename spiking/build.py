@@ -105,7 +105,7 @@ def cached_build(kind: str, key_parts: Iterable[Union[bytes, str]], build: Calla
 def build_all() -> list[tuple[str, bool, str]]:
     """Build (or find cached) every native library; ``[(name, ok, detail)]``, never raises."""
     from .kernels import cpu as neuron_cpu
-    from .kernels import rlif_cpu, spike_matmul
+    from .kernels import dsr_stack, oja_iterations, rlif_cpu, spike_matmul
     from .memory import cpu as sparsey_cpu
 
     results = []
@@ -117,6 +117,12 @@ def build_all() -> list[tuple[str, bool, str]]:
     spike_mm = spike_matmul.extension()
     ok = spike_mm.available()
     results.append(("event-driven CPU spike-matmul extension", ok, spike_mm.error() or spike_mm.directory()))
+    stack = dsr_stack.extension()
+    ok = stack.available()
+    results.append(("fused CPU DSR-stack extension", ok, stack.error() or stack.directory()))
+    oja = oja_iterations.extension()
+    ok = oja.available()
+    results.append(("native Oja-iterations op", ok, oja.error() or oja.directory()))
     ok = sparsey_cpu.available()
     results.append(("Sparsey C library", ok, sparsey_cpu.build_error() or sparsey_cpu.build_directory()))
     return results

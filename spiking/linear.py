@@ -49,9 +49,24 @@ class Linear(nn.Linear):
             self._weight_t = cached
         return cached[1]
 
+    def weight_t_contiguous(self) -> torch.Tensor:
+        """``Wᵀ`` as a contiguous ``[in, out]`` tensor without autograd history (row ``k``: the
+        weights leaving input ``k``, what an event-driven product reads), kept until the weight
+        changes (its version): one copy per optimizer step, none per evaluation batch."""
+        w = self.weight
+        if w.is_inference():  # no version counter to key on
+            return w.detach().t().contiguous()
+        key = (id(w), w.data_ptr(), w._version)
+        cached = getattr(self, "_weight_rows", None)
+        if cached is None or cached[0] != key:
+            with torch.inference_mode(False), torch.no_grad():  # a normal tensor, usable anywhere
+                cached = self._weight_rows = (key, w.detach().t().contiguous())
+        return cached[1]
+
     def __getstate__(self):  # copies and pickles rebuild the kept view from their own weight
         state = self.__dict__.copy()
         state.pop("_weight_t", None)
+        state.pop("_weight_rows", None)
         return state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -120,7 +120,9 @@ def test_spiking_build_command(capsys):
     assert main(["build"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["fused CPU neuron extension", "fused CPU RLIF extension",
-                                                      "event-driven CPU spike-matmul extension", "Sparsey C library"]
+                                                      "event-driven CPU spike-matmul extension",
+                                                      "fused CPU DSR-stack extension", "native Oja-iterations op",
+                                                      "Sparsey C library"]
     for line in lines:
         directory = Path(line.split("(", 1)[1].rstrip(")"))
         assert ": ok (" in line and (directory / "BUILT").is_file()

@@ -102,3 +102,30 @@ def test_threshold_floor_and_errors():
         DSRLIF(alpha=0.0)
     with pytest.raises(ValueError, match="I_seq"):
         n(torch.ones(2, 3), torch.ones(4, 2, 3))
+    with pytest.raises(ValueError, match="drive"):
+        n(torch.ones(2, 3), drive=torch.ones(4, 2, 3))
+    with pytest.raises(ValueError, match="not both"):
+        n(torch.ones(2, 3), torch.ones(5, 2, 3), drive=torch.ones(5, 2, 3))
+
+
+def test_drive_input_equals_the_current_input():
+    """``drive = k·I + c`` (what the network forms in its spike product) gives the spikes, rate and
+    gradients of the currents ``I`` themselves; ``rate=False`` skips the rate without a graph."""
+    g = torch.Generator().manual_seed(4)
+    n = DSRLIF(T=20)
+    with torch.no_grad():
+        n.v_threshold.fill_(0.45)
+    I = torch.randn(20, 6, 9, generator=g) * 8  # dyadic: k·I + c rounds like the reference's own sum
+    I = torch.round(I * 16) / 16
+    k, c = n.drive_scale(), n.drive_shift
+    I_mean = I.mean(0).requires_grad_()
+    s_ref, r_ref = n(I_mean, I)
+    s_new, r_new = n(I_mean, drive=I * k + c)
+    assert (s_ref != s_new).float().mean() < 0.01
+    up = torch.randn(6, 9, generator=g)
+    (g_ref,) = torch.autograd.grad(r_ref, I_mean, up)
+    (g_new,) = torch.autograd.grad(r_new, I_mean, up)
+    torch.testing.assert_close(g_new, g_ref)
+    with torch.no_grad():
+        spikes, rate = n(None, drive=I * k + c, rate=False)
+    assert rate is None and torch.equal(spikes, s_new)

@@ -41,3 +41,21 @@ def test_linear_copies_after_in_place_updates():
     with torch.no_grad():
         twin.weight.add_(1.0)
     assert not torch.equal(twin(x), fast(x))  # the copy's kept transpose is its own weight's
+
+
+def test_contiguous_transpose_is_kept_until_the_weight_changes():
+    torch.manual_seed(1)
+    layer = Linear(7, 5, bias=False)
+    first = layer.weight_t_contiguous()
+    assert first.is_contiguous() and torch.equal(first, layer.weight.detach().t())
+    assert layer.weight_t_contiguous() is first  # kept: no copy per call
+    with torch.inference_mode():
+        assert layer.weight_t_contiguous() is first
+    with torch.no_grad():
+        layer.weight.mul_(2.0)  # an optimizer-like in-place update
+    second = layer.weight_t_contiguous()
+    assert second is not first and torch.equal(second, layer.weight.detach().t())
+    with torch.inference_mode():
+        layer.load_state_dict({"weight": torch.ones(5, 7)})
+        third = layer.weight_t_contiguous()
+    assert not third.is_inference() and torch.equal(third, torch.ones(7, 5))

@@ -18,17 +18,27 @@ def _spikes(m, k, density, gen, values=False):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(1, 1, 1), (7, 13, 5), (333, 97, 45), (64, 800, 64), (40, 300, 131)])
 @pytest.mark.parametrize("values", [False, True])
-def test_matches_the_dense_product(dtype, shape, values):
+@pytest.mark.parametrize("shift", [0.0, -0.61])
+def test_matches_the_dense_product(dtype, shape, values, shift):
     g = torch.Generator().manual_seed(sum(shape))
     m, k, n = shape
     s = _spikes(m, k, 0.07, g, values)
     w = torch.randn(k, n, generator=g, dtype=torch.float64)
-    ref = sm.spike_matmul_reference(s, w, 0.37)
-    out, event = sm.extension().load().spike_matmul(s.to(dtype), w.to(dtype), torch.tensor(0.37, dtype=dtype), 1.0)
+    scale = torch.tensor(0.37, dtype=dtype)
+    ref = sm.spike_matmul_reference(s, w, scale.double(), shift)
+    out, event = sm.extension().load().spike_matmul(s.to(dtype), w.to(dtype), scale, shift, 1.0)
     assert event and out.dtype == dtype and out.shape == (m, n)
     tol = 1e-5 if dtype == torch.float32 else 1e-12
-    torch.testing.assert_close(out.double(), ref * (torch.tensor(0.37, dtype=dtype).double() / 0.37),
-                               rtol=tol, atol=tol * k ** 0.5)
+    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol * k ** 0.5)
+
+
+@pytest.mark.parametrize("density", [0.05, 0.6])
+def test_shift_is_added_once_on_both_paths(density):
+    """Event-driven (sparse) and dense-fallback (dense) inputs: ``scale·(s@w) + shift``."""
+    g = torch.Generator().manual_seed(3)
+    s, w = _spikes(90, 40, density, g).float(), torch.randn(40, 30, generator=g)
+    out = sm.spike_matmul(s, w, 0.5, shift=1.25)
+    torch.testing.assert_close(out, torch.mm(s, w) * 0.5 + 1.25, rtol=1e-5, atol=1e-5)
 
 
 def test_empty_inputs():
@@ -49,9 +59,9 @@ def test_dense_inputs_use_the_dense_product():
     g = torch.Generator().manual_seed(1)
     s, w = _spikes(100, 64, 0.6, g).float(), torch.randn(64, 32, generator=g)
     one = torch.tensor(1.0)
-    _, event = sm.extension().load().spike_matmul(s, w, one, sm.MAX_DENSITY)
+    _, event = sm.extension().load().spike_matmul(s, w, one, 0.0, sm.MAX_DENSITY)
     assert not event
-    _, event = sm.extension().load().spike_matmul(_spikes(100, 64, 0.05, g).float(), w, one, sm.MAX_DENSITY)
+    _, event = sm.extension().load().spike_matmul(_spikes(100, 64, 0.05, g).float(), w, one, 0.0, sm.MAX_DENSITY)
     assert event
 
 
@@ -89,19 +99,22 @@ def test_bad_input_is_named():
         sm.spike_matmul(torch.zeros(3, 4, dtype=torch.int64), torch.zeros(4, 2, dtype=torch.int64))
     with pytest.raises(ValueError, match="single value"):
         sm.spike_matmul(torch.zeros(3, 4), torch.zeros(4, 2), scale=torch.ones(2))
+    with pytest.raises(ValueError, match="shift"):
+        sm.spike_matmul(torch.zeros(3, 4), torch.zeros(4, 2), shift=float("nan"))
 
 
 def test_dsr_network_uses_it_and_matches_the_dense_path(monkeypatch):
-    """The DSR MLP's hidden-to-hidden currents go through spike_matmul; the dense reference gives
-    the same logits (up to summation order, which may move a spike on the threshold)."""
+    """The unfused DSR MLP's hidden-to-hidden currents go through spike_matmul; the dense reference
+    gives the same logits (up to summation order, which may move a spike on the threshold)."""
     import spiking.plasticity.networks as nets
 
     torch.manual_seed(0)
     model = HLOPMLP((30, 40, 40, 5), "dsr").eval()
+    model._fused_dsr = lambda x: False  # the fused stack (tests/test_dsr_stack.py) sums in its own kernel
     x = torch.randn(64, 30) * 3
     calls = []
     real = nets.spike_matmul
-    monkeypatch.setattr(nets, "spike_matmul", lambda *a: calls.append(a[0].shape) or real(*a))
+    monkeypatch.setattr(nets, "spike_matmul", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
     with torch.inference_mode():
         fast = model(x)
     assert calls == [torch.Size([model.T * 64, 40])]

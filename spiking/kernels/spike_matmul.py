@@ -1,19 +1,20 @@
-"""Event-driven synaptic input: ``scale · (s @ w)`` for a spike matrix ``s`` that is mostly zeros.
+"""Event-driven synaptic input: ``scale · (s @ w) + shift`` for a spike matrix ``s`` that is mostly zeros.
 
-    out[m, :] = scale · Σ_{k : s[m,k] ≠ 0} s[m,k] · w[k, :]
+    out[m, :] = scale · Σ_{k : s[m,k] ≠ 0} s[m,k] · w[k, :] + shift
 
 A layer fed by spikes only needs the weight rows of the inputs that fired: with 5 % of the inputs
 active the work is 1/20 of a dense product. On the CPU the C++ kernel
 (``spiking/kernels/spike_matmul_cpu.cpp``) collects each row's active inputs and sums their
 weight rows in vector registers; when more than ``max_density`` of ``s`` is nonzero it runs the
 dense product instead, which is then the faster of the two.
-Elsewhere (CUDA, other dtypes, a gradient needed, no compiler) it is ``torch.mm(s, w) * scale``,
+Elsewhere (CUDA, other dtypes, a gradient needed, no compiler) it is ``torch.mm(s, w) * scale + shift``,
 which is also the reference the tests hold the kernel to. The two differ only in the order in
 which the products are summed (float rounding).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Union
 
 import torch
@@ -37,10 +38,12 @@ def extension() -> CachedExtension:
 Scale = Union[float, torch.Tensor]
 
 
-def spike_matmul_reference(s: torch.Tensor, w: torch.Tensor, scale: Scale = 1.0) -> torch.Tensor:
-    """``torch.mm(s, w) * scale`` (the dense reference of :func:`spike_matmul`)."""
+def spike_matmul_reference(s: torch.Tensor, w: torch.Tensor, scale: Scale = 1.0, shift: float = 0.0) -> torch.Tensor:
+    """``torch.mm(s, w) * scale + shift`` (the dense reference of :func:`spike_matmul`)."""
     out = torch.mm(s, w)
-    return out if isinstance(scale, (int, float)) and scale == 1.0 else out.mul_(scale)
+    if not (isinstance(scale, (int, float)) and scale == 1.0):
+        out = out.mul_(scale)
+    return out.add_(shift) if shift != 0.0 else out
 
 
 _ONES: dict = {}
@@ -60,10 +63,12 @@ def _scale_tensor(scale: Scale, dtype: torch.dtype) -> torch.Tensor:
     return _ONES[key]
 
 
-def spike_matmul(s: torch.Tensor, w: torch.Tensor, scale: Scale = 1.0, max_density: float = MAX_DENSITY) -> torch.Tensor:
-    """``scale · (s @ w)`` for ``s [M, K]`` (mostly zeros, e.g. spikes) and ``w [K, N]``, no autograd.
+def spike_matmul(s: torch.Tensor, w: torch.Tensor, scale: Scale = 1.0, shift: float = 0.0,
+                 max_density: float = MAX_DENSITY) -> torch.Tensor:
+    """``scale · (s @ w) + shift`` for ``s [M, K]`` (mostly zeros, e.g. spikes) and ``w [K, N]``, no autograd.
 
-    ``scale``: a number or a one-value tensor (a CPU scalar is read in the kernel, no host sync).
+    ``scale``: a number or a one-value tensor (a CPU scalar is read in the kernel, no host sync);
+    ``shift``: a number added to every output (in the same pass).
     On CPU float32/float64 tensors without a gradient to track, only the rows of ``w`` where ``s``
     is nonzero are summed (event-driven), unless more than ``max_density`` of ``s`` is nonzero.
     """
@@ -73,12 +78,14 @@ def spike_matmul(s: torch.Tensor, w: torch.Tensor, scale: Scale = 1.0, max_densi
         raise TypeError(f"spike_matmul: s and w must share one floating dtype, got {s.dtype} and {w.dtype}")
     if not 0.0 <= max_density <= 1.0:
         raise ValueError(f"max_density must lie in [0, 1], got {max_density!r}")
+    if not (isinstance(shift, (int, float)) and math.isfinite(shift)):
+        raise ValueError(f"shift must be a finite number, got {shift!r}")
     fused = (s.device.type == "cpu" and w.device.type == "cpu" and s.dtype == w.dtype
              and s.dtype in (torch.float32, torch.float64)
              and not (isinstance(scale, torch.Tensor) and scale.device.type != "cpu")
              and not (torch.is_grad_enabled() and (s.requires_grad or w.requires_grad)) and _EXT.available())
     if not fused:
-        return spike_matmul_reference(s, w, scale)
+        return spike_matmul_reference(s, w, scale, shift)
     out, _ = _EXT.load().spike_matmul(s.contiguous(), w.contiguous(), _scale_tensor(scale, s.dtype),
-                                      float(max_density))
+                                      float(shift), float(max_density))
     return out

@@ -1,6 +1,6 @@
-// Event-driven synaptic input on the CPU: out = scale · (s @ w) for a mostly-zero s.
+// Event-driven synaptic input on the CPU: out = scale · (s @ w) + shift for a mostly-zero s.
 //
-//   out[m, :] = scale · Σ_{k : s[m,k] ≠ 0} s[m,k] · w[k, :]        s [M, K], w [K, N] (row-major)
+//   out[m, :] = scale · Σ_{k : s[m,k] ≠ 0} s[m,k] · w[k, :] + shift    s [M, K], w [K, N] (row-major)
 //
 // A spike row activates only the weight rows of the inputs that fired, so the work is
 // nnz(s)·N instead of M·K·N. Per group of RG rows: one pass collects each row's active inputs
@@ -13,6 +13,7 @@
 // Above a density limit the dense product is faster, and at::mm is used instead.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <cstring>
@@ -35,7 +36,7 @@ template <typename C> inline typename Vec<C>::type load(const C* p) {
 // Accumulate rows [g0, g1) of the output from the active inputs collected in idx/val/nnz.
 template <typename C, bool BINARY>
 void accumulate(const int32_t* idx, const C* val, const int64_t* nnz, const C* w, C* out, int64_t g0, int64_t g1,
-                int64_t K, int64_t N, C scale) {
+                int64_t K, int64_t N, C scale, C shift) {
   using V = typename Vec<C>::type;
   constexpr int64_t LANES = VBYTES / sizeof(C), NB = NV * LANES;
   for (int64_t c0 = 0; c0 < N; c0 += NB) {
@@ -58,7 +59,7 @@ void accumulate(const int32_t* idx, const C* val, const int64_t* nnz, const C* w
           }
         }
         for (int q = 0; q < NV; ++q) {
-          const V r = acc[q] * scale;
+          const V r = acc[q] * scale + shift;
           std::memcpy(o + q * LANES, &r, VBYTES);
         }
       } else {  // the last, partial block
@@ -67,7 +68,7 @@ void accumulate(const int32_t* idx, const C* val, const int64_t* nnz, const C* w
           const C* wr = w + (int64_t)ix[j] * N + c0;
           for (int64_t q = 0; q < len; ++q) acc[q] += BINARY ? wr[q] : vx[j] * wr[q];
         }
-        for (int64_t q = 0; q < len; ++q) o[q] = acc[q] * scale;
+        for (int64_t q = 0; q < len; ++q) o[q] = acc[q] * scale + shift;
       }
     }
   }
@@ -87,7 +88,7 @@ template <typename C> inline bool all_zero_bits(const C* p) {
 // Rows [m0, m1): per group of RG rows, collect the active inputs (runs of SKIP zeros skipped,
 // the rest branch-free), then sum.
 template <typename C>
-void rows(const C* s, const C* w, C* out, int64_t m0, int64_t m1, int64_t K, int64_t N, C scale) {
+void rows(const C* s, const C* w, C* out, int64_t m0, int64_t m1, int64_t K, int64_t N, C scale, C shift) {
   std::vector<int32_t> idx(RG * K);
   std::vector<C> val(RG * K);
   int64_t nnz[RG];
@@ -112,8 +113,8 @@ void rows(const C* s, const C* w, C* out, int64_t m0, int64_t m1, int64_t K, int
       }
       nnz[m - g0] = c;
     }
-    if (binary) accumulate<C, true>(idx.data(), val.data(), nnz, w, out, g0, g1, K, N, scale);
-    else accumulate<C, false>(idx.data(), val.data(), nnz, w, out, g0, g1, K, N, scale);
+    if (binary) accumulate<C, true>(idx.data(), val.data(), nnz, w, out, g0, g1, K, N, scale, shift);
+    else accumulate<C, false>(idx.data(), val.data(), nnz, w, out, g0, g1, K, N, scale, shift);
   }
 }
 
@@ -124,21 +125,22 @@ template <typename C> int64_t count_nonzero(const C* s, int64_t n) {
   }, std::plus<int64_t>());
 }
 
-template <typename C> void run(const at::Tensor& s, const at::Tensor& w, at::Tensor& out, C scale) {
+template <typename C> void run(const at::Tensor& s, const at::Tensor& w, at::Tensor& out, C scale, C shift) {
   const int64_t M = s.size(0), K = s.size(1), N = w.size(1);
   const C* sp = s.data_ptr<C>();
   const C* wp = w.data_ptr<C>();
   C* op = out.data_ptr<C>();
   at::parallel_for(0, (M + RG - 1) / RG, 1, [&](int64_t a, int64_t b) {
-    rows<C>(sp, wp, op, a * RG, std::min(M, b * RG), K, N, scale);
+    rows<C>(sp, wp, op, a * RG, std::min(M, b * RG), K, N, scale, shift);
   });
 }
 
-// scale · (s @ w): event-driven when at most max_density of s is nonzero, else a dense product
-// (at::mm, then the scale). scale is a 0-dim CPU tensor of s's dtype (read from memory: the
+// scale · (s @ w) + shift: event-driven when at most max_density of s is nonzero, else a dense
+// product (at::mm, then the scale and shift). scale is a 0-dim CPU tensor of s's dtype (read from memory: the
 // caller's device scalar needs no host read). Returns (out, used_event_driven).
 std::tuple<at::Tensor, bool> spike_matmul(const at::Tensor& s, const at::Tensor& w, const at::Tensor& scale,
-                                          double max_density) {
+                                          double shift, double max_density) {
+  RECORD_FUNCTION("spiking::spike_matmul", std::vector<c10::IValue>({s, w}));  // named in profiles
   TORCH_CHECK(s.dim() == 2 && w.dim() == 2 && s.size(1) == w.size(0), "spike_matmul: shapes ", s.sizes(), " and ",
               w.sizes(), " do not multiply");
   TORCH_CHECK(s.scalar_type() == w.scalar_type(), "spike_matmul: dtypes differ");
@@ -149,17 +151,20 @@ std::tuple<at::Tensor, bool> spike_matmul(const at::Tensor& s, const at::Tensor&
   const bool f32 = s.scalar_type() == at::kFloat;
   TORCH_CHECK(f32 || s.scalar_type() == at::kDouble, "spike_matmul: float32 or float64 only, got ", s.scalar_type());
   const int64_t nz = f32 ? count_nonzero(s.data_ptr<float>(), s.numel()) : count_nonzero(s.data_ptr<double>(), s.numel());
-  if ((double)nz > max_density * (double)s.numel()) return {at::mm(s, w).mul_(scale), false};
+  if ((double)nz > max_density * (double)s.numel()) {
+    auto out = at::mm(s, w).mul_(scale);
+    return {shift != 0.0 ? out.add_(shift) : out, false};
+  }
   auto out = at::empty({s.size(0), w.size(1)}, s.options());
-  if (f32) run<float>(s, w, out, *scale.data_ptr<float>());
-  else run<double>(s, w, out, *scale.data_ptr<double>());
+  if (f32) run<float>(s, w, out, *scale.data_ptr<float>(), (float)shift);
+  else run<double>(s, w, out, *scale.data_ptr<double>(), shift);
   return {out, true};
 }
 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Event-driven synaptic input: scale * (s @ w) for mostly-zero s";
-  m.def("spike_matmul", &spike_matmul, "(scale * (s @ w), event_driven): only the rows of w where s is nonzero "
+  m.doc() = "Event-driven synaptic input: scale * (s @ w) + shift for mostly-zero s";
+  m.def("spike_matmul", &spike_matmul, "(scale * (s @ w) + shift, event_driven): only the rows of w where s is nonzero "
         "are summed when at most max_density of s is nonzero");
 }

@@ -27,7 +27,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-__all__ = ["dsr_weights", "weighted_rate", "dsr_spikes", "dsr_spikes_reference", "DSRRate", "DSRLIF"]
+__all__ = ["dsr_weights", "weighted_rate", "dsr_spikes", "dsr_drive", "dsr_spikes_from_drive", "drive_coefficients",
+           "dsr_spikes_reference", "DSRRate", "DSRLIF"]
 
 
 _WEIGHTS: dict = {}
@@ -114,23 +115,48 @@ def dsr_spikes(
     soft reset subtracts 1 (``V_th`` in ``u``) and ``w_0 = 1 − α`` is ``u_0 = 0``. The same dynamics as :func:`dsr_spikes_reference` in other float
     rounding, so a membrane within rounding of the threshold may spike one step apart.
     """
-    from .functional import lif_multistep  # noqa: PLC0415
+    T, step_shape = _steps(current, T)
+    drive = dsr_drive(current, v_threshold, T, tau, dt, alpha)
+    if tuple(current.shape) == step_shape:  # a constant current: X repeated over T
+        drive = drive.repeat((T,) + (1,) * len(step_shape))
+    return dsr_spikes_from_drive(drive, tau, dt, alpha)
 
+
+def dsr_drive(current: torch.Tensor, v_threshold, T: Optional[int] = None, tau: float = 1.0, dt: float = 0.05,
+              alpha: float = 0.3) -> torch.Tensor:
+    """The fused LIF's input ``X = (1 − β)((1 − α) + I/V_th)`` for ``current`` (``[T, B, ...]``, or
+    ``[B, ...]`` with ``T`` given: then ``X`` is ``[B, ...]``, the same every step); no autograd."""
     T, step_shape = _steps(current, T)
     beta = math.exp(-dt / tau)
     dims = (current.dtype, current.device)
     with torch.no_grad():
-        # X_t = (1 − β)((1 − α) + I_t / V_th), in one op; a constant current's X is computed once
-        # and repeated over T (addcdiv broadcasting [B, N] to [T, B, N] runs ~20x slower on the CPU)
+        # X_t = (1 − β)((1 − α) + I_t / V_th), in one op (a constant current's X once, [B, ...]:
+        # addcdiv broadcasting [B, N] to [T, B, N] runs ~20x slower on the CPU than a repeat)
         constant = tuple(current.shape) == step_shape
         offset = _constant((1,) * len(step_shape) if constant else (T,) + (1,) * len(step_shape),
                            (1.0 - beta) * (1.0 - alpha), *dims)
         vth = v_threshold if isinstance(v_threshold, torch.Tensor) else \
             torch.tensor(float(v_threshold), dtype=current.dtype, device=current.device)
-        drive = torch.addcdiv(offset, current, vth, value=1.0 - beta)
-        if constant:
-            drive = drive.repeat((T,) + (1,) * len(step_shape))
-        w0 = _constant(step_shape, 1.0 - alpha, *dims)
+        return torch.addcdiv(offset, current, vth, value=1.0 - beta)
+
+
+def drive_coefficients(v_threshold, tau: float = 1.0, dt: float = 0.05, alpha: float = 0.3):
+    """``(k, c)`` with ``X_t = k·I_t + c`` the fused LIF's input for the current ``I_t`` (see
+    :func:`dsr_spikes`): ``k = (1 − β)/V_th``, ``c = (1 − β)(1 − α)``; ``k`` is a tensor when
+    ``v_threshold`` is."""
+    beta = math.exp(-dt / tau)
+    return (1.0 - beta) / v_threshold, (1.0 - beta) * (1.0 - alpha)
+
+
+def dsr_spikes_from_drive(drive: torch.Tensor, tau: float = 1.0, dt: float = 0.05, alpha: float = 0.3) -> torch.Tensor:
+    """Binary spikes ``S [T, B, ...]`` for the fused LIF's input ``X [T, B, ...] = k·I + c``
+    (:func:`drive_coefficients`): the membrane ``w = u/V_th + (1 − α)`` starts at ``1 − α``, leaks
+    with ``β``, fires at 1 and subtracts 1 (see :func:`dsr_spikes`). No autograd."""
+    from .functional import lif_multistep  # noqa: PLC0415
+
+    beta = math.exp(-dt / tau)
+    with torch.no_grad():
+        w0 = _constant(tuple(drive.shape[1:]), 1.0 - alpha, drive.dtype, drive.device)
         spikes, _ = lif_multistep(drive, w0, tau=1.0 / (1.0 - beta), v_threshold=1.0, v_reset=None,
                                   decay_input=False, check_finite=False)
     return spikes
@@ -153,20 +179,20 @@ def _constant(shape: tuple, value: float, dtype, device) -> torch.Tensor:
 class DSRRate(torch.autograd.Function):
     """Rate-graph node ``ā = R(Ī)``: forward returns the simulated rate, backward the DSR gradient.
 
-    ``forward(ctx, I_mean, v_threshold, spikes, value, I_weighted, tau, dt)``: the rate
-    ``ā = mean_t S_t · value`` (``value = V_th/Δt``) of the simulated binary ``spikes``, with
-    ``I_weighted = Î``; ``v_threshold`` is a 0-dim tensor (the bound ``V_th τ/Δt`` stays on the
-    device).
+    ``forward(ctx, I_mean, v_threshold, spike_mean, value, I_weighted, tau, dt)``: the rate
+    ``ā = spike_mean · value`` (``spike_mean = mean_t S_t`` of the simulated binary spikes,
+    ``value = V_th/Δt``), with ``I_weighted = Î``; ``v_threshold`` is a 0-dim tensor (the bound
+    ``V_th τ/Δt`` stays on the device).
     """
 
     @staticmethod
-    def forward(ctx, I_mean, v_threshold, spikes, value, I_weighted, tau, dt):
+    def forward(ctx, I_mean, v_threshold, spike_mean, value, I_weighted, tau, dt):
         bound = value if tau == 1.0 else value * tau
         inside = (I_weighted > 0) & (I_weighted < bound)
         above = I_weighted > bound if ctx.needs_input_grad[1] else None
         ctx.save_for_backward(inside, above)
         ctx.tau, ctx.dt = tau, dt
-        return spikes.mean(0).mul_(value)
+        return spike_mean * value
 
     @staticmethod
     def backward(ctx, g):
@@ -179,20 +205,24 @@ class DSRRate(torch.autograd.Function):
 class DSRLIF(nn.Module):
     """DSR LIF layer with a trainable threshold (init 0.3, floor ``v_floor``).
 
-    ``forward(I_mean, I_seq=None)`` → ``(S [T, B, ...] binary spikes, rate ā [B, ...])``; the
-    output spike value is :meth:`spike_value` ``= V_th/Δt``, so ``ā = mean_t S · V_th/Δt``. ``I_mean`` carries
-    the autograd graph of ``mean_t I_t``; ``I_seq [T, B, ...]`` are the actual currents (no grad).
-    ``I_seq=None`` means a constant current ``I_mean`` (direct input); with ``I_seq`` given and no
+    ``forward(I_mean, I_seq=None, *, drive=None, rate=True)`` → ``(S [T, B, ...] binary spikes,
+    rate ā [B, ...])``; the output spike value is :meth:`spike_value` ``= V_th/Δt``, so
+    ``ā = mean_t S · V_th/Δt``. ``I_mean`` carries the autograd graph of ``mean_t I_t``;
+    ``I_seq [T, B, ...]`` are the actual currents (no grad), or ``drive`` the fused LIF's input
+    ``X = k·I + c`` for them (:meth:`drive_scale` ``k``, :attr:`drive_shift` ``c``: a caller that
+    forms the currents as a product folds the two in, e.g. ``spike_matmul(s, w, value·k, c)``).
+    Neither means a constant current ``I_mean`` (direct input); with a sequence given and no
     gradient recorded, ``I_mean`` is not read and may be ``None``. ``ā`` is the value
-    ``mean_t o_t`` whose backward is the DSR gradient (see module docstring).
+    ``mean_t o_t`` whose backward is the DSR gradient (see module docstring); ``rate=False``
+    (only without a gradient to record) skips it and returns ``None``.
     """
 
     is_spiking = True
 
     def __getstate__(self):  # the kept V_th/Δt is recomputed by a copy's first forward
         state = self.__dict__.copy()
-        state.pop("_value", None)
-        state.pop("_value_key", None)
+        for key in ("_value", "_scale", "_value_key"):
+            state.pop(key, None)
         return state
 
     def __init__(self, T: int = 20, v_threshold: float = 0.3, tau: float = 1.0, dt: float = 0.05,
@@ -204,37 +234,90 @@ class DSRLIF(nn.Module):
             if not (isinstance(val, (int, float)) and math.isfinite(val) and val > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {val!r}")
         self.T, self.tau, self.dt, self.alpha, self.v_floor = int(T), float(tau), float(dt), float(alpha), float(v_floor)
+        self.drive_shift = drive_coefficients(1.0, self.tau, self.dt, self.alpha)[1]
+        self.spike_total: Optional[torch.Tensor] = None
         vth = torch.tensor(float(v_threshold))
         self.v_threshold = nn.Parameter(vth) if learn_threshold else vth
 
-    def forward(self, I_mean: Optional[torch.Tensor], I_seq: Optional[torch.Tensor] = None):
-        vth = self.v_threshold  # a device scalar, never read by the host; no graph under no_grad
+    def _refresh(self) -> None:
+        """Clamp the threshold to its floor and recompute ``V_th/Δt`` and ``k`` after it changed."""
+        # computed again only after the threshold changed (an optimizer step or a load bumps its
+        # version): a frozen threshold costs no op per call (not kept from inference mode: an
+        # inference tensor cannot enter autograd later)
+        vth = self.v_threshold
         with torch.no_grad():
-            # the floor and V_th/Δt are computed again only after the threshold changed (an
-            # optimizer step or a load bumps its version): a frozen threshold costs no op per call
-            # (not kept from inference mode: an inference tensor cannot enter autograd later)
             inference = torch.is_inference_mode_enabled()
             if inference or getattr(self, "_value_key", None) != (id(vth), vth.data_ptr(), vth._version):
                 if isinstance(vth, nn.Parameter):
                     vth.clamp_(min=self.v_floor)
                 self._value = vth / self.dt
+                self._scale = drive_coefficients(vth, self.tau, self.dt, self.alpha)[0]
                 self._value_key = None if inference else (id(vth), vth.data_ptr(), vth._version)
-            if I_seq is None:
+
+    def drive_scale(self) -> torch.Tensor:
+        """``k = (1 − β)/V_th`` (a 0-dim tensor on the threshold's device) of the drive ``X = k·I + c``."""
+        self._refresh()
+        return self._scale
+
+    def forward(self, I_mean: Optional[torch.Tensor], I_seq: Optional[torch.Tensor] = None, *,
+                drive: Optional[torch.Tensor] = None, rate: bool = True):
+        vth = self.v_threshold  # a device scalar, never read by the host; no graph under no_grad
+        if I_seq is not None and drive is not None:
+            raise ValueError("give the currents I_seq or their drive, not both")
+        seq = drive if drive is not None else I_seq
+        if seq is not None and seq.shape[0] != self.T:
+            name = "drive" if drive is not None else "I_seq"
+            raise ValueError(f"{name} must have T = {self.T} steps, got shape {tuple(seq.shape)}")
+        self._refresh()
+        with torch.no_grad():
+            if seq is None:
                 spikes = dsr_spikes(I_mean, vth, T=self.T, tau=self.tau, dt=self.dt, alpha=self.alpha)
-                I_w = I_mean
-            else:
-                if I_seq.shape[0] != self.T:
-                    raise ValueError(f"I_seq must have T = {self.T} steps, got shape {tuple(I_seq.shape)}")
+            elif drive is None:
                 spikes = dsr_spikes(I_seq, vth, tau=self.tau, dt=self.dt, alpha=self.alpha)
-                I_w = None
-        if torch.is_grad_enabled() and ((I_mean is not None and I_mean.requires_grad) or vth.requires_grad):
-            if I_w is None:  # Î is needed by the backward pass only
-                with torch.no_grad():
-                    I_w = weighted_rate(I_seq, self.tau, self.dt)
-            rate = DSRRate.apply(I_mean, vth, spikes, self._value, I_w, self.tau, self.dt)
-        else:
-            rate = spikes.mean(0).mul_(self._value)
-        return spikes, rate
+            else:
+                spikes = dsr_spikes_from_drive(drive, self.tau, self.dt, self.alpha)
+            self.add_spikes(spikes)
+
+        def weighted() -> torch.Tensor:  # Î, read by the backward pass only
+            if seq is None:
+                return I_mean
+            if drive is None:
+                return weighted_rate(I_seq, self.tau, self.dt)
+            return self.current_of(weighted_rate(drive, self.tau, self.dt))  # the weights sum to 1
+
+        if not (rate or self.records(I_mean)):
+            return spikes, None
+        return spikes, self.rate_of(I_mean, spikes.mean(0), weighted)
+
+    def count_spikes(self, on: bool) -> None:
+        """Start (``on``) or stop summing the emitted spikes into ``spike_total``, a float64 scalar
+        on the threshold's device (what a forward hook on the spikes would count; the fused CPU
+        stack, which keeps no spike tensor, adds its counts here)."""
+        self.spike_total = torch.zeros((), dtype=torch.float64, device=self.v_threshold.device) if on else None
+
+    def add_spikes(self, s: torch.Tensor) -> None:
+        """Add ``Σ s`` (spikes, or spike counts) to ``spike_total`` while counting."""
+        if self.spike_total is not None:  # 0/1 spikes sum exactly in float32 below 2^24 elements
+            binary = s.dtype == torch.float32 and s.numel() < 2 ** 24 and s.dim() > 2
+            self.spike_total.add_(s.sum() if binary else s.sum(dtype=torch.float64))
+
+    def records(self, I_mean: Optional[torch.Tensor]) -> bool:
+        """Whether the rate graph is recorded (a gradient to ``I_mean`` or the threshold)."""
+        return torch.is_grad_enabled() and ((I_mean is not None and I_mean.requires_grad) or
+                                            self.v_threshold.requires_grad)
+
+    def rate_of(self, I_mean: Optional[torch.Tensor], spike_mean: torch.Tensor, weighted) -> torch.Tensor:
+        """``ā = spike_mean · V_th/Δt`` for ``spike_mean = mean_t S_t`` (taken over), through
+        :class:`DSRRate` when :meth:`records`; ``weighted()`` gives ``Î`` then (called only then)."""
+        if self.records(I_mean):
+            with torch.no_grad():
+                I_w = weighted()
+            return DSRRate.apply(I_mean, self.v_threshold, spike_mean, self._value, I_w, self.tau, self.dt)
+        return spike_mean.mul_(self._value)
+
+    def current_of(self, drive: torch.Tensor) -> torch.Tensor:
+        """The current ``I = (X − c)/k`` of a drive ``X`` (in place)."""
+        return drive.sub_(self.drive_shift).div_(self._scale)
 
     def spike_value(self) -> torch.Tensor:
         """``V_th / Δt``, the value of one output spike (a 0-dim tensor on the threshold's device;

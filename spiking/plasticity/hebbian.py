@@ -22,15 +22,20 @@ gradient, and the cheaper one is chosen by :func:`cheaper_form`. Either can also
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
+
+from ..kernels import oja_iterations as _native
 
 __all__ = [
     "oja_delta",
     "quantise_lateral",
     "oja_iterations",
     "oja_iterations_many",
+    "oja_iterations_reference",
+    "OjaBank",
+    "basis_residual",
     "frozen_residual",
     "hebbian_update",
     "project_input",
@@ -86,6 +91,24 @@ def oja_delta(
     return (Y.t() @ resid) / X.shape[0]
 
 
+class OjaBank(NamedTuple):
+    """One bank's arguments of :func:`oja_iterations_many`.
+
+    ``H_new [M, N]`` learning rows and ``m_new`` their momentum (updated in place, e.g. views of
+    the bank's rows); ``X [B, N]`` the rows; ``X_res`` the frozen rows' residual ``X − X̂_old``
+    (``None``: :func:`basis_residual` of ``basis``, or ``X`` when ``basis`` is ``None`` too);
+    ``lr`` the rate; ``H_new_t`` a kept ``H_newᵀ`` view (``None``: made when needed).
+    """
+
+    H_new: torch.Tensor
+    m_new: torch.Tensor
+    X: torch.Tensor
+    X_res: Optional[torch.Tensor]
+    lr: float
+    H_new_t: Optional[torch.Tensor] = None
+    basis: Optional[torch.Tensor] = None
+
+
 def oja_iterations(
     H_new: torch.Tensor,
     m_new: torch.Tensor,
@@ -103,7 +126,7 @@ def oja_iterations(
     ``m ← momentum·m + (1 − momentum)·ΔH``; ``H_new ← H_new + lr·m``. Each iteration costs
     ``3·2·B·M_new·N`` multiply-adds: the frozen rows enter only through ``X_res`` (fixed per batch).
     """
-    oja_iterations_many([(H_new, m_new, X, X_res, lr, H_new.t())], iters, clip, momentum, quantise)
+    oja_iterations_many([OjaBank(H_new, m_new, X, X_res, lr)], iters, clip, momentum, quantise)
 
 
 def _groups(banks: list, key) -> dict:
@@ -115,16 +138,34 @@ def _groups(banks: list, key) -> dict:
 
 def oja_iterations_many(banks: list, iters: int = 5, clip: float = 10.0, momentum: float = 0.9,
                         quantise: Optional[tuple[float, float]] = None) -> None:
-    """:func:`oja_iterations` of several banks ``[(H_new, m_new, X, X_res, lr, H_newᵀ), ...]`` at once.
+    """:func:`oja_iterations` of several banks (:class:`OjaBank`, or tuples in its field order) at once.
 
-    The banks are independent; the products run per bank (``ΔH = Yᵀ R / B`` as one ``addmm`` with
-    ``α = 1/B``), the element-wise clip and momentum as one multi-tensor (``torch._foreach_*``) op
-    each for all banks, the row update ``H_new += lr·m`` as one per distinct rate.
+    The native op (:mod:`spiking.kernels.oja_iterations`, one dispatched op for all banks and
+    iterations, CPU and CUDA) runs them; :func:`oja_iterations_reference` (the same arithmetic
+    in Python) only when it cannot: no compiler, or a tensor that autograd must track.
     """
-    by_lr = _groups(banks, lambda b: b[4])
+    if banks and _native.available() and not (
+            torch.is_grad_enabled() and any(t is not None and t.requires_grad for b in banks for t in b[:4])):
+        _native.oja_iterations(banks, iters, clip, momentum, quantise)
+    else:
+        oja_iterations_reference(banks, iters, clip, momentum, quantise)
+
+
+def oja_iterations_reference(banks: list, iters: int = 5, clip: float = 10.0, momentum: float = 0.9,
+                             quantise: Optional[tuple[float, float]] = None) -> None:
+    """:func:`oja_iterations_many` in Python: the reference the native op is held to.
+
+    The products run per bank (``ΔH = Yᵀ R / B`` as one ``addmm`` with ``α = 1/B``), the
+    element-wise clip and momentum as one multi-tensor (``torch._foreach_*``) op each for all
+    banks, the row update ``H_new += lr·m`` as one per distinct rate.
+    """
+    banks = [OjaBank(*b) for b in banks]
+    banks = [b._replace(X_res=_residual(b, quantise), H_new_t=b.H_new.t() if b.H_new_t is None else b.H_new_t)
+             for b in banks]
+    by_lr = _groups(banks, lambda b: b.lr)
     for _ in range(iters):
         Ds = []
-        for H_new, m_new, X, X_res, _lr, H_new_t in banks:
+        for H_new, m_new, X, X_res, _lr, H_new_t, _basis in banks:
             Y = torch.mm(X, H_new_t)
             if quantise is not None:
                 Y = quantise_lateral(Y, *quantise)
@@ -137,6 +178,12 @@ def oja_iterations_many(banks: list, iters: int = 5, clip: float = 10.0, momentu
         torch._foreach_add_(ms, Ds, alpha=1.0 - momentum)
         for lr, group in by_lr.items():
             torch._foreach_add_([b[0] for b in group], [b[1] for b in group], alpha=lr)
+
+
+def _residual(bank: OjaBank, quantise: Optional[tuple[float, float]]) -> torch.Tensor:
+    if bank.X_res is not None:
+        return bank.X_res
+    return bank.X if bank.basis is None else basis_residual(bank.X, bank.basis, quantise)
 
 
 def _zero(like: torch.Tensor) -> torch.Tensor:
@@ -163,6 +210,19 @@ def frozen_residual(X: torch.Tensor, H_old: torch.Tensor,
     if quantise is None:
         return project_input(X, H_old)
     return X - quantise_lateral(X @ H_old.t(), *quantise) @ H_old
+
+
+def basis_residual(X: torch.Tensor, basis: torch.Tensor, quantise: Optional[tuple[float, float]] = None,
+                   basis_t: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``X − q(X Pᵀ) P`` of rows ``X [B, N]`` for a frozen basis ``P [n, N]`` (``basis_t``: a kept ``Pᵀ``).
+
+    Unquantised as one ``addmm`` (``x − (x Pᵀ) P``, :meth:`~spiking.plasticity.projector.Projector.input`'s
+    factored form), quantised as :func:`frozen_residual`'s; the native Oja op computes the same.
+    """
+    Z = torch.mm(X, basis.t() if basis_t is None else basis_t)
+    if quantise is None:
+        return torch.addmm(X, Z, basis, alpha=-1.0)
+    return X - quantise_lateral(Z, *quantise) @ basis
 
 
 def hebbian_update(
@@ -200,21 +260,23 @@ def hebbian_update(
 
 def hebbian_args(H: torch.Tensor, momentum_buf: torch.Tensor, X: torch.Tensor, n_frozen: int, lr: float,
                  quantise: Optional[tuple[float, float]] = None, X_res: Optional[torch.Tensor] = None,
-                 learning: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> tuple:
-    """``(H_new, m_new, X, X_res, lr, H_newᵀ)`` for :func:`oja_iterations_many`: rows ``[*, N]`` in
-    ``H``'s dtype, the frozen rows' residual (computed unless given) and the learning rows' views
-    (``learning``: ``(H[n_frozen:], m[n_frozen:], H[n_frozen:]ᵀ)`` if the caller keeps them)."""
+                 learning: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
+                 basis: Optional[torch.Tensor] = None) -> OjaBank:
+    """The :class:`OjaBank` of rows ``n_frozen:`` of ``H``: rows ``[*, N]`` in ``H``'s dtype, the
+    frozen rows' residual (given, left to the iterations through ``basis``, or computed here by
+    :func:`frozen_residual`) and the learning rows' views (``learning``: ``(H[n_frozen:],
+    m[n_frozen:], H[n_frozen:]ᵀ)`` if the caller keeps them)."""
     if X.dim() != 2:
         X = X.reshape(-1, H.shape[1])
     if X.dtype != H.dtype:
         X = X.to(H.dtype)
-    if X_res is None:
-        X_res = frozen_residual(X, H[:n_frozen], quantise) if n_frozen else X
-    elif X_res.shape != X.shape or X_res.dtype != H.dtype:
+    if X_res is None and basis is None and n_frozen:
+        X_res = frozen_residual(X, H[:n_frozen], quantise)
+    elif X_res is not None and (X_res.shape != X.shape or X_res.dtype != H.dtype):
         X_res = X_res.reshape(X.shape).to(H.dtype)
     if learning is None:
         learning = (H[n_frozen:], momentum_buf[n_frozen:], H[n_frozen:].t())
-    return learning[0], learning[1], X, X_res, lr, learning[2]
+    return OjaBank(learning[0], learning[1], X, X_res, lr, learning[2], basis)
 
 
 def project_input(x: torch.Tensor, H: torch.Tensor) -> torch.Tensor:

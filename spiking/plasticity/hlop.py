@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from .hebbian import (hebbian_args, oja_iterations_many, orthogonal_rows, orthonormal_basis, principal_rows,
-                      quantise_lateral, subspace_energy)
+from .hebbian import (basis_residual, hebbian_args, oja_iterations_many, orthogonal_rows, orthonormal_basis,
+                      principal_rows, subspace_energy)
 from .layers import HLOPLinear
 from .projector import Projector
 
@@ -123,10 +123,15 @@ class LateralBank:
             raise ValueError(f"X has {X.shape[-1]} features but the bank has N = {self.in_features}")
         if self.n_frozen == self.size:
             return None
+        basis = None
         if X_res is None and self.n_frozen:
-            X_res = self.residual(X if X.dim() == 2 else X.reshape(-1, self.in_features))
+            P = self.projector
+            if P.P is None or self.quantise is not None:  # :meth:`residual`, formed by the iterations
+                basis = P.H
+            else:
+                X_res = P.input(X if X.dim() == 2 else X.reshape(-1, self.in_features))
         return hebbian_args(self.H, self.m, X, self.n_frozen, self.lr, self.quantise, X_res,
-                            learning=self._learning())
+                            learning=self._learning(), basis=basis)
 
     def _learning(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Views ``(H[n_frozen:], m[n_frozen:], H[n_frozen:]ᵀ)``, kept while ``H``, ``m`` and
@@ -150,11 +155,13 @@ class LateralBank:
         self.m.zero_()
 
     def residual(self, X: torch.Tensor) -> torch.Tensor:
-        """``X − q(X Pᵀ) P`` for the frozen basis ``P`` (the projector's ``H``): what the new rows learn."""
+        """``X − q(X Pᵀ) P`` for the frozen basis ``P`` (the projector's ``H``): what the new rows learn
+        (the residual :meth:`hebbian_args` leaves to the Oja iterations)."""
         P = self.projector
         if self.quantise is None:
             return P.input(X)
-        return X - quantise_lateral(X @ P.H.t(), *self.quantise) @ P.H
+        rows = X if X.dim() == 2 else X.reshape(-1, self.in_features)
+        return basis_residual(rows, P.H, self.quantise, P.Ht).reshape(X.shape)
 
     def merge(self) -> None:
         """Freeze every row (end of a task)."""
@@ -358,7 +365,8 @@ class HLOP:
         """One Hebbian update (``iters`` iterations) of every bank on its latest input, then clear it.
 
         The banks' iterations run together (:func:`~spiking.plasticity.hebbian.oja_iterations_many`):
-        one multi-tensor op per element-wise update for all layers, the same arithmetic per bank.
+        one native op for all layers (each bank's frozen residual formed inside it), the same
+        arithmetic per bank as the Python reference.
         """
         t0 = time.perf_counter()
         work: dict = {}  # banks grouped by their iteration settings

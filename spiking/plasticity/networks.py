@@ -25,14 +25,16 @@ traces ``â_t = λ â_{t−1} + s_t`` of all T·B rows at once: ``ΔW = Σ_t δ_
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
+from ..kernels import dsr_stack
 from ..kernels.spike_matmul import spike_matmul
 from ..models import time_mean
-from ..neuron.dsr import DSRLIF, weighted_rate
+from ..neuron.dsr import DSRLIF, _normalised_weights, dsr_drive, weighted_rate
 from ..neuron.module import LIF
 from ..neuron.online import lif_online
 from .layers import HLOPLinear
@@ -116,24 +118,64 @@ class HLOPMLP(nn.Module):
         return self._forward_lif(x)
 
     # -------------------------------------------------------------- DSR
+    def _fused_dsr(self, x: torch.Tensor) -> bool:
+        """Whether the hidden stack runs as one fused CPU pass (:mod:`spiking.kernels.dsr_stack`):
+        CPU float32, no hooks on the neurons (spike counting goes through
+        :meth:`~spiking.neuron.dsr.DSRLIF.count_spikes`), and no layer that records its spikes' weighted rate."""
+        return (dsr_stack.fused_available(x) and self.fcs[0].weight.dtype == torch.float32
+                and not any(n._forward_hooks or n._forward_pre_hooks for n in self.neurons)
+                and not (self.training and not all(fc.hebb_is_grad_input for fc in self.fcs[1:])))
+
+    def _forward_dsr_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`_forward_dsr` with the hidden stack in one kernel: it returns per layer the spike
+        count and (after the first) the weighted drive, all the rate graph reads; the same spikes."""
+        fc, neurons, cfg = self.fcs, self.neurons, self.cfg
+        I_mean = fc[0](x)
+        with torch.no_grad():
+            scales = [n.drive_scale() for n in neurons]  # also brings every V_th/Δt up to date
+            values = [n.spike_value() for n in neurons]
+            x1 = dsr_drive(I_mean, neurons[0].v_threshold, self.T, cfg["tau"], cfg["dt"], cfg["alpha"])
+            between = torch.stack([v * k for v, k in zip(values[:-1], scales[1:])])
+            wn = _normalised_weights(self.T, cfg["tau"], cfg["dt"], x.dtype, x.device).view(-1)
+            counts, whats = dsr_stack.dsr_stack(x1, [layer.weight_t_contiguous() for layer in fc[1:-1]], between,
+                                                wn, 1.0 / (1.0 - math.exp(-cfg["dt"] / cfg["tau"])),
+                                                1.0 - cfg["alpha"], neurons[0].drive_shift)
+        for i, (layer, neuron) in enumerate(zip(fc[1:], neurons)):
+            neuron.add_spikes(counts[i])
+            if not (layer is fc[-1] or self.training or torch.is_grad_enabled()):
+                I_mean = None  # evaluation: only the last rate is read
+                continue
+            I_w = (lambda I=I_mean: I) if i == 0 else (lambda w=whats[i - 1], n=neuron: n.current_of(w))
+            rate = neuron.rate_of(I_mean, counts[i].div_(self.T), I_w)
+            I_mean = layer(rate, graph_only=layer is not fc[-1])
+        return I_mean
+
     def _forward_dsr(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fused_dsr(x):
+            return self._forward_dsr_fused(x)
         record = self.training
         fc, tau, dt = self.fcs, self.cfg["tau"], self.cfg["dt"]
         I_mean = fc[0](x)                      # constant current: one matmul per sample
-        I_seq = None
-        for layer, neuron in zip(fc[1:], self.neurons):
-            spikes, rate = neuron(I_mean, I_seq)  # binary S; the output o_t = S_t·V_th/Δt
+        drive = None
+        for i, (layer, neuron) in enumerate(zip(fc[1:], self.neurons)):
+            # rate graph: mean_t of the layer's current; a hidden layer's is read only by the DSR
+            # backward and the input recording (the next neurons run on the drive), so evaluation skips it
+            need_rate = layer is fc[-1] or record or torch.is_grad_enabled()
+            spikes, rate = neuron(I_mean, drive=drive, rate=need_rate)  # binary S; o_t = S_t·V_th/Δt
             value = neuron.spike_value()
             if record and not layer.hebb_is_grad_input:
                 layer.hebb_input = weighted_rate(spikes, tau, dt) * value
             if layer is not fc[-1]:
+                nxt = self.neurons[i + 1]
                 with torch.no_grad():           # the actual per-step currents drive the next neurons
-                    # event-driven on the CPU: only the weight rows of the inputs that fired
-                    I_seq = spike_matmul(spikes.view(-1, spikes.shape[-1]), layer.weight_t(), value)
-                    I_seq = I_seq.reshape(self.T, x.shape[0], -1)
-            # rate graph: mean_t of the layer's current; a hidden layer's is read only by the DSR
-            # backward and the input recording (the next neurons run on I_seq), so evaluation skips it
-            I_mean = layer(rate) if layer is fc[-1] or record or torch.is_grad_enabled() else None
+                    # event-driven on the CPU: only the weight rows of the inputs that fired; the
+                    # next neurons' input X = k·I + c formed in the same pass (I = value·S W^T)
+                    drive = spike_matmul(spikes.view(-1, spikes.shape[-1]), layer.weight_t_contiguous(),
+                                         value * nxt.drive_scale(), nxt.drive_shift)
+                    drive = drive.view(self.T, x.shape[0], -1)
+            # a hidden layer's rate-graph current is read only by the next neurons' DSR backward (their
+            # spikes come from the drive): its value is never used, so the product is skipped
+            I_mean = layer(rate, graph_only=layer is not fc[-1]) if need_rate else None
         return I_mean
 
     # -------------------------------------------------------------- BPTT
@@ -145,38 +187,41 @@ class HLOPMLP(nn.Module):
         return time_mean(I)
 
     # -------------------------------------------------------------- OTTT
-    def _ottt_backward(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
-        """OTTT for the whole sequence in one forward and one backward pass (see the module doc):
+    def _ottt_loss(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
+        """OTTT's loss for the whole sequence in one forward pass, for one backward pass (see the module doc):
         the gradient of Σ_t loss_fn(z_t, y)/T with every step's membrane detached from the next,
         ΔW = Σ_t δ_tᵀ â_t⊥ over the stacked T·B rows. The loss over the T·B rows of ``(z_t, y)``
         is the mean over t of the per-step losses."""
         T, B, fc = self.T, x.shape[0], self.fcs
-        L, c = self._trace_weights(x)
+        L, c, L2, c2 = self._trace_weights(x)
         rows = T * B
-        with torch.no_grad():  # the first layer's Hebbian input: (x, â_t = c_t x) per step
-            fc[0].hebb_input = torch.stack((x.expand(T, *x.shape), c * x), 1).view(-1, x.shape[1])
+        with torch.no_grad():  # the first layer's Hebbian input: rows (x, â_t = c_t x) per step, one product
+            fc[0].hebb_input = (c2 * x).view(-1, x.shape[1])
         current = _TimeConstant.apply(fc[0](x), c)  # I¹ once; weight gradient (Σ_t c_t δ_t)ᵀ x⊥
         for layer, neuron in zip(fc[1:], self.neurons):
             s = lif_online(current, neuron)
             with torch.no_grad():  # traces â_t = λ â_{t−1} + s_t = Σ_k λ^{t−k} s_k: one matmul
-                trace = torch.mm(L, s.view(T, -1)).view(rows, -1)
-                layer.hebb_input = torch.stack((s, trace.view(s.shape)), 1).view(-1, s.shape[-1])
+                steps = s.view(T, -1)
+                trace = torch.mm(L, steps).view(rows, -1)
+                layer.hebb_input = torch.mm(L2, steps).view(-1, s.shape[-1])  # rows (s_t, â_t) per step
             current = layer(s.view(rows, -1), trace)
             if layer is not fc[-1]:
                 current = current.view(T, B, -1)
-        loss = loss_fn(current, y.repeat(T))
-        loss.backward()
-        return loss
+        return loss_fn(current, y.repeat(T))
 
-    def _trace_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``L [T, T]`` with ``L[t, k] = λ^{t−k}`` (k ≤ t, else 0) and ``c [T, 1, 1] = L 1``, the trace
-        of a constant input; kept per dtype and device."""
+    def _trace_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``L [T, T]`` with ``L[t, k] = λ^{t−k}`` (k ≤ t, else 0), ``c [T, 1, 1] = L 1`` (the trace of a
+        constant input), and for the Hebbian rows (s_t, â_t) per step: ``L2 [2T, T]`` (rows ``e_t``
+        and ``L[t]`` in turn) and ``c2 [T, 2, 1, 1]`` (``1`` and ``c_t``); kept per dtype and device."""
         key = (self.T, self.cfg["trace_lambda"], x.dtype, x.device)
         if getattr(self, "_traces", (None,))[0] != key:
             t = torch.arange(self.T, dtype=torch.float64)
             age = t.view(-1, 1) - t.view(1, -1)
             L = torch.where(age >= 0, self.cfg["trace_lambda"] ** age.clamp(min=0), 0.0)
-            self._traces = (key, (L.to(x.dtype).to(x.device), L.sum(1).view(-1, 1, 1).to(x.dtype).to(x.device)))
+            c = L.sum(1).view(-1, 1, 1)
+            L2 = torch.stack((torch.eye(self.T, dtype=torch.float64), L), 1).view(2 * self.T, self.T)
+            c2 = torch.stack((torch.ones_like(c), c), 1)
+            self._traces = (key, tuple(v.to(x.dtype).to(x.device) for v in (L, c, L2, c2)))
         return self._traces[1]
 
     def loss_backward(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
@@ -186,8 +231,19 @@ class HLOPMLP(nn.Module):
         ``loss_fn(logits, y)`` must average over rows (as cross-entropy does): OTTT calls it once
         on the T·B rows of all steps with ``y`` repeated T times, the mean of the per-step losses."""
         x = self._flat(x)
-        if self.method == "ottt":
-            return self._ottt_backward(x, y, loss_fn)
-        loss = loss_fn(self.forward(x), y)
-        loss.backward()
+        loss = self._ottt_loss(x, y, loss_fn) if self.method == "ottt" else loss_fn(self.forward(x), y)
+        params = [p for p in self.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, params, self._unit(loss), allow_unused=True)
+        with torch.no_grad():  # loss.backward()'s accumulation, without its detach op per parameter
+            for p, g in zip(params, grads):
+                if g is not None:
+                    p.grad = g if p.grad is None else p.grad.add_(g)
         return loss
+
+    def _unit(self, loss: torch.Tensor) -> torch.Tensor:
+        """The seed ``∂loss/∂loss = 1`` kept per dtype and device (``backward()`` makes it with a ``ones_like`` op)."""
+        key = (loss.dtype, loss.device)
+        if getattr(self, "_seed", (None,))[0] != key:
+            with torch.inference_mode(False):
+                self._seed = (key, torch.ones((), dtype=loss.dtype, device=loss.device))
+        return self._seed[1]

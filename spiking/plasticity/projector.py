@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from .hebbian import cheaper_form, dense_projector, orthonormal_basis, project_input, project_weight_grad
+from .hebbian import basis_residual, cheaper_form, dense_projector, orthonormal_basis, project_input, project_weight_grad
 
 __all__ = ["Projector"]
 
@@ -47,7 +47,7 @@ class Projector:
         if self.P is not None:
             return x @ self.P
         if x.dim() == 2:  # x − (x Hᵀ) H with the kept transpose: two ops
-            return torch.addmm(x, torch.mm(x, self.Ht), self.H, alpha=-1.0)
+            return basis_residual(x, self.H, None, self.Ht)
         return project_input(x, self.H)
 
     def grad(self, G: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,9 @@ def _spike_sum(s: torch.Tensor) -> torch.Tensor:
 
 class SpikeCounter:
     """Context manager: while active, sums the spikes emitted by each spiking layer of ``model``
-    (on the device; ``counts`` are updated when the context exits)."""
+    (on the device; ``counts`` are updated when the context exits). Layers with a
+    ``count_spikes(on)`` method (DSR neurons, whose fused path keeps no spike tensor for a hook to
+    see) count into their ``spike_total``; the others through a forward hook."""
 
     def __init__(self, model: torch.nn.Module):
         self.layers = spiking_layers(model)
@@ -71,13 +73,20 @@ class SpikeCounter:
 
     def __enter__(self):
         self._sums: dict = {}
-        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in self.layers.items()]
+        self._counting = {n: m for n, m in self.layers.items() if hasattr(m, "count_spikes")}
+        for m in self._counting.values():
+            m.count_spikes(True)
+        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in self.layers.items()
+                         if n not in self._counting]
         return self
 
     def __exit__(self, *exc):
         for h in self._handles:
             h.remove()
         self._handles = []
+        for name, m in self._counting.items():
+            self._sums[name] = m.spike_total
+            m.count_spikes(False)
         for name, total in self._sums.items():
             self.counts[name] += float(total)
         self._sums = {}
