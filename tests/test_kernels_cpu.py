@@ -247,6 +247,27 @@ def test_recycled_large_buffers_never_alias_live_tensors():
     assert cpu.load_extension().cached_bytes() == 0
 
 
+def test_buffer_cache_keeps_the_newest_blocks_and_is_bounded():
+    """Many output sizes (shapes changing over a run): the cache evicts the oldest blocks, holds at
+    most 64, and a freed buffer of the newest size is still reused."""
+    cpu.empty_cache()
+    kw = _kwargs("sigmoid", True, True, False, 1.0, return_v=False)
+    pages = []
+    for k in range(80):                               # [T, N] spikes and [N] state: >= 256 KiB each
+        x = torch.full((2, 65536 + 1024 * k), 0.6)
+        s, _ = cpu.lif_multistep_cpu(x, **kw)
+        ptr = s.data_ptr()
+        del s, _
+        pages.append(((2 * (65536 + 1024 * k) * 4 + 4095) // 4096) * 4096)
+    held = cpu.load_extension().cached_bytes()
+    assert 0 < held <= 64 * pages[-1]
+    s, _ = cpu.lif_multistep_cpu(x, **kw)             # the newest size: served from the cache
+    assert s.data_ptr() == ptr and torch.equal(s, lif_multistep_torch(x, **kw)[0])
+    del s, _
+    cpu.empty_cache()
+    assert cpu.load_extension().cached_bytes() == 0
+
+
 def test_large_output_streaming_stores_path():
     """Outputs >= 32 MiB take the non-temporal-store path; odd N exercises unaligned heads and tails."""
     x, _, vth = _inputs((16, 2, 262147), torch.float32, seed=13)
