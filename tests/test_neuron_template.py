@@ -221,3 +221,20 @@ def test_lif_definition_takes_one_value_per_layer():
     tau = torch.tensor(2.0, requires_grad=True)  # LIF's fused step gives a gradient for v_threshold only
     with pytest.raises(ValueError, match="lif: parameter tau has no gradient on the fused path"):
         multistep.run(get_neuron("lif"), x, (1.0, tau, 0.0), cfg, backend="cpu")
+
+
+@pytest.mark.parametrize("name, params, field", [
+    ("li", lambda p: (p, 0.0), "k"),                 # LI's fused step gives no parameter gradients
+    ("if", lambda p: (1.0, p), "v_reset"),           # IF's: for v_threshold only
+])
+def test_parameters_without_fused_gradients_are_refused(name, params, field):
+    """A learnable parameter the definition gives no gradient for (GRAD_PARAMS) is refused by name
+    on the fused path (not a silent zero gradient); the torch reference differentiates it."""
+    cfg = multistep.make_config(0.0, False, True, "sigmoid")
+    x = torch.rand(3, 2, 4) * 2
+    p = torch.tensor(0.4, requires_grad=True)
+    with pytest.raises(ValueError, match=f"{name}: parameter {field} has no gradient on the fused path"):
+        multistep.run(get_neuron(name), x, params(p), cfg, backend="cpu")
+    out, _ = multistep.run(get_neuron(name), x, params(p), cfg, backend="torch")
+    (grad,) = torch.autograd.grad(out.sum(), [p])
+    assert grad != 0

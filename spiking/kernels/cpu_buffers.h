@@ -50,12 +50,14 @@ inline BufferCache& cache() {
   return *c;
 }
 
-// padded: a multiple of PAGE, of HUGE_PAGE from HUGE_PAGE on
+// padded: a multiple of PAGE, of HUGE_PAGE from HUGE_PAGE on. The most recently freed block of
+// that size is reused (still warm in the caches: a forward after a backward would otherwise cycle
+// through the backward's buffers, measured 1.3x slower at [100, 16, 1024]).
 inline void* take_block(size_t padded) {
   {
     BufferCache& c = cache();
     std::lock_guard<std::mutex> lock(c.mutex);
-    for (size_t i = 0; i < c.blocks.size(); ++i) {
+    for (size_t i = c.blocks.size(); i-- > 0;) {
       if (c.blocks[i].first == padded) {
         void* p = c.blocks[i].second;
         c.bytes -= padded;

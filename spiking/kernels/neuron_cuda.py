@@ -26,7 +26,8 @@ LAYOUT = {"lif": (1, 3, 1), "if": (1, 2, 1), "plif": (1, 3, 2), "alif": (2, 5, 2
           "li": (1, 2, 0)}
 # traits of cuda/neurons/*.cuh (checked against the CPU extension's by tests/test_neuron_template.py)
 SCALAR_PARAMS = {"lif"}  # parameters are one value per layer (SCALAR_PARAMS = 1)
-GRAD_PARAMS = {"lif": 0b001}  # bit mask of the parameters with gradients where not all (GRAD_PARAMS)
+# bit mask of the parameters with gradients where not all (GRAD_PARAMS)
+GRAD_PARAMS = {"lif": 0b001, "if": 0b01, "li": 0b00}
 
 
 def available() -> tuple[bool, str]:
