@@ -105,7 +105,7 @@ def cached_build(kind: str, key_parts: Iterable[Union[bytes, str]], build: Calla
 def build_all() -> list[tuple[str, bool, str]]:
     """Build (or find cached) every native library; ``[(name, ok, detail)]``, never raises."""
     from .kernels import cpu as neuron_cpu
-    from .kernels import dsr_stack, oja_iterations, rlif_cpu, spike_matmul
+    from .kernels import dsr_stack, oja_iterations, online_lif, rlif_cpu, spike_matmul
     from .memory import cpu as sparsey_cpu
 
     results = []
@@ -123,6 +123,9 @@ def build_all() -> list[tuple[str, bool, str]]:
     oja = oja_iterations.extension()
     ok = oja.available()
     results.append(("native Oja-iterations op", ok, oja.error() or oja.directory()))
+    online = online_lif.extension()
+    ok = online.available()
+    results.append(("native online-LIF ops", ok, online.error() or online.directory()))
     ok = sparsey_cpu.available()
     results.append(("Sparsey C library", ok, sparsey_cpu.build_error() or sparsey_cpu.build_directory()))
     return results
