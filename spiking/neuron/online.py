@@ -59,7 +59,7 @@ class _OnlineLIF(torch.autograd.Function):
         if ctx.fused:
             s, z, a, rows = online_lif.forward(x, steps, th, neuron.tau, neuron.decay_input, lam, neuron.check_inputs)
         else:
-            xs = x.view(steps, -1, *x.shape[1:]) if x.shape[0] != steps else x
+            xs = x.reshape(steps, -1, *x.shape[1:]) if x.shape[0] != steps else x
             s, v = lif_multistep(xs, None, **neuron._params(), return_v=True, backend=neuron.backend,
                                  check_finite=neuron.check_inputs)
             z = torch.add(v, s, alpha=th).sub_(th)  # H_t − V_th = V_t + V_th (S_t − 1)
