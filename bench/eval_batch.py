@@ -5,9 +5,10 @@
 Trains the 784-800-800-10 DSR network (T = 20) for ``--train-steps`` batches of MNIST (so its
 spike densities are those of a trained net), then times ``spiking.runner.evaluation.evaluate`` on
 ``--n`` test samples per evaluation batch size, at 1 and 2 threads (median of ``--reps``). Each
-row is timed twice: with the default event-driven hidden-to-hidden product
-(``spiking.kernels.spike_matmul``) and with the dense ``torch.mm`` reference, so the gain of each
-change is measured in the same run. The runner's default evaluation batch on the CPU is 256.
+row is timed three ways: the default fused hidden stack (``spiking.kernels.dsr_stack``), the
+unfused stack with the event-driven hidden-to-hidden product (``spiking.kernels.spike_matmul``)
+and the unfused stack with the dense ``torch.mm`` reference, so the gain of each change is
+measured in the same run. The runner's default evaluation batch on the CPU is 256.
 """
 from __future__ import annotations
 
@@ -74,8 +75,12 @@ def main(argv=None) -> int:
         torch.set_num_threads(threads)
         for bs in (int(b) for b in args.batches.split(",")):
             row = {"threads": threads, "batch": bs}
-            for name, product in (("event_driven", spike_matmul), ("dense", spike_matmul_reference)):
+            for name, fused, product in (("fused_stack", True, spike_matmul), ("event_driven", False, spike_matmul),
+                                         ("dense", False, spike_matmul_reference)):
                 nets.spike_matmul = product
+                model.__dict__.pop("_fused_dsr", None)
+                if not fused:  # the unfused hidden stack: [T, B, N] tensors and a product between layers
+                    model._fused_dsr = lambda _x: False
                 evaluate(model, x[:bs], y[:bs], batch_size=bs)  # warm-up
                 times = []
                 for _ in range(args.reps):
@@ -85,10 +90,14 @@ def main(argv=None) -> int:
                 row[name] = {"us_per_sample": 1e6 * statistics.median(times) / args.n,
                              "all_s": times, "accuracy": a}
             nets.spike_matmul = spike_matmul
+            model.__dict__.pop("_fused_dsr", None)
             row["event_driven_speedup"] = row["dense"]["us_per_sample"] / row["event_driven"]["us_per_sample"]
+            row["fused_speedup_vs_event_driven"] = (row["event_driven"]["us_per_sample"]
+                                                    / row["fused_stack"]["us_per_sample"])
             info["rows"].append(row)
-            print(f"threads {threads} batch {bs:5d}: event-driven {row['event_driven']['us_per_sample']:7.1f} us/sample"
-                  f"  dense {row['dense']['us_per_sample']:7.1f}  x{row['event_driven_speedup']:.2f}", flush=True)
+            print(f"threads {threads} batch {bs:5d}: fused {row['fused_stack']['us_per_sample']:7.1f} us/sample  "
+                  f"event-driven {row['event_driven']['us_per_sample']:7.1f}  dense {row['dense']['us_per_sample']:7.1f}"
+                  f"  (fused x{row['fused_speedup_vs_event_driven']:.2f} vs event-driven)", flush=True)
     info["machine"]["loadavg_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(info, indent=1))
