@@ -111,21 +111,12 @@ def build_all() -> list[tuple[str, bool, str]]:
     results = []
     ok, why = neuron_cpu.available()
     results.append(("fused CPU neuron extension", ok, why or neuron_cpu.build_directory()))
-    rlif = rlif_cpu.extension()
-    ok = rlif.available()
-    results.append(("fused CPU RLIF extension", ok, rlif.error() or rlif.directory()))
-    spike_mm = spike_matmul.extension()
-    ok = spike_mm.available()
-    results.append(("event-driven CPU spike-matmul extension", ok, spike_mm.error() or spike_mm.directory()))
-    stack = dsr_stack.extension()
-    ok = stack.available()
-    results.append(("fused CPU DSR-stack extension", ok, stack.error() or stack.directory()))
-    oja = oja_iterations.extension()
-    ok = oja.available()
-    results.append(("native Oja-iterations op", ok, oja.error() or oja.directory()))
-    online = online_lif.extension()
-    ok = online.available()
-    results.append(("native online-LIF ops", ok, online.error() or online.directory()))
+    for name, module in (("fused CPU RLIF extension", rlif_cpu), ("event-driven CPU spike-matmul extension", spike_matmul),
+                         ("fused CPU DSR-stack extension", dsr_stack), ("native Oja-iterations op", oja_iterations),
+                         ("native online-LIF ops", online_lif)):
+        ext = module.extension()
+        ok = ext.available()
+        results.append((name, ok, ext.error() or ext.directory()))
     ok = sparsey_cpu.available()
     results.append(("Sparsey C library", ok, sparsey_cpu.build_error() or sparsey_cpu.build_directory()))
     return results
