@@ -105,24 +105,18 @@ def cached_build(kind: str, key_parts: Iterable[Union[bytes, str]], build: Calla
 def build_all() -> list[tuple[str, bool, str]]:
     """Build (or find cached) every native library; ``[(name, ok, detail)]``, never raises."""
     from .kernels import cpu as neuron_cpu
-    from .kernels import dsr_stack, oja_iterations, rlif_cpu, spike_matmul
+    from .kernels import dsr_stack, oja_iterations, online_lif, rlif_cpu, spike_matmul
     from .memory import cpu as sparsey_cpu
 
     results = []
     ok, why = neuron_cpu.available()
     results.append(("fused CPU neuron extension", ok, why or neuron_cpu.build_directory()))
-    rlif = rlif_cpu.extension()
-    ok = rlif.available()
-    results.append(("fused CPU RLIF extension", ok, rlif.error() or rlif.directory()))
-    spike_mm = spike_matmul.extension()
-    ok = spike_mm.available()
-    results.append(("event-driven CPU spike-matmul extension", ok, spike_mm.error() or spike_mm.directory()))
-    stack = dsr_stack.extension()
-    ok = stack.available()
-    results.append(("fused CPU DSR-stack extension", ok, stack.error() or stack.directory()))
-    oja = oja_iterations.extension()
-    ok = oja.available()
-    results.append(("native Oja-iterations op", ok, oja.error() or oja.directory()))
+    for name, module in (("fused CPU RLIF extension", rlif_cpu), ("event-driven CPU spike-matmul extension", spike_matmul),
+                         ("fused CPU DSR-stack extension", dsr_stack), ("native Oja-iterations op", oja_iterations),
+                         ("native online-LIF ops", online_lif)):
+        ext = module.extension()
+        ok = ext.available()
+        results.append((name, ok, ext.error() or ext.directory()))
     ok = sparsey_cpu.available()
     results.append(("Sparsey C library", ok, sparsey_cpu.build_error() or sparsey_cpu.build_directory()))
     return results

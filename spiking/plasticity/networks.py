@@ -36,7 +36,7 @@ from ..kernels.spike_matmul import spike_matmul
 from ..models import time_mean
 from ..neuron.dsr import DSRLIF, _normalised_weights, dsr_drive, weighted_rate
 from ..neuron.module import LIF
-from ..neuron.online import lif_online
+from ..neuron.online import lif_online, trace_matrices
 from .layers import HLOPLinear
 
 __all__ = ["HLOPMLP", "METHODS", "method_defaults"]
@@ -55,20 +55,20 @@ def method_defaults(method: str) -> dict:
 
 
 class _TimeConstant(torch.autograd.Function):
-    """``forward(ctx, I [B, N], c [T, 1, 1])``: ``I`` repeated over the T steps; backward
-    ``Σ_t c_t g_t``. For OTTT's first layer, whose input x is constant, so its trace is
+    """``forward(ctx, I [B, N], c [T, 1, 1])``: ``I`` repeated over the T steps as rows [T·B, N];
+    backward ``Σ_t c_t g_t``. For OTTT's first layer, whose input x is constant, so its trace is
     ``â_t = c_t x``: the layer's weight gradient from ``Σ_t c_t δ_t`` and x is ``Σ_t δ_tᵀ (c_t x)⊥``
     (the only consumer of this gradient: the input needs none)."""
 
     @staticmethod
     def forward(ctx, I, c):
         ctx.save_for_backward(c)
-        return I.repeat(c.shape[0], 1, 1)
+        return I.repeat(c.shape[0], 1)
 
     @staticmethod
     def backward(ctx, g):
         (c,) = ctx.saved_tensors
-        return (g * c).sum(0), None
+        return (g.view(c.shape[0], -1, g.shape[-1]) * c).sum(0), None
 
 
 class HLOPMLP(nn.Module):
@@ -191,38 +191,18 @@ class HLOPMLP(nn.Module):
         """OTTT's loss for the whole sequence in one forward pass, for one backward pass (see the module doc):
         the gradient of Σ_t loss_fn(z_t, y)/T with every step's membrane detached from the next,
         ΔW = Σ_t δ_tᵀ â_t⊥ over the stacked T·B rows. The loss over the T·B rows of ``(z_t, y)``
-        is the mean over t of the per-step losses."""
-        T, B, fc = self.T, x.shape[0], self.fcs
-        L, c, L2, c2 = self._trace_weights(x)
-        rows = T * B
+        is the mean over t of the per-step losses. Every layer works on rows [T·B, N] (step t's
+        batch in rows t·B..(t+1)·B), so nothing is reshaped between layers."""
+        T, fc, lam = self.T, self.fcs, self.cfg["trace_lambda"]
+        _, _, c, c2 = trace_matrices(T, lam, x.dtype, x.device)
         with torch.no_grad():  # the first layer's Hebbian input: rows (x, â_t = c_t x) per step, one product
             fc[0].hebb_input = (c2 * x).view(-1, x.shape[1])
         current = _TimeConstant.apply(fc[0](x), c)  # I¹ once; weight gradient (Σ_t c_t δ_t)ᵀ x⊥
         for layer, neuron in zip(fc[1:], self.neurons):
-            s = lif_online(current, neuron)
-            with torch.no_grad():  # traces â_t = λ â_{t−1} + s_t = Σ_k λ^{t−k} s_k: one matmul
-                steps = s.view(T, -1)
-                trace = torch.mm(L, steps).view(rows, -1)
-                layer.hebb_input = torch.mm(L2, steps).view(-1, s.shape[-1])  # rows (s_t, â_t) per step
-            current = layer(s.view(rows, -1), trace)
-            if layer is not fc[-1]:
-                current = current.view(T, B, -1)
+            # spikes, traces â_t = λ â_{t−1} + s_t and the Hebbian rows (s_t, â_t) per step in one pass
+            s, trace, layer.hebb_input = lif_online(current, neuron, steps=T, trace_lambda=lam)
+            current = layer(s, trace)
         return loss_fn(current, y.repeat(T))
-
-    def _trace_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``L [T, T]`` with ``L[t, k] = λ^{t−k}`` (k ≤ t, else 0), ``c [T, 1, 1] = L 1`` (the trace of a
-        constant input), and for the Hebbian rows (s_t, â_t) per step: ``L2 [2T, T]`` (rows ``e_t``
-        and ``L[t]`` in turn) and ``c2 [T, 2, 1, 1]`` (``1`` and ``c_t``); kept per dtype and device."""
-        key = (self.T, self.cfg["trace_lambda"], x.dtype, x.device)
-        if getattr(self, "_traces", (None,))[0] != key:
-            t = torch.arange(self.T, dtype=torch.float64)
-            age = t.view(-1, 1) - t.view(1, -1)
-            L = torch.where(age >= 0, self.cfg["trace_lambda"] ** age.clamp(min=0), 0.0)
-            c = L.sum(1).view(-1, 1, 1)
-            L2 = torch.stack((torch.eye(self.T, dtype=torch.float64), L), 1).view(2 * self.T, self.T)
-            c2 = torch.stack((torch.ones_like(c), c), 1)
-            self._traces = (key, tuple(v.to(x.dtype).to(x.device) for v in (L, c, L2, c2)))
-        return self._traces[1]
 
     def loss_backward(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
         """Forward and backward of one training batch (gradients accumulate); returns the loss as a

@@ -110,16 +110,6 @@ METHODS = (
 #: per-step budgets (issue #13): top-level ops and host syncs of one training step
 BUDGETS = {"hlop-dsr": (80, 0)}
 DEFAULT_BUDGET = (50, 0)
-#: methods whose eager step exceeds the issue's budget, with the reason (measured at hidden 8;
-#: their graph-safe steps replay as one CUDA graph, ``cuda_graph=True``)
-OVER_BUDGET = {
-    "hlop-ottt": "68 ops: its two LIF layers cost 22 (the fused forward's 3 output allocations per layer, made "
-                 "by the extension outside a dispatched op; z = V + V_th (S - 1); the per-step backward's sigmoid "
-                 "surrogate, 6 element-wise ops per layer), 13 reshapes between [T, B, N] steps and [T*B, N] rows "
-                 "and their backward, 12 the three projected weight gradients (gradient form at hidden 8), 4 the "
-                 "trace and Hebbian-row products, 17 the forward products, first-layer time constant, repeated "
-                 "labels, cross-entropy, loss sum, optimizer and Hebbian op; 50 needs a fused online-LIF op",
-}
 
 
 def budget(label: str) -> tuple[int, int]:
