@@ -226,6 +226,9 @@ def test_lif_definition_takes_one_value_per_layer():
 @pytest.mark.parametrize("name, params, field", [
     ("li", lambda p: (p, 0.0), "k"),                 # LI's fused step gives no parameter gradients
     ("if", lambda p: (1.0, p), "v_reset"),           # IF's: for v_threshold only
+    ("alif", lambda p: (p, 1.0, 0.0, 0.2, 0.9), "k"),  # ALIF's: none
+    ("cuba_lif", lambda p: (0.5, p, 1.0, 0.0), "k"),  # CubaLIF's: for v_threshold only
+    ("plif", lambda p: (0.5, 1.0, p), "v_reset"),     # PLIF's: for k and v_threshold
 ])
 def test_parameters_without_fused_gradients_are_refused(name, params, field):
     """A learnable parameter the definition gives no gradient for (GRAD_PARAMS) is refused by name

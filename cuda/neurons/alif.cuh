@@ -1,11 +1,12 @@
 // ALIF: LIF with an adaptive threshold, the LSNN form of Bellec et al. (2018).
 //   θ_t = V_th + β a_{t-1};  H_t = LIF charge (k = 1/tau);  S_t = Θ(H_t - θ_t)
 //   V_t = H_t (1 - S_t) + V_reset S_t (hard) or H_t - θ_t S_t (soft);  a_t = ρ a_{t-1} + (1 - ρ) S_t
-// State (v, a); parameters (k, v_th, v_reset, beta, rho); saved H_t and θ_t.
+// State (v, a); parameters (k, v_th, v_reset, beta, rho), without gradients (GRAD_PARAMS = 0: a
+// parameter that requires grad is refused on the fused path); saved H_t and θ_t.
 #pragma once
 namespace nrn {
 struct ALIF {
-  enum { NS = 2, NP = 5, NSAVE = 2 };
+  enum { NS = 2, NP = 5, NSAVE = 2, GRAD_PARAMS = 0 };
   template <typename C, typename F> static LIF_HD C forward(C x, C* s, const C* p, const F& f, C* save) {
     const C theta = p[1] + p[3] * s[1];
     const C h = charge(x, s[0], p[0], p[2], f.decay_input);

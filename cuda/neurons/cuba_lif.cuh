@@ -1,11 +1,12 @@
 // CubaLIF: a current-based synapse feeding a LIF membrane.
 //   I_t = α I_{t-1} + X_t   (α = 1 - 1/tau_syn);   H_t = LIF charge of I_t (k = 1/tau_mem)
 //   S_t = Θ(H_t - V_th);  reset
-// State (i, v); parameters (alpha, k, v_th, v_reset); saved H_t.
+// State (i, v); parameters (alpha, k, v_th, v_reset), a gradient for v_th only (GRAD_PARAMS: the
+// others requiring grad are refused on the fused path); saved H_t.
 #pragma once
 namespace nrn {
 struct CubaLIF {
-  enum { NS = 2, NP = 4, NSAVE = 1 };
+  enum { NS = 2, NP = 4, NSAVE = 1, GRAD_PARAMS = 0b0100 };
   template <typename C, typename F> static LIF_HD C forward(C x, C* s, const C* p, const F& f, C* save) {
     const C i = p[0] * s[0] + x;
     s[0] = i;

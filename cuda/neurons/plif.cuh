@@ -1,11 +1,12 @@
 // PLIF: LIF with a learnable decay k = 1/tau (Fang et al. 2021).
 //   H_t = V_{t-1} + (X_t - (V_{t-1} - V_rest)) k   (decay_input)   or   V_{t-1} - (V_{t-1} - V_rest) k + X_t
 //   S_t = Θ(H_t - V_th);  reset;  V_rest = v_reset (0 for soft reset)
-// State (v); parameters (k, v_th, v_reset); saved H_t and V_{t-1} (for dL/dk).
+// State (v); parameters (k, v_th, v_reset), gradients for k and v_th (GRAD_PARAMS: v_reset requiring
+// grad is refused on the fused path); saved H_t and V_{t-1} (for dL/dk).
 #pragma once
 namespace nrn {
 struct PLIF {
-  enum { NS = 1, NP = 3, NSAVE = 2 };
+  enum { NS = 1, NP = 3, NSAVE = 2, GRAD_PARAMS = 0b011 };
   template <typename C, typename F> static LIF_HD C forward(C x, C* s, const C* p, const F& f, C* save) {
     const C h = charge(x, s[0], p[0], p[2], f.decay_input);
     save[0] = h;

@@ -27,7 +27,7 @@ LAYOUT = {"lif": (1, 3, 1), "if": (1, 2, 1), "plif": (1, 3, 2), "alif": (2, 5, 2
 # traits of cuda/neurons/*.cuh (checked against the CPU extension's by tests/test_neuron_template.py)
 SCALAR_PARAMS = {"lif"}  # parameters are one value per layer (SCALAR_PARAMS = 1)
 # bit mask of the parameters with gradients where not all (GRAD_PARAMS)
-GRAD_PARAMS = {"lif": 0b001, "if": 0b01, "li": 0b00}
+GRAD_PARAMS = {"lif": 0b001, "if": 0b01, "li": 0b00, "alif": 0b00000, "cuba_lif": 0b0100, "plif": 0b011}
 
 
 def available() -> tuple[bool, str]:
