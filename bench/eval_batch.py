@@ -13,7 +13,6 @@ measured in the same run. The runner's default evaluation batch on the CPU is 25
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -26,6 +25,8 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _record import write_record  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -98,9 +99,7 @@ def main(argv=None) -> int:
             print(f"threads {threads} batch {bs:5d}: fused {row['fused_stack']['us_per_sample']:7.1f} us/sample  "
                   f"event-driven {row['event_driven']['us_per_sample']:7.1f}  dense {row['dense']['us_per_sample']:7.1f}"
                   f"  (fused x{row['fused_speedup_vs_event_driven']:.2f} vs event-driven)", flush=True)
-    info["machine"]["loadavg_end"] = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(info, indent=1))
+    write_record(info, args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -14,7 +14,6 @@ Each row also gives the issue's budget (HLOP-DSR 80 ops, others 50; 0 syncs) and
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -23,6 +22,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+from _record import write_record  # noqa: E402  (bench/ is the script folder, first on sys.path)
 
 
 def main(argv=None) -> int:
@@ -60,9 +61,7 @@ def main(argv=None) -> int:
             t = f"  {1e3 * row['step_s']:.2f} ms/step" if "step_s" in row else ""
             print(f"{label:<10} hidden {hidden:<4} {row['ops']:6.1f} ops  {row['syncs']:4.1f} syncs  "
                   f"(budget {ops}/{syncs}: {'ok' if row['within_budget'] else 'OVER'}){t}", flush=True)
-            info["machine"]["loadavg_end"] = os.getloadavg()
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(info, indent=1))
+            write_record(info, args.out)  # after every row: a stopped run keeps what it measured
     print(f"wrote {args.out}")
     return 0
 

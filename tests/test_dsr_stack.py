@@ -126,3 +126,14 @@ def test_runner_spike_counts_are_the_same_fused_and_unfused():
     assert len(calls) == 4 and acc_f == acc_p  # 4 batches through the fused stack
     assert cf.counts == cp.counts and min(cf.counts.values()) > 0
     assert all(n.spike_total is None for n in fused.neurons)  # counting stopped on exit
+
+
+def test_non_finite_drive_and_mixed_dtypes_are_refused():
+    x1, weights, scales, wn = _stack((6, 5), 2, 3, 0.3, seed=1)
+    x1[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        ds.dsr_stack(x1, weights, scales, wn, TAU, W0, SHIFT)
+    with pytest.raises(TypeError, match="one floating dtype"):
+        ds.dsr_stack(x1.nan_to_num(), [weights[0].double()], scales, wn, TAU, W0, SHIFT)
+    counts, whats = ds.dsr_stack(x1[:0], weights, scales, wn, TAU, W0, SHIFT)  # an empty batch
+    assert counts[0].shape == (0, 6) and whats[0].shape == (0, 5)

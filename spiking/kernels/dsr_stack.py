@@ -45,6 +45,9 @@ def _check(x1, weights_t, scales, wn):
         n = w.shape[1]
     if wn.dim() != 1 or wn.numel() < 1:
         raise ValueError(f"wn must be the [T] step weights, got shape {tuple(wn.shape)}")
+    if not x1.is_floating_point() or any(w.dtype != x1.dtype for w in weights_t):
+        raise TypeError(f"x1 and weights_t must share one floating dtype, got {x1.dtype} and "
+                        f"{[str(w.dtype) for w in weights_t]}")
 
 
 def fused_available(x1: torch.Tensor) -> bool:
@@ -82,6 +85,7 @@ def dsr_stack(x1: torch.Tensor, weights_t: list, scales: torch.Tensor, wn: torch
     contiguous), ``scales [L − 1]`` their scales (``V_th/Δt`` of the spiking layer times the
     driven layer's ``k``), ``wn [T]`` the normalised DSR step weights, ``tau = 1/(1 − β)``,
     ``w0 = 1 − α`` and ``shift = c`` (:func:`~spiking.neuron.dsr.drive_coefficients`).
+    ``ValueError`` when the fused kernel reads a NaN or inf in ``x1`` (the unfused path does not check).
     """
     _check(x1, weights_t, scales, wn)
     if not (fused_available(x1) and all(w.device.type == "cpu" and w.dtype == torch.float32 for w in weights_t)):

@@ -21,6 +21,7 @@
 #include <ATen/record_function.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -168,6 +169,10 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> dsr_stack(
   TORCH_CHECK(wn.dim() == 1 && wn.size(0) >= 1 && wn.scalar_type() == at::kFloat && wn.is_contiguous() && wn.device().is_cpu(),
               "dsr_stack: wn must be the float32 CPU weights [T]");
   const int64_t B = x1.size(0), steps = wn.size(0);
+  const float* x1p = x1.data_ptr<float>();
+  bool finite = true;  // a NaN/inf drive would silently never fire: refused (a pass over [B, N1] only)
+  for (int64_t i = 0; i < x1.numel(); ++i) finite &= std::isfinite(x1p[i]);
+  TORCH_CHECK_VALUE(finite, "dsr_stack: x1 contains NaN or inf");
   std::vector<Layer> layers(wts.size() + 1);
   std::vector<at::Tensor> counts, whats;
   layers[0].n = x1.size(1);

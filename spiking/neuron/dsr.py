@@ -234,7 +234,6 @@ class DSRLIF(nn.Module):
             if not (isinstance(val, (int, float)) and math.isfinite(val) and val > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {val!r}")
         self.T, self.tau, self.dt, self.alpha, self.v_floor = int(T), float(tau), float(dt), float(alpha), float(v_floor)
-        self.drive_shift = drive_coefficients(1.0, self.tau, self.dt, self.alpha)[1]
         self.spike_total: Optional[torch.Tensor] = None
         vth = torch.tensor(float(v_threshold))
         self.v_threshold = nn.Parameter(vth) if learn_threshold else vth
@@ -253,6 +252,11 @@ class DSRLIF(nn.Module):
                 self._value = vth / self.dt
                 self._scale = drive_coefficients(vth, self.tau, self.dt, self.alpha)[0]
                 self._value_key = None if inference else (id(vth), vth.data_ptr(), vth._version)
+
+    @property
+    def drive_shift(self) -> float:
+        """``c = (1 − β)(1 − α)`` of the drive ``X = k·I + c``."""
+        return drive_coefficients(1.0, self.tau, self.dt, self.alpha)[1]
 
     def drive_scale(self) -> torch.Tensor:
         """``k = (1 − β)/V_th`` (a 0-dim tensor on the threshold's device) of the drive ``X = k·I + c``."""
