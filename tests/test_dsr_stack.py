@@ -25,7 +25,10 @@ def _stack(sizes, B, T, gain, seed):
     return x1, weights, scales, _normalised_weights(T, 1.0, 0.05, torch.float32, "cpu").view(-1)
 
 
-@pytest.mark.parametrize("sizes,B,T", [((50, 43), 37, 20), ((8, 9, 7, 5), 3, 1), ((64, 33), 1, 55), ((17,), 5, 4)])
+# (2100, 150, 70): Wᵀ wider than one L2 panel (three panels of 64, 64 and 22 columns: whole
+# vectors and single ones), and 40 samples: two sample blocks
+@pytest.mark.parametrize("sizes,B,T", [((50, 43), 37, 20), ((8, 9, 7, 5), 3, 1), ((64, 33), 1, 55), ((17,), 5, 4),
+                                       ((2100, 150, 70), 40, 7)])
 @pytest.mark.parametrize("gain", [0.08, 0.4])  # sparse and dense (> 20 %: the reference's product is dense then)
 def test_counts_and_weighted_drives_equal_the_unfused_path(sizes, B, T, gain):
     x1, weights, scales, wn = _stack(sizes, B, T, gain, seed=B + T)

@@ -1,4 +1,4 @@
-// A stack of DSR LIF layers on the CPU in one pass per sample, nothing [T, B, N]-sized in memory.
+// A stack of DSR LIF layers on the CPU, nothing [T, B, N]-sized in memory.
 //
 // Layer 1 receives the constant drive X¹ (= k₁ I¹ + c, formed by the caller); layer l > 1 the
 // drive of the previous layer's spikes, formed event-driven like spiking/kernels/spike_matmul:
@@ -11,11 +11,12 @@
 //   H = (w − w/τ') + X;   S = Θ(H − 1);   w ← H − S
 //
 // with the same float operations in the same order, so the spikes are those of the unfused path.
-// Per time step the layers run in order for a block of samples in lockstep (their state stays in
-// cache; the event-driven sums walk Wᵀ in column blocks shared by the block's samples);
-// what leaves the kernel is per layer the spike count Σ_t S_t [B, N_l] and, for l > 1, the
-// weighted drive Σ_t ŵ_t X^l_t [B, N_l] (ŵ: the normalised DSR weights, summed in t order), which
-// is all the DSR rate graph reads. Samples are split over threads; float32 only.
+// The layers run one after the other for a block of samples: the first from its constant drive,
+// writing the lists of its active neurons for every step; every later one a panel of Wᵀ's columns
+// at a time, so the panel stays in L2 while every sample and step of the block reads its active
+// rows (a neuron's drive needs only its own column). What leaves the kernel is per layer the
+// spike count Σ_t S_t [B, N_l] and, for l > 1, the weighted drive Σ_t ŵ_t X^l_t [B, N_l] (ŵ: the
+// normalised DSR weights, summed in t order), which is all the DSR rate graph reads. Samples are split over threads; float32 only.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
@@ -25,6 +26,10 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -50,29 +55,44 @@ inline void lif_step(float* w, const float* x, int64_t n, float tau, float* s, f
   }
 }
 
-// The indices of the nonzeros of s [n] (0.0f or 1.0f) in increasing order; groups of 8 whose bits
-// are all zero are skipped at once.
-inline int64_t active(const float* s, int64_t n, int32_t* idx) {
-  int64_t m = 0, j = 0;
-  for (; j + 8 <= n; j += 8) {
-    uint64_t w[4];
-    std::memcpy(w, s + j, sizeof(w));
-    if ((w[0] | w[1] | w[2] | w[3]) == 0) continue;
-    for (int q = 0; q < 8; ++q) {
-      idx[m] = (int32_t)(j + q);
-      m += s[j + q] != 0.0f;
-    }
+#ifdef __AVX2__
+// The 256 ways to left-pack 8 lanes: lanes[m] lists the set bits of m, lowest first.
+struct PackTable {
+  alignas(32) int32_t lanes[256][8];
+  constexpr PackTable() : lanes{} {
+    for (int m = 0; m < 256; ++m)
+      for (int b = 0, k = 0; b < 8; ++b)
+        if (m >> b & 1) lanes[m][k++] = b;
   }
+};
+constexpr PackTable PACK{};
+#endif
+
+// Appends base + j for the nonzeros j of s [n] (0.0f or 1.0f) to idx, in increasing order; returns
+// how many. Eight at a time without branches (the bit mask of the nonzeros picks their packed lane
+// numbers); idx needs room for 8 more entries than it receives.
+inline int64_t active(const float* s, int64_t n, int32_t base, int32_t* idx) {
+  int64_t m = 0, j = 0;
+#ifdef __AVX2__
+  for (; j + 8 <= n; j += 8) {
+    const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + j), _mm256_setzero_ps(), _CMP_NEQ_UQ));
+    const __m256i lanes = _mm256_load_si256(reinterpret_cast<const __m256i*>(PACK.lanes[mask]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + m), _mm256_add_epi32(lanes, _mm256_set1_epi32(base + (int32_t)j)));
+    m += __builtin_popcount((unsigned)mask);
+  }
+#endif
   for (; j < n; ++j) {
-    idx[m] = (int32_t)j;
+    idx[m] = base + (int32_t)j;
     m += s[j] != 0.0f;
   }
   return m;
 }
 
-constexpr int64_t SB = 8;  // samples run in lockstep: each column block of Wᵀ is read once for all of them
-constexpr int NV = 8;       // vectors of 8 floats per column block (64 columns: the sums stay in registers)
-constexpr int64_t PREFETCH = 4;  // active rows fetched ahead
+constexpr int NV = 8;                        // vectors of 8 floats per register block (64 columns)
+constexpr int64_t NB = NV * 8;
+constexpr int64_t PANEL_BYTES = 512 * 1024;  // a panel of Wᵀ's columns, read from L2 for a whole sample block
+constexpr int64_t LIST_BYTES = 8 << 20;      // the spike lists of a sample block (all steps), in and out
+constexpr int64_t MAX_SB = 32;               // samples per block
 typedef float V8 __attribute__((vector_size(32)));
 
 inline V8 load8(const float* p) {
@@ -81,76 +101,108 @@ inline V8 load8(const float* p) {
   return r;
 }
 
-// For the ns samples of a block: x_s[0..n) = scale · Σ_j wt[idx_s[j], :] + shift, each element
-// summed in j order (as spiking/kernels/spike_matmul_cpu.cpp). Column block outer, so the block
-// of Wᵀ (K · 64 floats) is reused from cache by every sample.
-void drive(const float* wt, const int32_t* idx, const int64_t* fired, int64_t ns, int64_t n, int64_t width,
-           float scale, float shift, float* x) {
-  constexpr int64_t NB = NV * 8;
-  for (int64_t c0 = 0; c0 < n; c0 += NB) {
-    const int64_t len = std::min(NB, n - c0);
-    for (int64_t s = 0; s < ns; ++s) {
-      const int32_t* ix = idx + s * width;
-      float* xs = x + s * width + c0;
-      if (len == NB) {
-        V8 acc[NV];
-        for (int q = 0; q < NV; ++q) acc[q] = V8{};
-        for (int64_t j = 0; j < fired[s]; ++j) {
-          if (j + PREFETCH < fired[s]) {  // the rows come from cache levels far away: ask early
-            const char* next = reinterpret_cast<const char*>(wt + (int64_t)ix[j + PREFETCH] * n + c0);
-            for (int line = 0; line < NV * 32; line += 64) __builtin_prefetch(next + line);
-          }
-          const float* row = wt + (int64_t)ix[j] * n + c0;
-          for (int q = 0; q < NV; ++q) acc[q] += load8(row + q * 8);
-        }
-        for (int q = 0; q < NV; ++q) {
-          const V8 r = acc[q] * scale + shift;
-          std::memcpy(xs + q * 8, &r, sizeof(r));
-        }
-      } else {
-        float acc[NB] = {};
-        for (int64_t j = 0; j < fired[s]; ++j) {
-          const float* row = wt + (int64_t)ix[j] * n + c0;
-          for (int64_t q = 0; q < len; ++q) acc[q] += row[q];
-        }
-        for (int64_t q = 0; q < len; ++q) xs[q] = acc[q] * scale + shift;
-      }
-    }
+// x[0..8·nv) = scale · Σ_j row_j[0..8·nv) + shift, row_j = base + idx[j]·n, summed in j order.
+template <int nv>
+inline void drive_block(const float* base, const int32_t* idx, int64_t fired, int64_t n, float scale, float shift,
+                        float* x) {
+  V8 acc[nv];
+  for (int q = 0; q < nv; ++q) acc[q] = V8{};
+  for (int64_t j = 0; j < fired; ++j) {
+    const float* row = base + (int64_t)idx[j] * n;
+    for (int q = 0; q < nv; ++q) acc[q] += load8(row + q * 8);
+  }
+  for (int q = 0; q < nv; ++q) {
+    const V8 r = acc[q] * scale + shift;
+    std::memcpy(x + q * 8, &r, sizeof(r));
   }
 }
 
-// Samples [b0, b1), in blocks of SB run step by step in lockstep.
+// x[0..len) = scale · Σ_j wt[idx[j], c0 + q] + shift for q < len, each element summed in j order
+// (as spiking/kernels/spike_matmul_cpu.cpp); n: the row length of wt. Blocks of 64 columns, then
+// one of the remaining whole vectors, then single columns.
+void drive(const float* wt, const int32_t* idx, int64_t fired, int64_t n, int64_t c0, int64_t len, float scale,
+           float shift, float* x) {
+  int64_t b0 = 0;
+  for (; b0 + NB <= len; b0 += NB) drive_block<NV>(wt + c0 + b0, idx, fired, n, scale, shift, x + b0);
+  const float* base = wt + c0 + b0;
+  switch ((len - b0) / 8) {
+    case 1: drive_block<1>(base, idx, fired, n, scale, shift, x + b0); break;
+    case 2: drive_block<2>(base, idx, fired, n, scale, shift, x + b0); break;
+    case 3: drive_block<3>(base, idx, fired, n, scale, shift, x + b0); break;
+    case 4: drive_block<4>(base, idx, fired, n, scale, shift, x + b0); break;
+    case 5: drive_block<5>(base, idx, fired, n, scale, shift, x + b0); break;
+    case 6: drive_block<6>(base, idx, fired, n, scale, shift, x + b0); break;
+    case 7: drive_block<7>(base, idx, fired, n, scale, shift, x + b0); break;
+    default: break;
+  }
+  b0 += (len - b0) / 8 * 8;
+  for (; b0 < len; ++b0) {
+    float acc = 0.0f;
+    for (int64_t j = 0; j < fired; ++j) acc += wt[(int64_t)idx[j] * n + c0 + b0];
+    x[b0] = acc * scale + shift;
+  }
+}
+
+// The active inputs of one layer for a block of samples and all steps: list (t, k) holds
+// fired[t·ns + k] indices from idx + (t·ns + k)·stride, increasing (stride = width + 8: room for
+// active()'s packed stores).
+struct Lists {
+  std::vector<int32_t> idx;
+  std::vector<int64_t> fired;
+  int64_t stride = 0, ns = 0;
+  int32_t* at(int64_t t, int64_t k) { return idx.data() + (t * ns + k) * stride; }
+  int64_t& count(int64_t t, int64_t k) { return fired[t * ns + k]; }
+};
+
+// Samples [b0, b1) in blocks of sb. Layer by layer: the first from its constant drive, every later
+// one panel of Wᵀ's columns at a time (the panel stays in L2 while all the block's samples and
+// steps read it; the neurons of a panel do not depend on other columns), from the lists of the
+// previous layer's spikes.
 void rows(const float* x1, const std::vector<Layer>& layers, const float* wn, int64_t steps, float tau, float w0,
           float shift, int64_t b0, int64_t b1) {
   const int64_t L = (int64_t)layers.size();
   int64_t width = 0;
   for (const Layer& l : layers) width = std::max(width, l.n);
-  std::vector<float> state(SB * L * width), x(SB * width), s(width);
-  std::vector<int32_t> idx(SB * width);
-  int64_t fired[SB];  // active inputs per sample of the layer being driven (the previous layer's spikes)
-  for (int64_t g0 = b0; g0 < b1; g0 += SB) {
-    const int64_t ns = std::min(SB, b1 - g0);
-    for (int64_t l = 0; l < L; ++l) {
-      const Layer& ly = layers[l];
-      for (int64_t k = 0; k < ns; ++k)
-        std::fill(state.begin() + (k * L + l) * width, state.begin() + (k * L + l) * width + ly.n, w0);
-      std::fill(ly.count + g0 * ly.n, ly.count + (g0 + ns) * ly.n, 0.0f);
-      if (l > 0) std::fill(ly.what + g0 * ly.n, ly.what + (g0 + ns) * ly.n, 0.0f);
+  const int64_t sb = std::max<int64_t>(1, std::min<int64_t>(MAX_SB, LIST_BYTES / (2 * 4 * steps * width)));
+  std::vector<float> state(width), x(width), s(width);
+  Lists in, out;
+  for (Lists* li : {&in, &out}) {
+    li->stride = width + 8;
+    if (L > 1) li->idx.resize(steps * sb * li->stride), li->fired.resize(steps * sb);
+  }
+  for (int64_t g0 = b0; g0 < b1; g0 += sb) {
+    const int64_t ns = std::min(sb, b1 - g0);
+    in.ns = out.ns = ns;
+    const Layer& first = layers[0];
+    std::fill(first.count + g0 * first.n, first.count + (g0 + ns) * first.n, 0.0f);
+    for (int64_t k = 0; k < ns; ++k) {
+      std::fill(state.begin(), state.begin() + first.n, w0);
+      for (int64_t t = 0; t < steps; ++t) {
+        lif_step(state.data(), x1 + (g0 + k) * first.n, first.n, tau, s.data(), first.count + (g0 + k) * first.n);
+        if (L > 1) out.count(t, k) = active(s.data(), first.n, 0, out.at(t, k));
+      }
     }
-    for (int64_t t = 0; t < steps; ++t) {
-      for (int64_t l = 0; l < L; ++l) {
-        const Layer& ly = layers[l];
-        if (l > 0) drive(ly.wt, idx.data(), fired, ns, ly.n, width, ly.scale, shift, x.data());
+    for (int64_t l = 1; l < L; ++l) {
+      const Layer& ly = layers[l];
+      const int64_t n_in = layers[l - 1].n, n = ly.n;
+      const bool listed = l + 1 < L;
+      std::swap(in, out);
+      if (listed) std::fill(out.fired.begin(), out.fired.end(), 0);
+      std::fill(ly.count + g0 * n, ly.count + (g0 + ns) * n, 0.0f);
+      std::fill(ly.what + g0 * n, ly.what + (g0 + ns) * n, 0.0f);
+      const int64_t panel = std::max<int64_t>(NB, PANEL_BYTES / (4 * n_in) / NB * NB);
+      for (int64_t c0 = 0; c0 < n; c0 += panel) {
+        const int64_t len = std::min(panel, n - c0);
         for (int64_t k = 0; k < ns; ++k) {
           const int64_t b = g0 + k;
-          const float* in = x1 + b * ly.n;
-          if (l > 0) {
-            in = x.data() + k * width;
-            float* wh = ly.what + b * ly.n;
-            for (int64_t q = 0; q < ly.n; ++q) wh[q] += wn[t] * in[q];
+          float* wh = ly.what + b * n + c0;
+          std::fill(state.begin(), state.begin() + len, w0);
+          for (int64_t t = 0; t < steps; ++t) {
+            drive(ly.wt, in.at(t, k), in.count(t, k), n, c0, len, ly.scale, shift, x.data());
+            for (int64_t q = 0; q < len; ++q) wh[q] += wn[t] * x[q];
+            lif_step(state.data(), x.data(), len, tau, s.data(), ly.count + b * n + c0);
+            if (listed) out.count(t, k) += active(s.data(), len, (int32_t)c0, out.at(t, k) + out.count(t, k));
           }
-          lif_step(state.data() + (k * L + l) * width, in, ly.n, tau, s.data(), ly.count + b * ly.n);
-          if (l + 1 < L) fired[k] = active(s.data(), ly.n, idx.data() + k * width);
         }
       }
     }
@@ -196,7 +248,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> dsr_stack(
   }
   const float* xp = x1.data_ptr<float>();
   const float* wp = wn.data_ptr<float>();
-  at::parallel_for(0, B, SB, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, B, 8, [&](int64_t b0, int64_t b1) {
     rows(xp, layers, wp, steps, (float)tau, (float)w0, (float)shift, b0, b1);
   });
   return {counts, whats};
