@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .kernels.spike_matmul import weight_rows
+
 __all__ = ["Linear", "LinearFn"]
 
 
@@ -55,12 +57,12 @@ class Linear(nn.Linear):
         changes (its version): one copy per optimizer step, none per evaluation batch."""
         w = self.weight
         if w.is_inference():  # no version counter to key on
-            return w.detach().t().contiguous()
+            return weight_rows(w)
         key = (id(w), w.data_ptr(), w._version)
         cached = getattr(self, "_weight_rows", None)
         if cached is None or cached[0] != key:
             with torch.inference_mode(False), torch.no_grad():  # a normal tensor, usable anywhere
-                cached = self._weight_rows = (key, w.detach().t().contiguous())
+                cached = self._weight_rows = (key, weight_rows(w))
         return cached[1]
 
     def __getstate__(self):  # copies and pickles rebuild the kept view from their own weight

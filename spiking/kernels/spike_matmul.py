@@ -22,7 +22,7 @@ import torch
 from ..native_sources import native_source
 from .extension import CachedExtension
 
-__all__ = ["spike_matmul", "spike_matmul_reference", "MAX_DENSITY"]
+__all__ = ["spike_matmul", "spike_matmul_reference", "weight_rows", "MAX_DENSITY"]
 
 MAX_DENSITY = 0.2
 
@@ -89,3 +89,16 @@ def spike_matmul(s: torch.Tensor, w: torch.Tensor, scale: Scale = 1.0, shift: fl
     out, _ = _EXT.load().spike_matmul(s.contiguous(), w.contiguous(), _scale_tensor(scale, s.dtype),
                                       float(shift), float(max_density))
     return out
+
+
+def weight_rows(w: torch.Tensor) -> torch.Tensor:
+    """``wᵀ`` as a new contiguous tensor without autograd history: for a weight stored ``[out, in]``,
+    row ``k`` holds the weights leaving input ``k`` (what :func:`spike_matmul` reads). On CPU
+    float32 the extension's tiled transpose (a strided ``w.t().contiguous()`` of an 800 × 800
+    weight takes several times longer); elsewhere ``w.t().contiguous()``. Exact either way."""
+    if w.dim() != 2:
+        raise ValueError(f"weight_rows: a 2-d weight needed, got shape {tuple(w.shape)}")
+    w = w.detach()
+    if w.device.type == "cpu" and w.dtype == torch.float32 and _EXT.available():
+        return _EXT.load().transpose(w)
+    return w.t().contiguous()

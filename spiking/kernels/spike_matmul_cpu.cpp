@@ -11,6 +11,10 @@
 // multiply (x·1 is exact, so both forms give the same result). Each output element is a plain
 // left-to-right sum over k in increasing order, independent of the thread count (deterministic).
 // Above a density limit the dense product is faster, and at::mm is used instead.
+//
+// transpose(w) gives the rows such a product reads from a weight stored [out, in] (nn.Linear's
+// layout): Wᵀ contiguous, in 8 × 8 blocks transposed in registers (AVX2; one element at a time
+// at the edges and elsewhere), 32 × 32 tiles at a time so reads and writes stay in cache.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
@@ -18,6 +22,10 @@
 #include <algorithm>
 #include <cstring>
 #include <vector>
+
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -161,10 +169,62 @@ std::tuple<at::Tensor, bool> spike_matmul(const at::Tensor& s, const at::Tensor&
   return {out, true};
 }
 
+#ifdef __AVX2__
+// d[j·ld + i] = s[i·ls + j] for i, j < 8.
+inline void transpose8(const float* s, int64_t ls, float* d, int64_t ld) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s + i * ls);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int h = 0; h < 2; ++h) {
+      u[i + 2 * h] = _mm256_shuffle_ps(t[i + h], t[i + h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      u[i + 2 * h + 1] = _mm256_shuffle_ps(t[i + h], t[i + h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+  for (int j = 0; j < 4; ++j) {
+    _mm256_storeu_ps(d + j * ld, _mm256_permute2f128_ps(u[j], u[j + 4], 0x20));
+    _mm256_storeu_ps(d + (j + 4) * ld, _mm256_permute2f128_ps(u[j], u[j + 4], 0x31));
+  }
+}
+#endif
+
+// out [n, m] = wᵀ for w [m, n] (contiguous float32); tile rows split over threads.
+at::Tensor transpose(const at::Tensor& w) {
+  TORCH_CHECK(w.dim() == 2 && w.scalar_type() == at::kFloat && w.device().is_cpu(),
+              "transpose: a 2-d float32 CPU tensor needed, got ", w.sizes(), " ", w.scalar_type());
+  const at::Tensor src = w.contiguous();
+  const int64_t m = src.size(0), n = src.size(1);
+  at::Tensor out = at::empty({n, m}, src.options());
+  const float* s = src.data_ptr<float>();
+  float* d = out.data_ptr<float>();
+  constexpr int64_t TILE = 32;
+  at::parallel_for(0, (m + TILE - 1) / TILE, 1, [&](int64_t a0, int64_t a1) {
+    for (int64_t i0 = a0 * TILE; i0 < std::min(m, a1 * TILE); i0 += TILE)
+      for (int64_t j0 = 0; j0 < n; j0 += TILE) {
+        const int64_t i1 = std::min(m, i0 + TILE), j1 = std::min(n, j0 + TILE);
+        int64_t i = i0;
+#ifdef __AVX2__
+        for (; i + 8 <= i1; i += 8) {
+          int64_t j = j0;
+          for (; j + 8 <= j1; j += 8) transpose8(s + i * n + j, n, d + j * m + i, m);
+          for (; j < j1; ++j)
+            for (int64_t q = i; q < i + 8; ++q) d[j * m + q] = s[q * n + j];
+        }
+#endif
+        for (; i < i1; ++i)
+          for (int64_t j = j0; j < j1; ++j) d[j * m + i] = s[i * n + j];
+      }
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Event-driven synaptic input: scale * (s @ w) + shift for mostly-zero s";
   m.def("spike_matmul", &spike_matmul, "(scale * (s @ w) + shift, event_driven): only the rows of w where s is nonzero "
         "are summed when at most max_density of s is nonzero");
+  m.def("transpose", &transpose, "w^T as a new contiguous float32 tensor (tiled)");
 }

@@ -301,9 +301,15 @@ class DSRLIF(nn.Module):
 
     def add_spikes(self, s: torch.Tensor) -> None:
         """Add ``Σ s`` (spikes, or spike counts) to ``spike_total`` while counting."""
-        if self.spike_total is not None:  # 0/1 spikes sum exactly in float32 below 2^24 elements
-            binary = s.dtype == torch.float32 and s.numel() < 2 ** 24 and s.dim() > 2
-            self.spike_total.add_(s.sum() if binary else s.sum(dtype=torch.float64))
+        if self.spike_total is None:
+            return
+        # float32 sums of whole numbers are exact while below 2^24: each row of 0/1 spikes [T, B, N]
+        # or of counts [B, N] (each at most T) is summed in float32, the row totals in float64
+        rows = s.reshape(s.shape[0], -1) if s.dim() > 1 else s.reshape(1, -1)
+        if s.dtype == torch.float32 and rows.shape[1] * (1 if s.dim() > 2 else self.T) < 2 ** 24:
+            self.spike_total.add_(rows.sum(1).sum(dtype=torch.float64))
+        else:
+            self.spike_total.add_(s.sum(dtype=torch.float64))
 
     def records(self, I_mean: Optional[torch.Tensor]) -> bool:
         """Whether the rate graph is recorded (a gradient to ``I_mean`` or the threshold)."""

@@ -42,6 +42,7 @@ from .layers import HLOPLinear
 __all__ = ["HLOPMLP", "METHODS", "method_defaults"]
 
 METHODS = ("dsr", "bptt", "ottt")
+EVAL_BYTES = 64 << 20  # working set of one evaluation batch on the fused CPU DSR path
 
 
 def method_defaults(method: str) -> dict:
@@ -118,13 +119,25 @@ class HLOPMLP(nn.Module):
         return self._forward_lif(x)
 
     # -------------------------------------------------------------- DSR
-    def _fused_dsr(self, x: torch.Tensor) -> bool:
+    def _fused_dsr(self, x: torch.Tensor, training: bool | None = None) -> bool:
         """Whether the hidden stack runs as one fused CPU pass (:mod:`spiking.kernels.dsr_stack`):
         CPU float32, no hooks on the neurons (spike counting goes through
         :meth:`~spiking.neuron.dsr.DSRLIF.count_spikes`), and no layer that records its spikes' weighted rate."""
-        return (dsr_stack.fused_available(x) and self.fcs[0].weight.dtype == torch.float32
+        training = self.training if training is None else training
+        return (self.method == "dsr" and dsr_stack.fused_available(x) and self.fcs[0].weight.dtype == torch.float32
                 and not any(n._forward_hooks or n._forward_pre_hooks for n in self.neurons)
-                and not (self.training and not all(fc.hebb_is_grad_input for fc in self.fcs[1:])))
+                and not (training and not all(fc.hebb_is_grad_input for fc in self.fcs[1:])))
+
+    def eval_batch_size_for(self, device) -> int | None:
+        """Evaluation batch sized by memory (read by :func:`spiking.runner.evaluation.eval_batch_size`)
+        where the forward keeps no ``[T, B, N]`` tensor, the fused CPU DSR path: as many samples as
+        fit :data:`EVAL_BYTES` with each one's float32 input, currents, drive, spike counts, weighted
+        drives and logits (2999 in 784-800-800-10); None elsewhere (the device's default)."""
+        probe = torch.empty(0, self.sizes[0], device=device)
+        if not (self.fcs[0].weight.device == probe.device and self._fused_dsr(probe, training=False)):
+            return None
+        hidden = sum(self.sizes[1:-1])
+        return max(1, EVAL_BYTES // (4 * (self.sizes[0] + 2 * self.sizes[1] + 2 * hidden + self.sizes[-1])))
 
     def _forward_dsr_fused(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`_forward_dsr` with the hidden stack in one kernel: it returns per layer the spike

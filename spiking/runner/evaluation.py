@@ -96,13 +96,20 @@ class SpikeCounter:
 CPU_EVAL_BATCH, GPU_EVAL_BATCH = 256, 1000
 
 
-def eval_batch_size(cfg: dict) -> int:
-    """``cfg["eval_batch_size"]``, or when it is None the default for ``cfg["device"]``: 256 on the
-    CPU (larger batches spill a spiking net's [T, B, N] activations out of cache and run slower per
-    sample), 1000 on a GPU."""
+def eval_batch_size(cfg: dict, model: torch.nn.Module | None = None) -> int:
+    """``cfg["eval_batch_size"]``, or when it is None: the model's own size for ``cfg["device"]``
+    (``model.eval_batch_size_for(device)``, a model that knows its working set per sample, e.g.
+    :class:`~spiking.plasticity.networks.HLOPMLP` on its fused CPU path), else the default for
+    the device: 256 on the CPU (larger batches spill a spiking net's [T, B, N] activations out of
+    cache and run slower per sample), 1000 on a GPU."""
     if cfg.get("eval_batch_size") is not None:
         return int(cfg["eval_batch_size"])
-    return GPU_EVAL_BATCH if str(cfg.get("device", "cpu")).startswith("cuda") else CPU_EVAL_BATCH
+    device = str(cfg.get("device", "cpu"))
+    own = getattr(model, "eval_batch_size_for", None)
+    size = own(device) if callable(own) else None
+    if size is not None:
+        return int(size)
+    return GPU_EVAL_BATCH if device.startswith("cuda") else CPU_EVAL_BATCH
 
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes=None,
@@ -111,11 +118,11 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes=N
 
     Runs under ``torch.inference_mode()``; the correct count and the loss sum accumulate on the
     device and are read once at the end (one host sync per call, not per batch). ``batch_size``
-    None: :func:`eval_batch_size`'s default for ``device``.
+    None: :func:`eval_batch_size`'s size for ``model`` on ``device``.
     """
     if x.shape[0] == 0:
         raise ValueError("x must hold at least one sample")
-    batch_size = eval_batch_size({"eval_batch_size": batch_size, "device": device})
+    batch_size = eval_batch_size({"eval_batch_size": batch_size, "device": device}, model)
     was_training = model.training
     model.eval()
     correct = loss_sum = None

@@ -52,7 +52,7 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .config import RUNTIME_KEYS, check, check_all, default_config  # noqa: F401 (default_config re-exported)
 from .cuda_graph import GraphedStep, check_cuda_graph
 from .device_mean import DeviceMean
-from .evaluation import Evaluator, SpikeCounter, eval_batch_size
+from .evaluation import Evaluator, SpikeCounter
 from .outfolder import check_out_path, claim, environment
 from .registry import DATASETS, MODELS
 from .rehearsal import RehearsalSchedule
@@ -222,7 +222,7 @@ class _SeedRun:
         schedule = Schedule(cfg["epochs"], cfg["rehearse_steps"], self.rehearsal,
                             tuple(tuple(u) for u in cfg["unlearn"]))
         self.events = build_timeline(len(self.stream), schedule)
-        self.evaluator = Evaluator(self.stream, eval_batch_size(cfg), self.device,
+        self.evaluator = Evaluator(self.stream, cfg["eval_batch_size"], self.device,
                                    cfg["eval_subset"], subset_seed=seed, test_subset=cfg["test_subset"])
         self.log = _Log()
         self.task_loss = DeviceMean()  # this learn event's training loss, summed on the device
@@ -410,7 +410,7 @@ class _SeedRun:
         for task, x, y in parts:
             if len(y):
                 classes = task.classes if self.stream.task_labels_at_test else None
-                a, _ = evaluate(self.model, x, y, classes, eval_batch_size(self.cfg), self.device)
+                a, _ = evaluate(self.model, x, y, classes, self.cfg["eval_batch_size"], self.device)
                 correct += a * len(y)
                 n += len(y)
         return correct / n if n else None
