@@ -163,12 +163,17 @@ void rows(const float* x1, const std::vector<Layer>& layers, const float* wn, in
   const int64_t L = (int64_t)layers.size();
   int64_t width = 0;
   for (const Layer& l : layers) width = std::max(width, l.n);
-  const int64_t sb = std::max<int64_t>(1, std::min<int64_t>(MAX_SB, LIST_BYTES / (2 * 4 * steps * width)));
+  const int64_t sb = std::max<int64_t>(1, std::min({MAX_SB, b1 - b0, LIST_BYTES / (2 * 4 * steps * width)}));
   std::vector<float> state(width), x(width), s(width);
-  Lists in, out;
+  // the lists live on between calls (a training step's small batch would otherwise pay for
+  // allocating and clearing them each time); only grown, never cleared: every count is set
+  // before the indices it covers are read
+  static thread_local Lists in, out;
   for (Lists* li : {&in, &out}) {
     li->stride = width + 8;
-    if (L > 1) li->idx.resize(steps * sb * li->stride), li->fired.resize(steps * sb);
+    const size_t need = L > 1 ? (size_t)(steps * sb * li->stride) : 0;
+    if (li->idx.size() < need) li->idx.resize(need);
+    if (li->fired.size() < (size_t)(steps * sb)) li->fired.resize(steps * sb);
   }
   for (int64_t g0 = b0; g0 < b1; g0 += sb) {
     const int64_t ns = std::min(sb, b1 - g0);
