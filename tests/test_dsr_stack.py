@@ -119,7 +119,7 @@ def test_runner_spike_counts_are_the_same_fused_and_unfused():
     calls = []
     real = ds.dsr_stack
     try:
-        ds.dsr_stack = lambda *a: calls.append(1) or real(*a)
+        ds.dsr_stack = lambda *a, **k: calls.append(1) or real(*a, **k)
         with SpikeCounter(fused) as cf:
             acc_f = evaluate(fused, x, y, batch_size=16)
     finally:
@@ -140,3 +140,12 @@ def test_non_finite_drive_and_mixed_dtypes_are_refused():
         ds.dsr_stack(x1.nan_to_num(), [weights[0].double()], scales, wn, TAU, W0, SHIFT)
     counts, whats = ds.dsr_stack(x1[:0], weights, scales, wn, TAU, W0, SHIFT)  # an empty batch
     assert counts[0].shape == (0, 6) and whats[0].shape == (0, 5)
+
+
+def test_without_weighted_drives_the_counts_are_the_same():
+    x1, weights, scales, wn = _stack((40, 30, 20), 9, 20, 0.3, seed=4)
+    counts, whats = ds.dsr_stack(x1, weights, scales, wn, TAU, W0, SHIFT)
+    only, none = ds.dsr_stack(x1, weights, scales, wn, TAU, W0, SHIFT, weighted=False)
+    ref, ref_none = ds.dsr_stack_reference(x1, weights, scales, wn, TAU, W0, SHIFT, weighted=False)
+    assert len(whats) == 2 and none == [] and ref_none == []
+    assert all(torch.equal(a, b) and torch.equal(a, r) for a, b, r in zip(counts, only, ref))

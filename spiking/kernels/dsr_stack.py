@@ -55,7 +55,7 @@ def fused_available(x1: torch.Tensor) -> bool:
     return x1.device.type == "cpu" and x1.dtype == torch.float32 and _EXT.available()
 
 
-def dsr_stack_reference(x1, weights_t, scales, wn, tau: float, w0: float, shift: float):
+def dsr_stack_reference(x1, weights_t, scales, wn, tau: float, w0: float, shift: float, weighted: bool = True):
     """:func:`dsr_stack` from the unfused ops: ``X¹`` repeated over T, the fused LIF per layer,
     the event-driven product between layers."""
     from ..neuron.functional import lif_multistep  # noqa: PLC0415
@@ -72,12 +72,13 @@ def dsr_stack_reference(x1, weights_t, scales, wn, tau: float, w0: float, shift:
             if i == len(weights_t):
                 break
             drive = spike_matmul(s.view(T * B, -1), weights_t[i], scales[i], shift).view(T, B, -1)
-            whats.append(torch.mm(wn.view(1, T), drive.view(T, -1)).view(B, -1))
+            if weighted:
+                whats.append(torch.mm(wn.view(1, T), drive.view(T, -1)).view(B, -1))
     return counts, whats
 
 
 def dsr_stack(x1: torch.Tensor, weights_t: list, scales: torch.Tensor, wn: torch.Tensor, tau: float, w0: float,
-              shift: float):
+              shift: float, weighted: bool = True):
     """Spike counts ``[Σ_t S¹_t, …]`` (each ``[B, N_l]``) and weighted drives ``[Σ_t ŵ_t X²_t, …]``
     of a DSR stack driven by the constant ``x1 = X¹ [B, N1]``; no autograd.
 
@@ -85,12 +86,13 @@ def dsr_stack(x1: torch.Tensor, weights_t: list, scales: torch.Tensor, wn: torch
     contiguous), ``scales [L − 1]`` their scales (``V_th/Δt`` of the spiking layer times the
     driven layer's ``k``), ``wn [T]`` the normalised DSR step weights, ``tau = 1/(1 − β)``,
     ``w0 = 1 − α`` and ``shift = c`` (:func:`~spiking.neuron.dsr.drive_coefficients`).
+    ``weighted=False``: no weighted drives (an empty list; inference reads only the counts).
     ``ValueError`` when the fused kernel reads a NaN or inf in ``x1`` (the unfused path does not check).
     """
     _check(x1, weights_t, scales, wn)
     if not (fused_available(x1) and all(w.device.type == "cpu" and w.dtype == torch.float32 for w in weights_t)):
-        return dsr_stack_reference(x1, weights_t, scales, wn, tau, w0, shift)
+        return dsr_stack_reference(x1, weights_t, scales, wn, tau, w0, shift, weighted)
     with torch.no_grad():
         return _EXT.load().dsr_stack(x1.contiguous(), [w.contiguous() for w in weights_t],
                                      scales.detach().reshape(-1).float().contiguous(), wn.contiguous(),
-                                     float(tau), float(w0), float(shift))
+                                     float(tau), float(w0), float(shift), bool(weighted))

@@ -38,7 +38,7 @@ struct Layer {
   float scale = 0.f;
   int64_t n = 0;
   float* count = nullptr;     // [B, n]
-  float* what = nullptr;      // [B, n], layer > 1
+  float* what = nullptr;      // [B, n], layer > 1 (none: not asked for)
 };
 
 // One LIF step of the n neurons of w with drive x: s[j] = S (0 or 1), counted (vectorised).
@@ -194,17 +194,18 @@ void rows(const float* x1, const std::vector<Layer>& layers, const float* wn, in
       std::swap(in, out);
       if (listed) std::fill(out.fired.begin(), out.fired.end(), 0);
       std::fill(ly.count + g0 * n, ly.count + (g0 + ns) * n, 0.0f);
-      std::fill(ly.what + g0 * n, ly.what + (g0 + ns) * n, 0.0f);
+      if (ly.what) std::fill(ly.what + g0 * n, ly.what + (g0 + ns) * n, 0.0f);
       const int64_t panel = std::max<int64_t>(NB, PANEL_BYTES / (4 * n_in) / NB * NB);
       for (int64_t c0 = 0; c0 < n; c0 += panel) {
         const int64_t len = std::min(panel, n - c0);
         for (int64_t k = 0; k < ns; ++k) {
           const int64_t b = g0 + k;
-          float* wh = ly.what + b * n + c0;
+          float* wh = ly.what ? ly.what + b * n + c0 : nullptr;
           std::fill(state.begin(), state.begin() + len, w0);
           for (int64_t t = 0; t < steps; ++t) {
             drive(ly.wt, in.at(t, k), in.count(t, k), n, c0, len, ly.scale, shift, x.data());
-            for (int64_t q = 0; q < len; ++q) wh[q] += wn[t] * x[q];
+            if (wh)
+              for (int64_t q = 0; q < len; ++q) wh[q] += wn[t] * x[q];
             lif_step(state.data(), x.data(), len, tau, s.data(), ly.count + b * n + c0);
             if (listed) out.count(t, k) += active(s.data(), len, (int32_t)c0, out.at(t, k) + out.count(t, k));
           }
@@ -214,10 +215,10 @@ void rows(const float* x1, const std::vector<Layer>& layers, const float* wn, in
   }
 }
 
-// counts[l] [B, n_l] = Σ_t S^l_t; whats[l - 1] [B, n_l] = Σ_t ŵ_t X^l_t (l > 1).
+// counts[l] [B, n_l] = Σ_t S^l_t; whats[l - 1] [B, n_l] = Σ_t ŵ_t X^l_t (l > 1), only if weighted.
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> dsr_stack(
     const at::Tensor& x1, const std::vector<at::Tensor>& wts, const at::Tensor& scales, const at::Tensor& wn,
-    double tau, double w0, double shift) {
+    double tau, double w0, double shift, bool weighted) {
   RECORD_FUNCTION("spiking::dsr_stack", std::vector<c10::IValue>({x1}));
   TORCH_CHECK(x1.dim() == 2 && x1.scalar_type() == at::kFloat && x1.is_contiguous() && x1.device().is_cpu(),
               "dsr_stack: x1 must be a contiguous float32 CPU tensor [B, N1], got ", x1.sizes(), " ", x1.scalar_type());
@@ -246,7 +247,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> dsr_stack(
   for (size_t l = 0; l < layers.size(); ++l) {
     counts.push_back(at::empty({B, layers[l].n}, x1.options()));
     layers[l].count = counts.back().data_ptr<float>();
-    if (l > 0) {
+    if (l > 0 && weighted) {
       whats.push_back(at::empty({B, layers[l].n}, x1.options()));
       layers[l].what = whats.back().data_ptr<float>();
     }

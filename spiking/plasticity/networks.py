@@ -143,6 +143,7 @@ class HLOPMLP(nn.Module):
         """:meth:`_forward_dsr` with the hidden stack in one kernel: it returns per layer the spike
         count and (after the first) the weighted drive, all the rate graph reads; the same spikes."""
         fc, neurons, cfg = self.fcs, self.neurons, self.cfg
+        graph = self.training or torch.is_grad_enabled()  # the weighted drives feed the DSR backward only
         I_mean = fc[0](x)
         with torch.no_grad():
             scales = [n.drive_scale() for n in neurons]  # also brings every V_th/Δt up to date
@@ -152,13 +153,13 @@ class HLOPMLP(nn.Module):
             wn = _normalised_weights(self.T, cfg["tau"], cfg["dt"], x.dtype, x.device).view(-1)
             counts, whats = dsr_stack.dsr_stack(x1, [layer.weight_t_contiguous() for layer in fc[1:-1]], between,
                                                 wn, 1.0 / (1.0 - math.exp(-cfg["dt"] / cfg["tau"])),
-                                                1.0 - cfg["alpha"], neurons[0].drive_shift)
+                                                1.0 - cfg["alpha"], neurons[0].drive_shift, weighted=graph)
         for i, (layer, neuron) in enumerate(zip(fc[1:], neurons)):
             neuron.add_spikes(counts[i])
-            if not (layer is fc[-1] or self.training or torch.is_grad_enabled()):
+            if not (layer is fc[-1] or graph):
                 I_mean = None  # evaluation: only the last rate is read
                 continue
-            I_w = (lambda I=I_mean: I) if i == 0 else (lambda w=whats[i - 1], n=neuron: n.current_of(w))
+            I_w = (lambda I=I_mean: I) if i == 0 else (lambda i=i, n=neuron: n.current_of(whats[i - 1]))
             rate = neuron.rate_of(I_mean, counts[i].div_(self.T), I_w)
             I_mean = layer(rate, graph_only=layer is not fc[-1])
         return I_mean
