@@ -8,7 +8,9 @@ spike densities are those of a trained net), then times ``spiking.runner.evaluat
 row is timed three ways: the default fused hidden stack (``spiking.kernels.dsr_stack``), the
 unfused stack with the event-driven hidden-to-hidden product (``spiking.kernels.spike_matmul``)
 and the unfused stack with the dense ``torch.mm`` reference, so the gain of each change is
-measured in the same run. The runner's default evaluation batch on the CPU is 256.
+measured in the same run. The runner's default evaluation batch on the CPU is 256, except for a
+model that sizes its own: ``HLOPMLP`` on its fused CPU path (``eval_batch_size_for``, the row
+marked ``models_own_batch``), which is what the runner uses for this network.
 """
 from __future__ import annotations
 
@@ -32,8 +34,9 @@ from _record import write_record  # noqa: E402
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--train-steps", type=int, default=300)
-    p.add_argument("--n", type=int, default=2000, help="test samples per timing")
-    p.add_argument("--batches", default="64,128,256,512,1000")
+    p.add_argument("--n", type=int, default=6000, help="test samples per timing")
+    p.add_argument("--batches", default="64,256,1000,model",
+                   help="evaluation batch sizes; 'model': the model's own size (HLOPMLP.eval_batch_size_for)")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "eval_batch.json"))
@@ -74,8 +77,9 @@ def main(argv=None) -> int:
     x, y = xte[:args.n], yte[:args.n]
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
-        for bs in (int(b) for b in args.batches.split(",")):
-            row = {"threads": threads, "batch": bs}
+        own = model.eval_batch_size_for("cpu")
+        for bs in (own if b == "model" else int(b) for b in args.batches.split(",")):
+            row = {"threads": threads, "batch": bs, "models_own_batch": bs == own}
             for name, fused, product in (("fused_stack", True, spike_matmul), ("event_driven", False, spike_matmul),
                                          ("dense", False, spike_matmul_reference)):
                 nets.spike_matmul = product

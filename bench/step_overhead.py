@@ -2,6 +2,7 @@
 
     python bench/step_overhead.py                       # counts at hidden 8 and 800, times at both
     python bench/step_overhead.py --hidden 8 --no-time  # counts only (fast)
+    python bench/step_overhead.py --device cuda --out bench/results/step_overhead_gpu.json
 
 For finetune, EWC, replay, GPM, joint (784-H-H-10 SpikingMLP, T = 6) and HLOP with DSR (T = 20),
 BPTT and OTTT (T = 6) in their own network: top-level dispatched aten ops and host syncs per
@@ -35,6 +36,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed run pairs per method (median)")
     p.add_argument("--no-time", action="store_true", help="counts only")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="torch device of the runs (cpu, cuda, cuda:1, ...)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "step_overhead.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -44,16 +46,19 @@ def main(argv=None) -> int:
     labels = args.methods.split(",") if args.methods else [m[0] for m in METHODS]
     info = {"command": " ".join(["python", "bench/step_overhead.py", *(argv if argv is not None else sys.argv[1:])]),
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
-                        "loadavg_start": os.getloadavg()},
+                        "device": args.device, "loadavg_start": os.getloadavg()},
             "versions": versions(), "rows": []}
     steps = tuple(int(s) for s in args.steps.split(","))
     tsteps = tuple(int(s) for s in args.time_steps.split(","))
+    extra = None if args.device == "cpu" else {"device": args.device}
+    if extra and args.device.startswith("cuda"):
+        info["machine"]["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
     for hidden in (int(h) for h in args.hidden.split(",")):
         for label in labels:
-            row = measure_step(label, hidden=hidden, steps=steps)
+            row = measure_step(label, hidden=hidden, steps=steps, extra=extra)
             if not args.no_time:
                 row.update({k: v for k, v in measure_step(label, hidden=hidden, steps=tsteps, count=False, timing=True,
-                                                          repeats=args.repeats).items()
+                                                          repeats=args.repeats, extra=extra).items()
                             if k.startswith("step_s")})
             ops, syncs = budget(label)
             row.update(budget_ops=ops, budget_syncs=syncs, within_budget=row["ops"] <= ops and row["syncs"] <= syncs)
