@@ -1,11 +1,13 @@
-"""A stack of DSR LIF layers in one pass per sample on the CPU: spike counts and weighted drives out.
+"""A stack of DSR LIF layers in one native pass on the CPU: spike counts and weighted drives out.
 
 The unfused DSR network (:class:`~spiking.plasticity.networks.HLOPMLP`, ``method="dsr"``) writes
 for every hidden layer a ``[T, B, N]`` drive and a ``[T, B, N]`` spike tensor and reads each back
 (the LIF, the event-driven product, the rate). What its rate graph needs is per layer ``[B, N]``:
 the spike count ``Σ_t S_t`` and, for layers after the first, the weighted drive ``Σ_t ŵ_t X_t``.
-``spiking/kernels/dsr_stack_cpu.cpp`` runs the layers step by step per sample with their state in
-cache and returns only those, with the float operations of the unfused path (same spikes):
+``spiking/kernels/dsr_stack_cpu.cpp`` runs the layers one after the other for blocks of samples
+(a layer after the first one L2-sized panel of ``Wᵀ``'s columns at a time, from lists of the
+previous layer's active neurons) and returns only those, with the float operations of the unfused
+path (same spikes):
 
     X¹ given (constant);  X^l_t = scale_l · Σ_{k: S^{l−1}_t[k]=1} Wᵀ_l[k, :] + c   (l > 1)
     H = (w − w/τ') + X,  S = Θ(H − 1),  w ← H − S,  w₀ = 1 − α

@@ -263,6 +263,6 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> dsr_stack(
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "A stack of DSR LIF layers in one pass per sample (spike counts and weighted drives out)";
+  m.doc() = "A stack of DSR LIF layers in one native pass (spike counts and weighted drives out)";
   m.def("dsr_stack", &dsr_stack, "(counts per layer, weighted drives of layers 2..L)");
 }
