@@ -47,6 +47,10 @@ def policies(cores: int) -> dict:
         "torch-default": (defaults, None),
         "threads-1": (defaults, 1),
         f"threads-{cores}-passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, None),
+        # OpenMP's default (spin, then sleep) with a short spin: idle threads sleep after about 10k
+        # (or 100k) spins instead of libgomp's default 300k
+        f"threads-{cores}-spin10k": ({**defaults, "GOMP_SPINCOUNT": "10000"}, None),
+        f"threads-{cores}-spin100k": ({**defaults, "GOMP_SPINCOUNT": "100000"}, None),
         "example-default": ({}, None),  # no setting: what `python examples/permuted_mnist.py` does
     }
 
@@ -56,7 +60,7 @@ def start_busy() -> subprocess.Popen:
 
 
 def one_trial(env_extra: dict, threads, args, folder: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "SPIKING_OMP_DEFAULTS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "SPIKING_OMP_DEFAULTS", "GOMP_SPINCOUNT")}
     env.update(env_extra)
     cmd = [sys.executable, str(EXAMPLE), "--tasks", str(args.tasks), "--train-subset", str(args.train_subset),
            "--out", str(folder)]
