@@ -16,7 +16,8 @@
 // at a time, so the panel stays in L2 while every sample and step of the block reads its active
 // rows (a neuron's drive needs only its own column). What leaves the kernel is per layer the
 // spike count Σ_t S_t [B, N_l] and, for l > 1, the weighted drive Σ_t ŵ_t X^l_t [B, N_l] (ŵ: the
-// normalised DSR weights, summed in t order), which is all the DSR rate graph reads. Samples are split over threads; float32 only.
+// normalised DSR weights, summed in t order), which is all the DSR rate graph reads. Samples are
+// split over threads; float32 only.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
@@ -77,7 +78,8 @@ inline int64_t active(const float* s, int64_t n, int32_t base, int32_t* idx) {
   for (; j + 8 <= n; j += 8) {
     const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + j), _mm256_setzero_ps(), _CMP_NEQ_UQ));
     const __m256i lanes = _mm256_load_si256(reinterpret_cast<const __m256i*>(PACK.lanes[mask]));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + m), _mm256_add_epi32(lanes, _mm256_set1_epi32(base + (int32_t)j)));
+    const __m256i at = _mm256_add_epi32(lanes, _mm256_set1_epi32(base + (int32_t)j));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + m), at);
     m += __builtin_popcount((unsigned)mask);
   }
 #endif
@@ -166,8 +168,8 @@ void rows(const float* x1, const std::vector<Layer>& layers, const float* wn, in
   const int64_t sb = std::max<int64_t>(1, std::min({MAX_SB, b1 - b0, LIST_BYTES / (2 * 4 * steps * width)}));
   std::vector<float> state(width), x(width), s(width);
   // the lists live on between calls (a training step's small batch would otherwise pay for
-  // allocating and clearing them each time); only grown, never cleared: every count is set
-  // before the indices it covers are read
+  // allocating and clearing them each time); only grown (to at most LIST_BYTES per thread), never
+  // cleared: every count is set before the indices it covers are read
   static thread_local Lists in, out;
   for (Lists* li : {&in, &out}) {
     li->stride = width + 8;
