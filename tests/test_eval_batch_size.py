@@ -35,6 +35,12 @@ def test_config_then_model_then_device_default():
     assert eval_batch_size(cpu) == CPU_EVAL_BATCH
 
 
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "64", True])
+def test_a_bad_size_from_the_model_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match="eval_batch_size_for"):
+        eval_batch_size({"eval_batch_size": None, "device": "cpu"}, Sized(bad))
+
+
 def test_evaluate_runs_the_models_batch():
     model = Sized(7)
     x, y = torch.randn(30, 4), torch.randint(0, 3, (30,))

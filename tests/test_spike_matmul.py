@@ -125,7 +125,7 @@ def test_dsr_network_uses_it_and_matches_the_dense_path(monkeypatch):
     assert close.float().mean() >= 0.95, close
 
 
-@pytest.mark.parametrize("shape", [(800, 784), (13, 29), (1, 5), (9, 8), (33, 70), (64, 1), (40, 40)])
+@pytest.mark.parametrize("shape", [(800, 784), (13, 29), (1, 5), (9, 8), (33, 70), (64, 1), (40, 40), (0, 5), (3, 0)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_weight_rows_is_the_exact_transpose(shape, dtype):
     w = torch.randn(*shape, dtype=dtype, requires_grad=True)
@@ -134,4 +134,4 @@ def test_weight_rows_is_the_exact_transpose(shape, dtype):
     assert torch.equal(rows, w.detach().t())  # 8 × 8 register blocks, 32 × 32 tiles and the edges
     assert torch.equal(sm.weight_rows(w[:, 1:]), w.detach()[:, 1:].t())  # a strided weight
     with pytest.raises(ValueError, match="2-d"):
-        sm.weight_rows(w[0])
+        sm.weight_rows(w.detach().reshape(-1))

@@ -108,7 +108,10 @@ def eval_batch_size(cfg: dict, model: torch.nn.Module | None = None) -> int:
     own = getattr(model, "eval_batch_size_for", None)
     size = own(device) if callable(own) else None
     if size is not None:
-        return int(size)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"{type(model).__name__}.eval_batch_size_for({device!r}) must return a positive int "
+                             f"or None, got {size!r}")
+        return size
     return GPU_EVAL_BATCH if device.startswith("cuda") else CPU_EVAL_BATCH
 
 
