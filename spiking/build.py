@@ -105,7 +105,7 @@ def cached_build(kind: str, key_parts: Iterable[Union[bytes, str]], build: Calla
 def build_all() -> list[tuple[str, bool, str]]:
     """Build (or find cached) every native library; ``[(name, ok, detail)]``, never raises."""
     from .kernels import cpu as neuron_cpu
-    from .kernels import dsr_stack, oja_iterations, online_lif, rlif_cpu, spike_matmul
+    from .kernels import dsr_stack, oja_iterations, online_lif, pixels, rlif_cpu, spike_matmul
     from .memory import cpu as sparsey_cpu
 
     results = []
@@ -113,7 +113,7 @@ def build_all() -> list[tuple[str, bool, str]]:
     results.append(("fused CPU neuron extension", ok, why or neuron_cpu.build_directory()))
     for name, module in (("fused CPU RLIF extension", rlif_cpu), ("event-driven CPU spike-matmul extension", spike_matmul),
                          ("fused CPU DSR-stack extension", dsr_stack), ("native Oja-iterations op", oja_iterations),
-                         ("native online-LIF ops", online_lif)):
+                         ("native online-LIF ops", online_lif), ("CPU pixel-transform extension", pixels)):
         ext = module.extension()
         ok = ext.available()
         results.append((name, ok, ext.error() or ext.directory()))

@@ -122,7 +122,7 @@ def test_spiking_build_command(capsys):
     assert [line.split(":")[0] for line in lines] == ["fused CPU neuron extension", "fused CPU RLIF extension",
                                                       "event-driven CPU spike-matmul extension",
                                                       "fused CPU DSR-stack extension", "native Oja-iterations op",
-                                                      "native online-LIF ops",
+                                                      "native online-LIF ops", "CPU pixel-transform extension",
                                                       "Sparsey C library"]
     for line in lines:
         directory = Path(line.split("(", 1)[1].rstrip(")"))

@@ -154,6 +154,21 @@ def test_test_subset(mnist):
         task.test_subset(10, seed=-1)
 
 
+def test_test_batches_are_the_test_data_in_order(mnist):
+    task = permuted_mnist(n_tasks=2, seed=3)[1]
+    x, y = task.test_data()
+    batches = list(task.test_batches(3000))
+    assert [len(b[1]) for b in batches] == [3000, 3000, 3000, 1000]
+    assert torch.equal(torch.cat([b[0] for b in batches]), x) and torch.equal(torch.cat([b[1] for b in batches]), y)
+    small = from_datasets([((torch.randn(4, 3), torch.zeros(4, dtype=torch.long)),
+                            (torch.randn(5, 3), torch.arange(5) % 2))])[0]
+    xs, ys = small.test_data()
+    got = list(small.test_batches(2))
+    assert [b[0].shape[0] for b in got] == [2, 2, 1] and torch.equal(torch.cat([b[0] for b in got]), xs)
+    with pytest.raises(ValueError, match="batch_size"):
+        small.test_batches(0)
+
+
 # ----------------------------------------------------------------------------- split MNIST
 
 

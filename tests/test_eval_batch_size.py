@@ -6,7 +6,8 @@ import torch
 
 import spiking.plasticity.networks as nets
 from spiking.kernels import dsr_stack
-from spiking.runner.evaluation import CPU_EVAL_BATCH, GPU_EVAL_BATCH, eval_batch_size, evaluate
+from spiking.runner.evaluation import (CPU_EVAL_BATCH, GPU_EVAL_BATCH, Evaluator, eval_batch_size, evaluate,
+                                       evaluate_batches)
 
 fused = pytest.mark.skipif(not dsr_stack.extension().available(), reason="no C++ toolchain")
 
@@ -68,3 +69,29 @@ def test_hlop_mlp_accuracy_does_not_depend_on_the_batch():
     assert model.eval_batch_size_for("cpu") >= 300
     (acc, loss), (acc7, loss7) = evaluate(model, x, y), evaluate(model, x, y, batch_size=7)
     assert acc == acc7 and loss == pytest.approx(loss7, rel=1e-5)  # the products' sums follow the batch
+
+
+def test_batches_give_what_whole_tensors_give():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    x, y = torch.randn(30, 4), torch.randint(0, 3, (30,))
+    whole = evaluate(model, x, y, batch_size=30)
+    parts = evaluate_batches(model, [(x[:11], y[:11]), (x[11:], y[11:])])
+    assert whole[0] == parts[0] and whole[1] == pytest.approx(parts[1], rel=1e-6)
+    masked = evaluate_batches(model, [(x, y)], classes=(0, 1))
+    assert masked == evaluate(model, x, y, classes=(0, 1))
+    with pytest.raises(ValueError, match="at least one sample"):
+        evaluate_batches(model, iter(()))
+    assert model.training  # restored
+
+
+def test_the_evaluator_streams_a_task_in_the_models_batches():
+    from spiking.data.streams import from_datasets  # noqa: PLC0415
+    torch.manual_seed(0)
+    x, y = torch.randn(30, 4), torch.randint(0, 3, (30,))
+    stream = from_datasets([((x, y), (x, y))])
+    model = Sized(7)
+    acc, loss = Evaluator(stream).full(model, stream[0])
+    assert model.seen == [7, 7, 7, 7, 2]
+    model.seen = []
+    assert (acc, loss) == evaluate(model, *stream[0].test_data())

@@ -188,6 +188,17 @@ def test_snntorch_model_runs_and_its_spikes_are_counted():
     assert res["spikes_per_sample"]["lif1"] > 0
 
 
+def test_finding_spiking_layers_imports_no_peer():
+    """A model of ours is evaluated without importing snnTorch or Norse (half a second per run)."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    code = ("import sys; from spiking.models import SpikingMLP; from spiking.runner.evaluation import spiking_layers;"
+            "names = list(spiking_layers(SpikingMLP((8, 6, 3), T=2)));"
+            "print(names, [m for m in ('snntorch', 'norse') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("[]") and "lif" in out.lower()
+
+
 def test_norse_model_runs_and_its_spikes_are_counted():
     norse = pytest.importorskip("norse.torch")
 

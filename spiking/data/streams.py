@@ -1,8 +1,9 @@
 """Continual-learning task streams: permuted MNIST, split MNIST and streams of user datasets.
 
 Images are held once (uint8 for MNIST) and shared by every task; each batch is transformed on the
-fly (pixel-permutation gather, scaling, normalisation, reshape), so ten permuted tasks cost one
-copy of MNIST. Batching is pure tensor indexing: no per-sample Python.
+fly (pixel-permutation gather, scaling, normalisation, reshape; one native pass on the CPU, see
+:mod:`spiking.kernels.pixels`), so ten permuted tasks cost one copy of MNIST. Batching is pure
+tensor indexing: no per-sample Python.
 
 Labels: task- and class-incremental streams yield global labels and ``task.classes`` lists the
 task's classes; domain-incremental streams yield the within-task index ``0..k-1`` with
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ..kernels.pixels import pixels
 from .idx import load_fashion_mnist, load_mnist
 
 __all__ = [
@@ -90,14 +92,10 @@ class _Transform:
     scale: float = 1.0  # x * scale + shift
     shift: float = 0.0
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        x = x.to(torch.float32)  # before the gather: float index_select is faster than uint8
-        if self.permutation is not None:
-            x = x.reshape(b, -1).index_select(1, self.permutation)
-        if self.scale != 1.0 or self.shift != 0.0:
-            x = x.mul(self.scale).add_(self.shift)
-        return x.reshape(b, *self.input_shape)
+    def rows(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The model input of ``images[index]`` (one native pass for uint8 images on the CPU)."""
+        x = pixels(images, index, self.permutation, self.scale, self.shift)
+        return x.reshape(x.shape[0], *self.input_shape)
 
 
 def _pixel_transform(input_shape, permutation=None, normalize=True, mean=0.0, std=1.0):
@@ -136,10 +134,10 @@ class Task:
         object.__setattr__(self, "n_train", len(self._train))
         object.__setattr__(self, "n_test", len(self._test))
 
-    def _rows(self, samples: _Samples, sel: torch.Tensor | None = None):
+    def _rows(self, samples: _Samples, sel: torch.Tensor | slice | None = None):
         index = samples.index if sel is None else samples.index[sel]
         labels = samples.labels if sel is None else samples.labels[sel]
-        return self._transform(samples.images[index]), labels
+        return self._transform.rows(samples.images, index), labels
 
     def train_batches(
         self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True,
@@ -163,6 +161,13 @@ class Task:
     def test_data(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All test ``(x, y)`` of the task."""
         return self._rows(self._test)
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield the test ``(x, y)`` in order, ``batch_size`` rows at a time, each batch transformed
+        as it is drawn: the float copy of the whole test set never exists (the evaluation's input
+        then stays in cache and its buffers are reused)."""
+        batch_size = _check_int("batch_size", batch_size, 1)
+        return (self._rows(self._test, slice(i, i + batch_size)) for i in range(0, self.n_test, batch_size))
 
     def test_subset(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed, seeded subset of ``n`` test samples (same ``n``/``seed`` -> same rows)."""

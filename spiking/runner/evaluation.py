@@ -9,7 +9,9 @@ sample (an energy proxy: spikes/sample per layer, summed over T).
 """
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -18,18 +20,22 @@ from .strategy import mask_logits
 
 
 def _peer_neuron_classes() -> tuple:
-    """snnTorch's SpikingNeuron and Norse's SNN / SNNCell base classes, where installed."""
+    """snnTorch's SpikingNeuron and Norse's SNN / SNNCell base classes, of the peers already
+    imported: a model holding a peer's neuron has imported that peer, and importing one that is
+    not in use costs a fresh process about half a second (on the first evaluation of every run)."""
     found = []
-    try:
-        from snntorch._neurons.neurons import SpikingNeuron  # noqa: PLC0415
-        found.append(SpikingNeuron)
-    except Exception:  # snntorch absent or moved
-        pass
-    try:
-        from norse.torch.module.snn import SNN, SNNCell  # noqa: PLC0415
-        found += [SNN, SNNCell]
-    except Exception:  # norse absent or moved
-        pass
+    if "snntorch" in sys.modules:
+        try:
+            from snntorch._neurons.neurons import SpikingNeuron  # noqa: PLC0415
+            found.append(SpikingNeuron)
+        except Exception:  # moved in another version
+            pass
+    if "norse" in sys.modules:
+        try:
+            from norse.torch.module.snn import SNN, SNNCell  # noqa: PLC0415
+            found += [SNN, SNNCell]
+        except Exception:  # moved in another version
+            pass
     return tuple(found)
 
 
@@ -118,21 +124,30 @@ def eval_batch_size(cfg: dict, model: torch.nn.Module | None = None) -> int:
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes=None,
              batch_size: int | None = None, device="cpu") -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of ``model`` on (x, y); ``classes`` masks logits (task-IL).
-
-    Runs under ``torch.inference_mode()``; the correct count and the loss sum accumulate on the
-    device and are read once at the end (one host sync per call, not per batch). ``batch_size``
-    None: :func:`eval_batch_size`'s size for ``model`` on ``device``.
-    """
+    ``batch_size`` None: :func:`eval_batch_size`'s size for ``model`` on ``device``.
+    See :func:`evaluate_batches`."""
     if x.shape[0] == 0:
         raise ValueError("x must hold at least one sample")
-    batch_size = eval_batch_size({"eval_batch_size": batch_size, "device": device}, model)
+    bs = eval_batch_size({"eval_batch_size": batch_size, "device": device}, model)
+    return evaluate_batches(model, ((x[i:i + bs], y[i:i + bs]) for i in range(0, x.shape[0], bs)), classes, device)
+
+
+def evaluate_batches(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], classes=None,
+                     device="cpu") -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` over the ``(x, y)`` batches (e.g. a task's
+    :meth:`~spiking.data.streams.Task.test_batches`); ``classes`` masks logits (task-IL).
+
+    Runs under ``torch.inference_mode()``; the correct count and the loss sum accumulate on the
+    device and are read once at the end (one host sync per call, not per batch).
+    """
     was_training = model.training
     model.eval()
     correct = loss_sum = None
+    n = 0
     try:
         with torch.inference_mode():
-            for i in range(0, x.shape[0], batch_size):
-                xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+            for xb, yb in batches:
+                xb, yb = xb.to(device), yb.to(device)
                 z = model(xb)
                 if classes is not None:
                     z = mask_logits(z, classes)
@@ -140,10 +155,12 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes=N
                 l = F.cross_entropy(z, yb, reduction="sum").double()
                 correct = c if correct is None else correct.add_(c)
                 loss_sum = l if loss_sum is None else loss_sum.add_(l)
+                n += yb.shape[0]
+            if n == 0:
+                raise ValueError("batches must hold at least one sample")
             total = torch.stack([correct.double(), loss_sum]).tolist()  # the one host read
     finally:
         model.train(was_training)
-    n = x.shape[0]
     return int(total[0]) / n, total[1] / n
 
 
@@ -164,10 +181,10 @@ class Evaluator:
 
     def full(self, model, task) -> tuple[float, float]:
         """The task's full test set (or the fixed ``test_subset``-sample subset if set)."""
-        if self.test_subset is None:
-            x, y = task.test_data()
-        else:
-            x, y = task.test_subset(self.n_full(task), seed=self.subset_seed + 1)
+        if self.test_subset is None:  # transformed batch by batch
+            bs = eval_batch_size({"eval_batch_size": self.batch_size, "device": self.device}, model)
+            return evaluate_batches(model, task.test_batches(bs), self._classes(task), self.device)
+        x, y = task.test_subset(self.n_full(task), seed=self.subset_seed + 1)
         return evaluate(model, x, y, self._classes(task), self.batch_size, self.device)
 
     def on_subset(self, model, task) -> tuple[float, float]:
