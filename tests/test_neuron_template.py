@@ -133,6 +133,22 @@ def test_registry_matches_kernels():
         assert grad_mask == neuron_cuda.GRAD_PARAMS.get(name, (1 << np_) - 1)
 
 
+def test_the_graph_keeps_x_only_where_the_backward_reads_it():
+    """IF's backward reads only its saved H_t (BWD_X = 0): its graph does not hold the input;
+    ALIF's reads x, and LI saves nothing, so x gives its backward the shape."""
+    ext = neuron_cpu.load_extension()
+    for name, kept in (("if", False), ("alif", True), ("li", True)):
+        assert bool(ext.traits(neuron_cpu.cpu.dynamics_id(name))[2]) == (name != "if")
+        spec = get_neuron(name)
+        x = (torch.rand(5, 2, 3, 5) * 3).requires_grad_()
+        cfg = multistep.make_config(0.0, False, True, "sigmoid")
+        out, _ = multistep.run(spec, x, _params(name, torch.float32)(0.0), cfg, backend="cpu")
+        saved = out.grad_fn.saved_tensors
+        assert any(t is not None and t.data_ptr() == x.data_ptr() for t in saved) == kept, name
+        out.sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def test_auto_backend_uses_fused_path_and_torch_for_other_dtypes():
     x = torch.rand(4, 2, 3) * 3
     assert multistep._resolve_backend(None, x, get_neuron("alif")) == "cpu"

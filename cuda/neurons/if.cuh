@@ -1,9 +1,9 @@
 // IF: integrate and fire (no leak).  H_t = V_{t-1} + X_t;  S_t = Θ(H_t - V_th);  reset.
-// State (v); parameters (v_th, v_reset), a gradient for v_th only; saved H_t.
+// State (v); parameters (v_th, v_reset), a gradient for v_th only; saved H_t (the backward needs no x).
 #pragma once
 namespace nrn {
 struct IF {
-  enum { NS = 1, NP = 2, NSAVE = 1, GRAD_PARAMS = 1 };
+  enum { NS = 1, NP = 2, NSAVE = 1, BWD_X = 0, GRAD_PARAMS = 1 };
   template <typename C, typename F> static LIF_HD C forward(C x, C* s, const C* p, const F& f, C* save) {
     const C h = s[0] + x;
     save[0] = h;

@@ -62,13 +62,13 @@ class FusedNeuron(torch.autograd.Function):
     """``(out, state_last) = f(x, state0, params)`` by the fused loops; differentiable in all three."""
 
     @staticmethod
-    def forward(ctx, x, state0, params, dyn_id, cfg, save, check_x):
+    def forward(ctx, x, state0, params, dyn_id, cfg, save, check_x, keep_x=True):
         ext = load_extension()
         out, state, saved, nonfinite = ext.forward(dyn_id, x, state0, params, cfg.hard, cfg.decay_input, save, False)
         if check_x and nonfinite:
             raise nonfinite_x_error()
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x, saved, params)
+        ctx.save_for_backward(x if keep_x else None, saved, params)  # x only where the backward reads it
         ctx.dyn_id, ctx.cfg, ctx.state_shape = dyn_id, cfg, state0.shape
         return out, state.view(state0.shape[0], *x.shape[1:])  # [NS, ...] (the kernel drops NS = 1)
 
@@ -90,7 +90,7 @@ class FusedNeuron(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             gp = gp.sum(1, keepdim=True) if params[0].numel() == 1 else gp
             gp = gp.to(params.dtype).view(params.shape)
-        return gx, gs0, gp if ctx.needs_input_grad[2] else None, None, None, None, None
+        return gx, gs0, gp if ctx.needs_input_grad[2] else None, None, None, None, None, None
 
 
 def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg, check_x: bool = True):
@@ -101,8 +101,10 @@ def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg, check_x: bool 
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"x: the fused neurons support float32 and float64, got {x.dtype}")
     dyn_id = cpu.dynamics_id(spec.name)
-    scalar, _, _, grad_mask = load_extension().traits(dyn_id)
+    ext = load_extension()
+    scalar, _, bwd_x, grad_mask = ext.traits(dyn_id)
     check_params(spec, params, bool(scalar), grad_mask)
     st, pr = per_neuron(state0, x), per_neuron(params, x)
-    out, state = FusedNeuron.apply(x.contiguous(), st, pr, dyn_id, cfg, needs_grad(x, st, pr), check_x)
+    keep_x = bool(bwd_x) or ext.layout(dyn_id)[2] == 0  # with nothing saved, x gives the backward its shape
+    out, state = FusedNeuron.apply(x.contiguous(), st, pr, dyn_id, cfg, needs_grad(x, st, pr), check_x, keep_x)
     return out, tuple(state.unbind(0))
