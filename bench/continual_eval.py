@@ -5,10 +5,11 @@
 Runs HLOP-DSR in the paper's network (784-800-800-10) on ``--tasks`` permuted-MNIST tasks of
 ``--train-subset`` images with the runner's defaults, once per ``--eval-every`` value (0: only the
 full test sets before training and after each task, unseen tasks included), and reads from each
-run's ``events.jsonl`` how many full and subset evaluations it made. Reports the evaluation time, the samples evaluated and the time per evaluated sample: continual
-evaluation costs in proportion when the last is about the same for every value (the subsets are
-``--eval-subset`` samples per seen task, transformed once and cached). Training time is reported
-too: it must not change with the evaluation schedule.
+run's ``events.jsonl`` how many full and subset evaluations it made. Reports the evaluation time,
+the samples evaluated and the time per evaluated sample: continual evaluation costs in proportion
+when the last is about the same for every value (the subsets are ``--eval-subset`` samples per
+seen task, transformed once and cached). Training time is reported too: it must not change with
+the evaluation schedule.
 """
 from __future__ import annotations
 
