@@ -189,7 +189,7 @@ def test_snntorch_model_runs_and_its_spikes_are_counted():
 
 
 def test_finding_spiking_layers_imports_no_peer():
-    """A model of ours is evaluated without importing snnTorch or Norse (half a second per run)."""
+    """A model of ours is evaluated without importing snnTorch or Norse (their import time per run)."""
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
     code = ("import sys; from spiking.models import SpikingMLP; from spiking.runner.evaluation import spiking_layers;"

@@ -22,7 +22,7 @@ from .strategy import mask_logits
 def _peer_neuron_classes() -> tuple:
     """snnTorch's SpikingNeuron and Norse's SNN / SNNCell base classes, of the peers already
     imported: a model holding a peer's neuron has imported that peer, and importing one that is
-    not in use costs a fresh process about half a second (on the first evaluation of every run)."""
+    not in use would cost every run's first evaluation the peer's import time."""
     found = []
     if "snntorch" in sys.modules:
         try:
