@@ -82,6 +82,8 @@ def test_batches_give_what_whole_tensors_give():
     assert masked == evaluate(model, x, y, classes=(0, 1))
     with pytest.raises(ValueError, match="at least one sample"):
         evaluate_batches(model, iter(()))
+    with pytest.raises(ValueError, match="same number of samples"):
+        evaluate(model, x, y[:-1])
     assert model.training  # restored
 
 

@@ -57,3 +57,12 @@ def test_bad_input_is_refused_by_name():
         px.pixels(images, torch.tensor([0]), torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="rows must be a 1-d int64"):
         px.pixels(images, torch.tensor([[0]]))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "2"])
+def test_a_scale_or_shift_that_is_not_a_finite_number_is_refused(bad):
+    images = torch.zeros(3, 4, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="scale and shift must be finite"):
+        px.pixels(images, torch.tensor([0]), None, bad, 0.0)
+    with pytest.raises(ValueError, match="scale and shift must be finite"):
+        px.pixels(images, torch.tensor([0]), None, 1.0, bad)

@@ -10,6 +10,7 @@ two are identical. Elsewhere (CUDA, other dtypes, no compiler) it is :func:`pixe
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -46,6 +47,8 @@ def pixels(images: torch.Tensor, rows: torch.Tensor, perm: Optional[torch.Tensor
     """float32 ``[len(rows), P]``: the images ``rows`` (of ``images [N, ...]``, P pixels each),
     pixels reordered by ``perm`` (``x[:, j] = image[perm[j]]``; None: as stored), then
     ``x · scale + shift``."""
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (scale, shift)):
+        raise ValueError(f"scale and shift must be finite numbers, got scale={scale!r}, shift={shift!r}")
     if rows.dim() != 1 or rows.dtype != torch.long:
         raise ValueError(f"rows must be a 1-d int64 tensor, got shape {tuple(rows.shape)} and {rows.dtype}")
     n_pixels = images[0].numel() if images.shape[0] else 0

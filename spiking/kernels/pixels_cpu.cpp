@@ -10,6 +10,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace {

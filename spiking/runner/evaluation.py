@@ -128,6 +128,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes=N
     See :func:`evaluate_batches`."""
     if x.shape[0] == 0:
         raise ValueError("x must hold at least one sample")
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"x and y must hold the same number of samples, got {x.shape[0]} and {y.shape[0]}")
     bs = eval_batch_size({"eval_batch_size": batch_size, "device": device}, model)
     return evaluate_batches(model, ((x[i:i + bs], y[i:i + bs]) for i in range(0, x.shape[0], bs)), classes, device)
 
