@@ -68,7 +68,7 @@ def test_bad_input_names_the_argument():
         ds.dsr_stack(x1, weights, scales, wn.view(1, -1), TAU, W0, SHIFT)
 
 
-@pytest.mark.parametrize("sizes", [(30, 40, 33, 5), (20, 24, 18, 16, 4)])
+@pytest.mark.parametrize("sizes", [(30, 40, 33, 5), (20, 24, 18, 16, 4), (40, 16, 3)])  # (40, 16, 3): one hidden layer
 def test_network_fused_and_unfused_give_the_same_logits_and_gradients(sizes):
     torch.manual_seed(0)
     fused = HLOPMLP(sizes, method="dsr")
@@ -87,7 +87,8 @@ def test_network_fused_and_unfused_give_the_same_logits_and_gradients(sizes):
     assert torch.equal(lf, lp)
     for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
         assert torch.equal(p.grad, q.grad), name
-    assert any(float(n.v_threshold.grad.abs()) > 0 for n in fused.neurons)
+    if len(sizes) > 3:  # saturation between hidden layers: the threshold gradients are compared too
+        assert any(float(n.v_threshold.grad.abs()) > 0 for n in fused.neurons)
     for a, b in zip(fused.fcs, plain.fcs):  # the Hebbian rule's inputs
         assert torch.equal(a.last_input, b.last_input)
 

@@ -50,3 +50,22 @@ def test_cupy_backend_refuses_cpu_tensors():
     with pytest.raises(RuntimeError, match="cupy"):
         multistep.run(get_neuron("if"), torch.rand(3, 2, 4), (1.0, 0.0),
                       multistep.make_config(0.0, False, True, "sigmoid"), backend="cupy")
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("name", sorted(neuron_cuda.TYPES))
+def test_cupy_graph_keeps_x_only_where_the_backward_reads_it(name):
+    """As on the CPU: definitions with BWD_X = 0 (IF, LIF) do not hold the input in the graph, the
+    others (and LI, which saves nothing) do; the gradient is the reference's either way."""
+    spec = get_neuron(name)
+    cfg = multistep.make_config(0.0, False, True, "sigmoid")
+    x = (torch.rand(6, 2, 33, device="cuda") * 3).requires_grad_()
+    params = tuple(torch.tensor(p, device="cuda") for p in PARAMS[name])
+    out, _ = multistep.run(spec, x, params, cfg, None, "cupy")
+    kept = any(t is not None and t.data_ptr() == x.data_ptr() for t in out.grad_fn.saved_tensors)
+    assert kept == (name not in neuron_cuda.IGNORES_X), name
+    (g,) = torch.autograd.grad(out.sum(), x)
+    ref, _ = multistep.run(spec, x, params, cfg, None, "torch")
+    (g_ref,) = torch.autograd.grad(ref.sum(), x)
+    assert torch.allclose(g, g_ref, atol=1e-5, rtol=1e-5)

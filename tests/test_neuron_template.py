@@ -128,8 +128,9 @@ def test_registry_matches_kernels():
         ns, np_, nsave = ext.layout(i)
         assert (ns, np_) == (len(spec.states), len(spec.params._fields))
         assert neuron_cuda.LAYOUT[name] == (ns, np_, nsave)
-        scalar, _, _, grad_mask = ext.traits(i)
+        scalar, _, bwd_x, grad_mask = ext.traits(i)
         assert bool(scalar) == (name in neuron_cuda.SCALAR_PARAMS)
+        assert (not bwd_x) == (name in neuron_cuda.IGNORES_X)
         assert grad_mask == neuron_cuda.GRAD_PARAMS.get(name, (1 << np_) - 1)
 
 

@@ -52,6 +52,7 @@ def test_end_to_end_writes_all_outputs(tmp_path):
     assert R.shape == (3, 3) and np.allclose(R, res["acc_matrix"])
     assert saved["ACC"] == pytest.approx(R[-1].mean())
     assert len(saved["train_time_s"]) == 3 and saved["peak_rss_mb"] > 0
+    assert saved["eval_batch_size_used"] == (BASE.get("eval_batch_size") or 256)  # the CPU default
     # events: 3 'before' + 9 'full' rows + continual evaluations of the seen tasks
     ev = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert {"step", "trained", "task", "acc", "loss"} <= set(ev[0])

@@ -99,6 +99,12 @@ def needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def keeps_x(backward_reads_x: bool, nsave: int) -> bool:
+    """Whether a fused neuron's graph must keep its input x: where the backward reads it, and
+    where the forward saves nothing per step (x then gives the backward its shape and dtype)."""
+    return bool(backward_reads_x) or nsave == 0
+
+
 def check_v0(x: torch.Tensor, v0: Optional[torch.Tensor]) -> None:
     if v0 is None:
         return

@@ -18,7 +18,7 @@ import warnings
 import torch
 
 from . import cpu
-from ._common import check_params, constant, needs_grad, nonfinite_x_error
+from ._common import check_params, constant, keeps_x, needs_grad, nonfinite_x_error
 from .cpu import build_directory, empty_cache, load_extension
 
 __all__ = ["run", "available", "has_kernel", "load_extension", "build_directory", "build_error", "empty_cache"]
@@ -105,6 +105,6 @@ def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg, check_x: bool 
     scalar, _, bwd_x, grad_mask = ext.traits(dyn_id)
     check_params(spec, params, bool(scalar), grad_mask)
     st, pr = per_neuron(state0, x), per_neuron(params, x)
-    keep_x = bool(bwd_x) or ext.layout(dyn_id)[2] == 0  # with nothing saved, x gives the backward its shape
+    keep_x = keeps_x(bool(bwd_x), ext.layout(dyn_id)[2])
     out, state = FusedNeuron.apply(x.contiguous(), st, pr, dyn_id, cfg, needs_grad(x, st, pr), check_x, keep_x)
     return out, tuple(state.unbind(0))

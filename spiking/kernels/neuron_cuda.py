@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from ._common import check_params, needs_grad
+from ._common import check_params, keeps_x, needs_grad
 
 __all__ = ["run", "available", "kernel_name"]
 
@@ -28,6 +28,7 @@ LAYOUT = {"lif": (1, 3, 1), "if": (1, 2, 1), "plif": (1, 3, 2), "alif": (2, 5, 2
 SCALAR_PARAMS = {"lif"}  # parameters are one value per layer (SCALAR_PARAMS = 1)
 # bit mask of the parameters with gradients where not all (GRAD_PARAMS)
 GRAD_PARAMS = {"lif": 0b001, "if": 0b01, "li": 0b00, "alif": 0b00000, "cuba_lif": 0b0100, "plif": 0b011}
+IGNORES_X = {"lif", "if"}  # backward reads only the saved values (BWD_X = 0)
 
 
 def available() -> tuple[bool, str]:
@@ -61,26 +62,28 @@ class FusedNeuronCuda(torch.autograd.Function):
         nsave = LAYOUT[neuron][2]
         out, state = torch.empty_like(x), torch.empty_like(state0)
         saved = x.new_empty((nsave, steps, n)) if save and nsave else None
+        keep_x = keeps_x(neuron not in IGNORES_X, nsave)
         _launch(kernel_name("forward", neuron, x.dtype), x, n, (
             _ptr(x), _ptr(state0), _ptr(params), _ptr(out), _ptr(state), _ptr(saved), _ptr(None), _ptr(None),
             np.int64(n), np.int64(n), np.int64(params.shape[1]), np.int32(steps), np.int32(cfg.hard),
             np.int32(cfg.decay_input)))
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x, saved if saved is not None else x.new_empty((0,)), params)
-        ctx.neuron, ctx.cfg, ctx.state_shape = neuron, cfg, state0.shape
+        ctx.save_for_backward(x if keep_x else None, saved if saved is not None else x.new_empty((0,)), params)
+        ctx.neuron, ctx.cfg, ctx.state_shape, ctx.x_shape = neuron, cfg, state0.shape, x.shape
         return out, state
 
     @staticmethod
     def backward(ctx, g_out, g_state):
         x, saved, params = ctx.saved_tensors
         cfg = ctx.cfg
-        steps, n = x.shape[0], math.prod(x.shape[1:])
+        like = saved if x is None else x  # dtype and device (x is not kept where backward ignores it)
+        steps, n = ctx.x_shape[0], math.prod(ctx.x_shape[1:])
         need_p = bool(ctx.needs_input_grad[2])
-        gx, gs0 = torch.empty_like(x), x.new_empty(ctx.state_shape)
-        gp = x.new_empty((params.shape[0], n), dtype=torch.float64) if need_p else None
+        gx, gs0 = like.new_empty(ctx.x_shape), like.new_empty(ctx.state_shape)
+        gp = like.new_empty((params.shape[0], n), dtype=torch.float64) if need_p else None
         g_out = None if g_out is None else g_out.contiguous()
         g_state = None if g_state is None else g_state.contiguous()
-        _launch(kernel_name("backward", ctx.neuron, x.dtype, cfg.surrogate.kernel_id), x, n, (
+        _launch(kernel_name("backward", ctx.neuron, like.dtype, cfg.surrogate.kernel_id), like, n, (
             _ptr(x), _ptr(saved), _ptr(params), _ptr(g_out), _ptr(None), _ptr(g_state), _ptr(gx), _ptr(gs0),
             _ptr(gp), np.int64(n), np.int64(params.shape[1]), np.int32(steps), np.int32(cfg.hard),
             np.int32(cfg.detach_reset), np.int32(cfg.decay_input), np.float64(cfg.surrogate.param)))

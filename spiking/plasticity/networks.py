@@ -149,7 +149,8 @@ class HLOPMLP(nn.Module):
             scales = [n.drive_scale() for n in neurons]  # also brings every V_th/Δt up to date
             values = [n.spike_value() for n in neurons]
             x1 = dsr_drive(I_mean, neurons[0].v_threshold, self.T, cfg["tau"], cfg["dt"], cfg["alpha"])
-            between = torch.stack([v * k for v, k in zip(values[:-1], scales[1:])])
+            between = [v * k for v, k in zip(values[:-1], scales[1:])]
+            between = torch.stack(between) if between else x1.new_empty(0)  # one hidden layer: no product
             wn = _normalised_weights(self.T, cfg["tau"], cfg["dt"], x.dtype, x.device).view(-1)
             counts, whats = dsr_stack.dsr_stack(x1, [layer.weight_t_contiguous() for layer in fc[1:-1]], between,
                                                 wn, 1.0 / (1.0 - math.exp(-cfg["dt"] / cfg["tau"])),

@@ -80,7 +80,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("eval_subset", "int", 1000, "test samples per seen task for continual evaluation", low=1),
     Setting("eval_batch_size", "int", None, "batch size of evaluation; none: the model's own size where "
             "it sizes its batch by memory (HLOPMLP on its fused CPU DSR path), else 256 on the CPU (a batch's "
-            "[T, B, N] activations stay in cache: fastest in bench/eval_batch.py) and 1000 on a GPU", low=1,
+            "[T, B, N] activations stay in cache: fastest in bench/eval_batch.py) and on a GPU as many samples "
+            "as fit half the device memory available (probed once per model)", low=1,
             optional=True),
     Setting("test_subset", "int", None, "evaluate the accuracy matrix on a fixed n-sample test subset per "
             "task; none: the full test sets", low=1, optional=True),

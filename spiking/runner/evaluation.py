@@ -12,10 +12,12 @@ from __future__ import annotations
 import sys
 from collections import OrderedDict
 from collections.abc import Iterable
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 
+from .batch_memory import memory_batch_size
 from .strategy import mask_logits
 
 
@@ -59,6 +61,26 @@ def _spike_sum(s: torch.Tensor) -> torch.Tensor:
     return s.sum(dtype=torch.float64)
 
 
+_uncounted = 0  # > 0 while a forward that is not an evaluation runs (the memory probes)
+
+
+@contextmanager
+def uncounted(model: torch.nn.Module):
+    """Forwards of ``model`` inside this context add nothing to an active :class:`SpikeCounter`."""
+    global _uncounted
+    layers = [m for m in spiking_layers(model).values() if hasattr(m, "count_spikes")]
+    totals = [m.spike_total for m in layers]
+    _uncounted += 1
+    try:
+        for m in layers:
+            m.spike_total = None  # add_spikes adds nothing while it is None
+        yield
+    finally:
+        _uncounted -= 1
+        for m, total in zip(layers, totals):
+            m.spike_total = total
+
+
 class SpikeCounter:
     """Context manager: while active, sums the spikes emitted by each spiking layer of ``model``
     (on the device; ``counts`` are updated when the context exits). Layers with a
@@ -72,6 +94,8 @@ class SpikeCounter:
 
     def _hook(self, name):
         def hook(_module, _inputs, output):  # summed on the device; read when the context exits
+            if _uncounted:
+                return
             s = output[0] if isinstance(output, (tuple, list)) else output
             total = _spike_sum(s.detach())
             self._sums[name] = total if self._sums.get(name) is None else self._sums[name].add_(total)
@@ -102,12 +126,15 @@ class SpikeCounter:
 CPU_EVAL_BATCH, GPU_EVAL_BATCH = 256, 1000
 
 
-def eval_batch_size(cfg: dict, model: torch.nn.Module | None = None) -> int:
+def eval_batch_size(cfg: dict, model: torch.nn.Module | None = None, sample: torch.Tensor | None = None,
+                    n: int | None = None) -> int:
     """``cfg["eval_batch_size"]``, or when it is None: the model's own size for ``cfg["device"]``
     (``model.eval_batch_size_for(device)``, a model that knows its working set per sample, e.g.
     :class:`~spiking.plasticity.networks.HLOPMLP` on its fused CPU path), else the default for
-    the device: 256 on the CPU (larger batches spill a spiking net's [T, B, N] activations out of
-    cache and run slower per sample), 1000 on a GPU."""
+    the device. On the CPU: 256 (larger batches spill a spiking net's [T, B, N] activations out of
+    cache and run slower per sample). On a GPU: sized by the device's memory
+    (:func:`.batch_memory.memory_batch_size`, at most ``n``) given one input ``sample`` ``[1, ...]``
+    on the device, else 1000."""
     if cfg.get("eval_batch_size") is not None:
         return int(cfg["eval_batch_size"])
     device = str(cfg.get("device", "cpu"))
@@ -118,7 +145,12 @@ def eval_batch_size(cfg: dict, model: torch.nn.Module | None = None) -> int:
             raise ValueError(f"{type(model).__name__}.eval_batch_size_for({device!r}) must return a positive int "
                              f"or None, got {size!r}")
         return size
-    return GPU_EVAL_BATCH if device.startswith("cuda") else CPU_EVAL_BATCH
+    if not device.startswith("cuda"):
+        return CPU_EVAL_BATCH
+    if model is None or sample is None or n is None:
+        return GPU_EVAL_BATCH
+    with uncounted(model):  # the probe forwards are not evaluated samples
+        return memory_batch_size(model, sample, n)
 
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes=None,
@@ -130,7 +162,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes=N
         raise ValueError("x must hold at least one sample")
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"x and y must hold the same number of samples, got {x.shape[0]} and {y.shape[0]}")
-    bs = eval_batch_size({"eval_batch_size": batch_size, "device": device}, model)
+    bs = eval_batch_size({"eval_batch_size": batch_size, "device": device}, model, x[:1].to(device), x.shape[0])
     return evaluate_batches(model, ((x[i:i + bs], y[i:i + bs]) for i in range(0, x.shape[0], bs)), classes, device)
 
 
@@ -174,6 +206,7 @@ class Evaluator:
         self.stream, self.batch_size, self.device = stream, batch_size, device
         self.subset, self.subset_seed, self.test_subset = subset, subset_seed, test_subset
         self._subsets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.last_batch_size: int | None = None
 
     def _classes(self, task):
         return task.classes if self.stream.task_labels_at_test else None
@@ -181,13 +214,22 @@ class Evaluator:
     def n_full(self, task) -> int:
         return task.n_test if self.test_subset is None else min(self.test_subset, task.n_test)
 
+    def batch_size_for(self, model, task) -> int:
+        """The batch that :meth:`full` evaluates ``task`` in (:func:`eval_batch_size`)."""
+        cfg = {"eval_batch_size": self.batch_size, "device": self.device}
+        if self.batch_size is None and str(self.device).startswith("cuda"):
+            sample, _ = next(iter(task.test_batches(1)))
+            return eval_batch_size(cfg, model, sample.to(self.device), self.n_full(task))
+        return eval_batch_size(cfg, model)
+
     def full(self, model, task) -> tuple[float, float]:
-        """The task's full test set (or the fixed ``test_subset``-sample subset if set)."""
+        """The task's full test set (or the fixed ``test_subset``-sample subset if set), in
+        :meth:`batch_size_for`'s batches (the last one used: ``last_batch_size``)."""
+        bs = self.last_batch_size = self.batch_size_for(model, task)
         if self.test_subset is None:  # transformed batch by batch
-            bs = eval_batch_size({"eval_batch_size": self.batch_size, "device": self.device}, model)
             return evaluate_batches(model, task.test_batches(bs), self._classes(task), self.device)
         x, y = task.test_subset(self.n_full(task), seed=self.subset_seed + 1)
-        return evaluate(model, x, y, self._classes(task), self.batch_size, self.device)
+        return evaluate(model, x, y, self._classes(task), bs, self.device)
 
     def on_subset(self, model, task) -> tuple[float, float]:
         """A fixed seeded subset of ``subset`` test samples (cached)."""

@@ -30,9 +30,11 @@ A run executes the event timeline (``timeline.py``) for each seed:
   (its config and seed checked). A task whose mean training loss is non-finite or above
   :data:`LOSS_LIMIT` stops the run (:class:`TrainingDiverged`), the last checkpoint kept.
 * Timings: ``train_time_s`` per task (learn + rehearse + after_task, without evaluation),
-  ``eval_time_s``, ``wall_time_s`` (summed over resumed segments). Peak memory: ``peak_rss_mb`` is
+  ``eval_time_s``, ``wall_time_s`` (summed over resumed segments); ``eval_batch_size_used``: the
+  evaluation batch (``Evaluator.batch_size_for``; on a GPU sized by memory). Peak memory: ``peak_rss_mb`` is
   ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (process-lifetime peak resident set, so it includes
-  everything the process did before), plus ``torch.cuda.max_memory_allocated`` on CUDA.
+  everything the process did before), plus the peak CUDA memory allocated
+  (:func:`.batch_memory.peak_allocated`) on CUDA.
 """
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .config import RUNTIME_KEYS, check, check_all, default_config  # noqa: F401 (default_config re-exported)
 from .cuda_graph import GraphedStep, check_cuda_graph
 from .device_mean import DeviceMean
+from .batch_memory import peak_allocated
 from .evaluation import Evaluator, SpikeCounter
 from .outfolder import check_out_path, claim, environment
 from .registry import DATASETS, MODELS
@@ -171,7 +174,7 @@ def _generator(seed: int, *parts: int) -> torch.Generator:
 def peak_memory_mb(device) -> dict:
     out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if str(device).startswith("cuda") and torch.cuda.is_available():
-        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        out["peak_cuda_mb"] = peak_allocated(device) / 2**20  # with peaks from before a probe reset it
     return out
 
 
@@ -481,6 +484,8 @@ class _SeedRun:
             "task_names": [t.name for t in self.stream],
             "train_time_s": log.train_time, "train_loss": log.train_loss,
             "eval_time_s": log.eval_time, "wall_time_s": log.wall, "steps": log.step,
+            "eval_batch_size_used": self.evaluator.last_batch_size or self.evaluator.batch_size_for(
+                self.model, self.stream[0]),
             "task_end_steps": log.task_end,
             **peak_memory_mb(self.device),
             "peak_memory_note": "peak_rss_mb: resource.getrusage ru_maxrss (process-lifetime peak RSS)",
