@@ -19,7 +19,8 @@ def test_batch_fills_the_fraction_of_available_memory_left_after_the_fixed_part(
     assert batch_for_memory(1000, 100, 10, n=25, fraction=0.5) == 25  # at most the samples there are
     assert batch_for_memory(1000, 900, 10, n=100, fraction=0.5) == 1  # never below one sample
     assert batch_for_memory(1000, 0, 0, n=77) == 77  # a sample that needs no memory
-    for bad in (dict(n=0), dict(n=5, fraction=0.0), dict(n=5, fraction=1.5)):
+    for bad in (dict(n=0), dict(n=2.5), dict(n=True), dict(n=5, fraction=0.0), dict(n=5, fraction=1.5),
+                dict(n=5, fraction=float("nan"))):
         with pytest.raises(ValueError, match="n must|fraction"):
             batch_for_memory(1000, 0, 10, **bad)
 
@@ -35,6 +36,9 @@ def test_the_working_set_is_the_line_through_the_two_probes():
     # peaks that do not grow (allocator rounding): all of the larger peak per sample of the smaller probe
     assert affine_working_set(lambda b: 8192, probes=(8, 40)) == (0.0, 1024.0)
     assert affine_working_set(lambda b: 100 * b - 300, probes=(8, 40)) == (0.0, 100.0)  # fixed never negative
+    for bad in ((8, 8), (40, 8), (0, 8)):
+        with pytest.raises(ValueError, match="probes"):
+            affine_working_set(peak, probes=bad)
 
 
 def test_without_a_cuda_sample_the_gpu_default_stays_and_cpu_samples_are_refused():
@@ -43,6 +47,8 @@ def test_without_a_cuda_sample_the_gpu_default_stays_and_cpu_samples_are_refused
     assert eval_batch_size({"device": "cpu"}, model, torch.zeros(1, 4), 500) == 256  # CPU: not probed
     with pytest.raises(ValueError, match="CUDA"):
         memory_batch_size(model, torch.zeros(1, 4), 10)
+    with pytest.raises(ValueError, match="n must"):  # checked before any probe
+        memory_batch_size(model, torch.zeros(1, 4), 0)
 
 
 def _counted_models():

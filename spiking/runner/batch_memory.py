@@ -34,14 +34,18 @@ _cache: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDict
 _peaks_before_reset: dict[int, int] = {}
 
 
+def _check(n, fraction) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int number of samples, got {n!r}")
+    if not 0.0 < fraction <= 1.0:  # also refuses NaN
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+
+
 def batch_for_memory(available: int, fixed: float, per_sample: float, n: int,
                      fraction: float = MEMORY_FRACTION) -> int:
     """``⌊(fraction · available − fixed) / per_sample⌋`` clipped to ``[1, n]`` (``n`` when a sample
     needs no memory of its own)."""
-    if n < 1:
-        raise ValueError(f"n must be a positive number of samples, got {n}")
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    _check(n, fraction)
     if per_sample <= 0:
         return n
     return int(max(1, min(n, (fraction * available - fixed) // per_sample)))
@@ -52,6 +56,8 @@ def affine_working_set(peak_bytes: Callable[[int], int], probes: tuple[int, int]
     Where the peak does not grow with the batch (allocator rounding): ``(0, larger peak / smaller
     probe)``, an overestimate rather than a free sample."""
     small, large = probes
+    if not 0 < small < large:
+        raise ValueError(f"probes must be two batch sizes 0 < small < large, got {probes!r}")
     lo, hi = peak_bytes(small), peak_bytes(large)
     per_sample = (hi - lo) / (large - small)
     if per_sample <= 0:
@@ -89,6 +95,7 @@ def memory_batch_size(model: torch.nn.Module, sample: torch.Tensor, n: int,
     on the CUDA device) that fills ``fraction`` of the device memory available now; at most ``n``.
     Runs the probe forwards in eval mode on the first call per model, input shape and parameter
     count (the caller keeps them out of spike counts)."""
+    _check(n, fraction)
     if sample.device.type != "cuda":
         raise ValueError(f"sample must be on a CUDA device, got {sample.device}")
     if sample.dim() < 1 or sample.shape[0] != 1:
