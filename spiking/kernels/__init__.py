@@ -12,7 +12,7 @@ import warnings
 
 import torch
 
-__all__ = ["auto_backend"]
+__all__ = ["auto_backend", "fused_lif"]
 
 _log = logging.getLogger(__name__)
 _warned: set[str] = set()
@@ -36,7 +36,7 @@ def auto_backend(x: torch.Tensor) -> str:
     builds, else ``"torch"``. A CPU fallback to ``"torch"`` caused by a failed build is warned about
     once (``RuntimeWarning``); CUDA without CuPy is logged once at INFO level.
     """
-    if x.device.type == "cuda":
+    if x.is_cuda:
         from . import cuda
 
         ok, why = cuda.available()
@@ -44,7 +44,7 @@ def auto_backend(x: torch.Tensor) -> str:
             return "cupy"
         _once("cupy", f"spiking: LIF on CUDA uses the torch reference path ({why})", warn=False)
         return "torch"
-    if x.device.type == "cpu":
+    if x.is_cpu:
         from . import cpu
 
         if x.dtype not in cpu.SUPPORTED_DTYPES:
@@ -55,3 +55,21 @@ def auto_backend(x: torch.Tensor) -> str:
         _once("cpu", f"spiking: LIF uses the slower torch reference path on CPU because {why}", warn=True)
         return "torch"
     return "torch"
+
+
+def fused_lif(backend: str):
+    """The fused LIF entry point of ``backend`` (``"cpu"``: :func:`.cpu.lif_multistep_cpu`, ``"cupy"``:
+    :func:`.cuda.lif_multistep_cupy`), imported on first use."""
+    fn = _fused.get(backend)
+    if fn is None:
+        if backend == "cpu":
+            from .cpu import lif_multistep_cpu as fn
+        elif backend == "cupy":
+            from .cuda import lif_multistep_cupy as fn
+        else:
+            raise ValueError(f"no fused LIF backend {backend!r} (fused backends: 'cpu', 'cupy')")
+        _fused[backend] = fn
+    return fn
+
+
+_fused: dict = {}

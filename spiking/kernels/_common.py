@@ -46,12 +46,29 @@ def make_config(
     return_v: bool,
     check_x: bool = True,
 ) -> tuple[LifConfig, Optional[torch.Tensor]]:
-    """Return the static config and the threshold tensor (``None`` for a plain-number threshold)."""
+    """Return the static config and the threshold tensor (``None`` for a plain-number threshold).
+
+    The config of a plain-number threshold is built once per distinct argument tuple and reused
+    (every call of a layer passes the same values; building it costs more than a small kernel)."""
+    if isinstance(v_threshold, torch.Tensor):
+        return _config(tau, 0.0, v_reset, decay_input, detach_reset, surrogate, return_v, check_x), v_threshold
+    args = (tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, return_v, check_x)
+    try:
+        cfg = _configs.get(args)
+    except TypeError:  # an unhashable argument: built afresh (and any real TypeError raised from there)
+        return _config(*args), None
+    if cfg is None:
+        if len(_configs) > 256:
+            _configs.clear()
+        cfg = _configs[args] = _config(*args)
+    return cfg, None
+
+
+def _config(tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, return_v, check_x) -> LifConfig:
     sg = get_surrogate(surrogate)
-    vth_t = v_threshold if isinstance(v_threshold, torch.Tensor) else None
-    cfg = LifConfig(
+    return LifConfig(
         tau=float(tau),
-        v_threshold=0.0 if vth_t is not None else float(v_threshold),
+        v_threshold=float(v_threshold),
         v_reset=0.0 if v_reset is None else float(v_reset),
         hard=v_reset is not None,
         decay_input=bool(decay_input),
@@ -61,7 +78,9 @@ def make_config(
         return_v=bool(return_v),
         check_x=bool(check_x),
     )
-    return cfg, vth_t
+
+
+_configs: dict = {}
 
 
 _constants: dict = {}
@@ -76,7 +95,9 @@ def constant(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.T
     if t is None:
         if len(_constants) > 256:
             _constants.clear()
-        t = _constants[key] = torch.tensor([[v] for v in values], dtype=dtype, device=device)
+        with torch.inference_mode(False):  # a normal tensor even when first asked for under inference_mode:
+            # a recorded call saves it for backward, which an inference tensor may not be
+            t = _constants[key] = torch.tensor([[v] for v in values], dtype=dtype, device=device)
     return t
 
 
@@ -117,15 +138,18 @@ def check_v0(x: torch.Tensor, v0: Optional[torch.Tensor]) -> None:
 
 
 class FusedOps(NamedTuple):
-    """The fused LIF as a torch custom op (``op``, traced by ``torch.compile``) and as a plain
-    ``autograd.Function`` (``eager``) with the same forward and backward: the custom-op Python
-    wrapper costs ~0.1 ms per call, which dominates small and mid-sized eager steps."""
+    """The fused LIF as a torch custom op (``op``, traced by ``torch.compile``), as an eager
+    differentiable call (``eager``, an ``autograd.Function``'s ``apply`` or a C++ autograd node,
+    with the same forward and backward: the custom-op Python wrapper costs ~0.1 ms per call, which
+    dominates small and mid-sized eager steps), and the bare forward kernel (``forward``, for calls
+    that record no gradient)."""
 
     op: object
-    eager: type
+    eager: object
+    forward: object
 
 
-def make_ops(tag: str, forward_impl, backward_impl) -> FusedOps:
+def make_ops(tag: str, forward_impl, backward_impl, eager=None) -> FusedOps:
     """Register ``spiking::lif_{tag}_forward`` / ``_backward`` custom ops with autograd.
 
     ``forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v,
@@ -134,6 +158,8 @@ def make_ops(tag: str, forward_impl, backward_impl) -> FusedOps:
     grad_s, grad_v, vth, v_threshold, tau, v_reset, hard, decay_input, detach_reset, sg_id,
     sg_param, return_v, need_v0, need_vth)`` returns ``(grad_x, grad_v0, grad_vth)`` (empty
     tensors where not needed; ``grad_vth`` float64). Custom ops keep ``torch.compile`` graphs whole.
+    ``eager(x, v0, vth, cfg) -> (spikes, v_out)``: the backend's own differentiable call for eager
+    calls that record a gradient (default: a Python ``autograd.Function`` over the two impls).
     """
 
     @torch.library.custom_op(f"spiking::lif_{tag}_forward", mutates_args=())
@@ -171,45 +197,55 @@ def make_ops(tag: str, forward_impl, backward_impl) -> FusedOps:
     def setup_context(ctx, inputs, output):
         (x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, detach_reset, sg_id, sg_param, save_h,
          return_v, _) = inputs
-        # unused outputs (h_seq always, often v) get None, not a materialised [T, N] zero gradient
-        ctx.set_materialize_grads(False)
-        ctx.cfg = (v_threshold, tau, v_reset, hard, decay_input, detach_reset, sg_id, sg_param, return_v)
-        ctx.save_h = save_h
-        ctx.save_for_backward(output[2], vth)
+        cfg = LifConfig(tau=tau, v_threshold=v_threshold, v_reset=v_reset, hard=hard, decay_input=decay_input,
+                        detach_reset=detach_reset, sg_id=sg_id, sg_param=sg_param, return_v=return_v)
+        _save(ctx, cfg, save_h, output[2], vth)
 
-    def make_backward(run_backward):
-        def backward(ctx, g_s, g_v, g_h):
+    def make_backward(run_backward, n_static: int):
+        def backward(ctx, g_s, g_v, *_):  # (the custom op's third output, h_seq, has no gradient)
             h_seq, vth = ctx.saved_tensors
             if not ctx.save_h:
                 raise RuntimeError(f"lif_{tag}: backward called but the forward ran without grad and saved no state")
-            v_threshold, tau, v_reset, hard, decay_input, detach_reset, sg_id, sg_param, return_v = ctx.cfg
+            cfg = ctx.cfg
             need_v0 = bool(ctx.needs_input_grad[1])
             need_vth = vth is not None and bool(ctx.needs_input_grad[2])
             gx, gv0, gvth = run_backward(
-                h_seq, _as_grad(g_s, h_seq), _as_grad(g_v, h_seq), vth, v_threshold, tau, v_reset, hard,
-                decay_input, detach_reset, sg_id, sg_param, return_v, need_v0, need_vth,
+                h_seq, _as_grad(g_s, h_seq), _as_grad(g_v, h_seq), vth, cfg.v_threshold, cfg.tau, cfg.v_reset,
+                cfg.hard, cfg.decay_input, cfg.detach_reset, cfg.sg_id, cfg.sg_param, cfg.return_v, need_v0, need_vth,
             )
             grad_v0 = gv0 if need_v0 else None
             grad_vth = gvth.to(vth.dtype).reshape(vth.shape) if need_vth else None
-            return (gx, grad_v0, grad_vth) + (None,) * 11
+            return (gx, grad_v0, grad_vth) + (None,) * n_static
         return backward
 
-    forward_op.register_autograd(make_backward(backward_op), setup_context=setup_context)
+    forward_op.register_autograd(make_backward(backward_op, 11), setup_context=setup_context)
 
-    class Eager(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, *inputs):
-            x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, _, _, _, save_h, return_v, check_x = inputs
-            output = forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v,
-                                  check_x)
-            setup_context(ctx, inputs, output)
-            ctx.mark_non_differentiable(output[2])
-            return output
+    if eager is None:
+        class Eager(torch.autograd.Function):
+            """``(x, v0, vth, cfg) -> (spikes, v_out)``, the static options as one :class:`LifConfig` and
+            ``h_seq`` kept in the context, not returned (an autograd Function's Python wrapper costs per
+            argument and per output; the custom op's flat signature is for tracing)."""
 
-        backward = staticmethod(make_backward(backward_impl))
+            @staticmethod
+            def forward(ctx, x, v0, vth, cfg):
+                s, v, h_seq = forward_impl(x, v0, vth, cfg.v_threshold, cfg.tau, cfg.v_reset, cfg.hard,
+                                           cfg.decay_input, True, cfg.return_v, cfg.check_x)
+                _save(ctx, cfg, True, h_seq, vth)
+                return s, v
 
-    Eager.__name__ = Eager.__qualname__ = f"LIF{tag.capitalize()}Function"
-    return FusedOps(forward_op, Eager)
+            backward = staticmethod(make_backward(backward_impl, 1))
+
+        Eager.__name__ = Eager.__qualname__ = f"LIF{tag.capitalize()}Function"
+        eager = Eager.apply
+    return FusedOps(forward_op, eager, forward_impl)
+
+
+def _save(ctx, cfg: LifConfig, save_h: bool, h_seq: torch.Tensor, vth: Optional[torch.Tensor]) -> None:
+    """What the backward reads: the static options, ``h_seq`` and a tensor threshold. Unused outputs
+    (``h_seq`` always, often ``v``) get ``None``, not a materialised [T, N] zero gradient."""
+    ctx.set_materialize_grads(False)
+    ctx.cfg, ctx.save_h = cfg, save_h
+    ctx.save_for_backward(h_seq, vth)
 
 
 def _as_grad(g: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Tensor]:
@@ -223,11 +259,18 @@ def run_fused(ops: FusedOps, x: torch.Tensor, v0: Optional[torch.Tensor], cfg: L
     """Call the fused op on contiguous ``x [T, ...]`` (the kernels index it as ``[T, N]``; outputs
     have the shapes of ``x`` and ``x[0]``, so no reshapes or view nodes are added).
 
-    Eager calls use ``ops.eager``; under ``torch.compile`` the custom op ``ops.op``."""
-    forward_op = ops.op if torch.compiler.is_compiling() else ops.eager.apply
-    s, v, _ = forward_op(
-        x.contiguous(), None if v0 is None else v0.contiguous(), vth, cfg.v_threshold, cfg.tau, cfg.v_reset,
-        cfg.hard, cfg.decay_input, cfg.detach_reset, cfg.sg_id, cfg.sg_param, needs_grad(x, v0, vth), cfg.return_v,
-        cfg.check_x,
-    )
+    Under ``torch.compile`` the custom op ``ops.op``; eager calls that record a gradient
+    ``ops.eager``; calls without one (``no_grad``, inference, inputs without ``requires_grad``) the
+    kernel directly: there is no graph to build, so the autograd wrapper would be pure overhead."""
+    x = x.contiguous()
+    v0 = None if v0 is None else v0.contiguous()
+    grad = needs_grad(x, v0, vth)
+    if torch.compiler.is_compiling():
+        s, v, _ = ops.op(x, v0, vth, cfg.v_threshold, cfg.tau, cfg.v_reset, cfg.hard, cfg.decay_input,
+                         cfg.detach_reset, cfg.sg_id, cfg.sg_param, grad, cfg.return_v, cfg.check_x)
+    elif grad:
+        s, v = ops.eager(x, v0, vth, cfg)
+    else:
+        s, v, _ = ops.forward(x, v0, vth, cfg.v_threshold, cfg.tau, cfg.v_reset, cfg.hard, cfg.decay_input, False,
+                              cfg.return_v, cfg.check_x)
     return s, v

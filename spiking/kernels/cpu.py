@@ -44,7 +44,7 @@ from typing import Optional, Union
 import torch
 
 from ..native_sources import cuda_source, native_source
-from ._common import check_v0, constant, make_config, make_ops, nonfinite_x_error, run_fused
+from ._common import check_v0, constant, make_config, make_ops, needs_grad, nonfinite_x_error, run_fused
 from .extension import CachedExtension
 
 __all__ = ["lif_multistep_cpu", "available", "load_extension", "build_directory", "empty_cache", "SUPPORTED_DTYPES"]
@@ -144,7 +144,36 @@ def _backward_impl(h_seq, grad_s, grad_v, vth, v_threshold, tau, v_reset, hard, 
     return gx, gv0, gp[0].sum() if need_vth else gp  # grad_v0 is used only when need_v0
 
 
-_ops = make_ops("cpu", _forward_impl, _backward_impl)
+def fused(ext, dyn_id: int, x: torch.Tensor, state0: torch.Tensor, params: torch.Tensor, hard: bool,
+          decay_input: bool, detach_reset: bool, sg_id: int, sg_param: float, return_seq: bool, check_x: bool,
+          keep_x: bool):
+    """``(out, state)`` of the extension's loops for contiguous tensors (shapes as ``ext.forward``'s).
+
+    When a gradient is recorded, through the extension's C++ autograd node (``ext.apply``: no Python
+    in the backward); otherwise the forward loop alone, saving nothing. ``check_x``: ``ValueError``
+    when the loop read NaN/inf in x."""
+    if needs_grad(x, state0, params):
+        return ext.apply(dyn_id, x, state0, params, hard, decay_input, detach_reset, sg_id, sg_param, return_seq,
+                         check_x, keep_x)
+    out, state, _, nonfinite = ext.forward(dyn_id, x, state0, params, hard, decay_input, False, return_seq)
+    if check_x and nonfinite:
+        raise nonfinite_x_error()
+    return out, state
+
+
+def _apply(x, v0, vth, cfg):
+    """The differentiable eager call: LIF's definition through the extension's C++ autograd node
+    (:func:`fused`); a tensor threshold enters as the first parameter, so its gradient
+    (summed per neuron in the loop, then over neurons) flows back to it through autograd."""
+    state0 = v0 if v0 is not None else constant((cfg.v_reset if cfg.hard else 0.0,), x.dtype, x.device)
+    params = lif_params(x, cfg.tau, cfg.v_threshold, cfg.v_reset)
+    if vth is not None:
+        params = torch.cat([vth.reshape(1, 1).to(params.dtype), params[1:]])
+    return fused(load_extension(), dynamics_id("lif"), x, state0, params, cfg.hard, cfg.decay_input,
+                 cfg.detach_reset, cfg.sg_id, cfg.sg_param, cfg.return_v, cfg.check_x, False)
+
+
+_ops = make_ops("cpu", _forward_impl, _backward_impl, eager=_apply)
 _forward_op = _ops.op  # the registered custom op (opcheck, torch.compile)
 
 

@@ -164,7 +164,8 @@ def _nonfinite_flag(dev: int, stream_ptr: int) -> torch.Tensor:
     key = (dev, stream_ptr)
     flag = _flags.get(key)
     if flag is None:
-        flag = _flags[key] = torch.zeros((), dtype=torch.int32, device=torch.device("cuda", dev))
+        with torch.inference_mode(False):  # zeroed in place later, also outside inference_mode
+            flag = _flags[key] = torch.zeros((), dtype=torch.int32, device=torch.device("cuda", dev))
     return flag
 
 

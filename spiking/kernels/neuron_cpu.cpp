@@ -147,6 +147,81 @@ std::vector<at::Tensor> neuron_backward(int64_t id, const c10::optional<at::Tens
   return {g_x, g_st0, g_prm.defined() ? g_prm : at::empty({0}, opts.dtype(at::kDouble))};
 }
 
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+c10::optional<at::Tensor> grad_or_none(const at::Tensor& g, at::ScalarType dtype) {
+  if (!g.defined()) return c10::nullopt;
+  return g.to(dtype).contiguous();
+}
+
+// The forward and backward above as one C++ autograd node: a call that records a gradient costs
+// one node, with no Python on the way in or back (a Python autograd.Function costs more host time
+// per call than a small layer's loops). Inputs x [T, ...], state0 and params as for neuron_forward;
+// outputs (out, state_last) or, with return_seq, (out, state after every step). Gradients: the
+// state's and parameters' are reduced back to their own shapes ([NS, 1] / [NP, 1]: summed over
+// the neurons); x is kept for backward only when keep_x (definitions that read it, BWD_X = 1).
+struct FusedNeuronFunction : public torch::autograd::Function<FusedNeuronFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& state0,
+                               const at::Tensor& params, int64_t id, bool hard, bool decay_input, bool detach,
+                               int64_t sg, double sg_param, bool return_seq, bool check_x, bool keep_x) {
+    auto r = neuron_forward(id, x, state0, params, hard, decay_input, true, return_seq);
+    if (check_x && std::get<3>(r)) throw pybind11::value_error("x contains NaN or inf");
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({keep_x ? x : at::Tensor(), std::get<2>(r), params});
+    ctx->saved_data["id"] = id;
+    ctx->saved_data["flags"] = std::vector<bool>{hard, detach, decay_input, return_seq};
+    ctx->saved_data["sg"] = sg;
+    ctx->saved_data["sg_param"] = sg_param;
+    ctx->saved_data["state_sizes"] = state0.sizes().vec();
+    return {std::get<0>(r), std::get<1>(r)};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &kept = saved[1], &params = saved[2];
+    const auto flags = ctx->saved_data["flags"].toBoolList();
+    const bool hard = flags[0], detach = flags[1], decay_input = flags[2], return_seq = flags[3];
+    const auto dtype = x.defined() ? x.scalar_type() : kept.scalar_type();
+    const bool need_state = ctx->needs_input_grad(1), need_params = ctx->needs_input_grad(2);
+    const auto g_out = grad_or_none(grads[0], dtype), g_state = grad_or_none(grads[1], dtype);
+    auto g = neuron_backward(ctx->saved_data["id"].toInt(), x.defined() ? c10::optional<at::Tensor>(x) : c10::nullopt,
+                             kept, params, g_out, return_seq ? g_state : c10::nullopt,
+                             return_seq ? c10::nullopt : g_state, hard, detach, decay_input,
+                             ctx->saved_data["sg"].toInt(), ctx->saved_data["sg_param"].toDouble(), need_params);
+    at::Tensor g_state0, g_params;
+    if (need_state) {
+      const auto sizes = ctx->saved_data["state_sizes"].toIntVector();
+      g_state0 = g[1].reshape({sizes[0], -1});
+      if (g_state0.size(1) != c10::multiply_integers(sizes.begin() + 1, sizes.end()))
+        g_state0 = g_state0.sum(1, true);  // one value per layer: summed over the neurons
+      g_state0 = g_state0.view(sizes);
+    }
+    if (need_params) {
+      g_params = params.numel() == params.size(0) ? g[2].sum(1, true) : g[2];  // [NP, 1]: one per layer
+      g_params = g_params.to(params.scalar_type()).view(params.sizes());
+    }
+    variable_list out(12);
+    out[0] = g[0];
+    out[1] = g_state0;
+    out[2] = g_params;
+    return out;
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> neuron_apply(int64_t id, const at::Tensor& x, const at::Tensor& state0,
+                                                const at::Tensor& params, bool hard, bool decay_input, bool detach,
+                                                int64_t sg, double sg_param, bool return_seq, bool check_x,
+                                                bool keep_x) {
+  auto r = FusedNeuronFunction::apply(x, state0, params, id, hard, decay_input, detach, sg, sg_param, return_seq,
+                                      check_x, keep_x);
+  return {r[0], r[1]};
+}
+
+}  // namespace
+
 std::vector<int64_t> layout(int64_t id) {
   const Shape sh = shape(id);
   return {sh.ns, sh.np, sh.nsave};
@@ -168,6 +243,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "gradients) of a dynamics id");
   m.def("forward", &neuron_forward, "fused neuron forward");
   m.def("backward", &neuron_backward, "fused neuron backward");
+  m.def("apply", &neuron_apply, "fused neuron forward as a C++ autograd node (backward without Python)");
   m.def("empty_cache", &cpubuf::release_cache, "free the recycled output buffers; returns bytes freed");
   m.def("cached_bytes", &cached_bytes, "bytes held by the output-buffer cache");
 }

@@ -24,6 +24,7 @@ from typing import Optional, Union
 
 import torch
 
+from ..kernels import auto_backend, fused_lif  # the light package module (the backends load lazily)
 from .surrogate import Surrogate, SurrogateLike, get_surrogate
 
 __all__ = ["lif_step", "lif_multistep", "lif_multistep_torch", "check_lif_params", "check_input", "BACKENDS"]
@@ -63,8 +64,6 @@ def check_lif_params(tau: float, v_threshold: Threshold, v_reset: Optional[float
         if isinstance(v_reset, bool) or not isinstance(v_reset, (int, float)) or not math.isfinite(v_reset):
             raise ValueError(f"v_reset must be a finite number (hard reset) or None (soft reset), got {v_reset!r}")
     rest = 0.0 if v_reset is None else float(v_reset)
-    why = (f"v_threshold must be above the resting potential V_rest = {rest:g} "
-           f"({'soft reset' if v_reset is None else 'v_reset'}); a neuron at rest would fire every step")
     if isinstance(v_threshold, torch.Tensor):
         if v_threshold.numel() != 1:
             raise ValueError(f"v_threshold must be a scalar, got a tensor of shape {tuple(v_threshold.shape)}")
@@ -73,12 +72,17 @@ def check_lif_params(tau: float, v_threshold: Threshold, v_reset: Optional[float
             if not math.isfinite(vth):
                 raise ValueError("v_threshold must be finite")
             if vth <= rest:
-                raise ValueError(f"{why}; got {vth:g}")
+                raise ValueError(f"{_below_rest(rest, v_reset)}; got {vth:g}")
     else:
         if isinstance(v_threshold, bool) or not isinstance(v_threshold, (int, float)) or not math.isfinite(v_threshold):
             raise ValueError(f"v_threshold must be a finite number, got {v_threshold!r}")
         if v_threshold <= rest:
-            raise ValueError(f"{why}; got {v_threshold!r}")
+            raise ValueError(f"{_below_rest(rest, v_reset)}; got {v_threshold!r}")
+
+
+def _below_rest(rest: float, v_reset: Optional[float]) -> str:
+    return (f"v_threshold must be above the resting potential V_rest = {rest:g} "
+            f"({'soft reset' if v_reset is None else 'v_reset'}); a neuron at rest would fire every step")
 
 
 def check_input(x: torch.Tensor, name: str = "x", min_dim: int = 2, check_finite: bool = True) -> None:
@@ -167,11 +171,7 @@ def _resolve_backend(backend: Optional[str], x: torch.Tensor) -> str:
     name = (backend or os.environ.get("SPIKING_BACKEND") or "auto").lower()
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
-    if name != "auto":
-        return name
-    from ..kernels import auto_backend
-
-    return auto_backend(x)
+    return name if name != "auto" else auto_backend(x)
 
 
 def lif_multistep(
@@ -201,21 +201,14 @@ def lif_multistep(
     if check_finite and name == "torch":
         check_input(x, "x", min_dim=2, check_finite=True)
     check_lif_params(tau, v_threshold, v_reset, check_finite=check_finite)
-    sg = get_surrogate(surrogate)
     if v0 is not None:
         check_input(v0, "v0", min_dim=1, check_finite=check_finite)
         if v0.shape != x.shape[1:]:
             raise ValueError(f"v0 must have the shape of one time step {tuple(x.shape[1:])}, got {tuple(v0.shape)}")
-    kwargs = dict(
-        tau=float(tau), v_threshold=v_threshold, v_reset=v_reset, decay_input=bool(decay_input),
-        detach_reset=bool(detach_reset), surrogate=sg, return_v=bool(return_v),
-    )
     if name == "torch":
-        return lif_multistep_torch(x, v0, **kwargs)
-    if name == "cpu":
-        from ..kernels import cpu
-
-        return cpu.lif_multistep_cpu(x, v0, **kwargs, check_finite=check_finite)
-    from ..kernels import cuda
-
-    return cuda.lif_multistep_cupy(x, v0, **kwargs, check_finite=check_finite)
+        return lif_multistep_torch(x, v0, tau=float(tau), v_threshold=v_threshold, v_reset=v_reset,
+                                   decay_input=bool(decay_input), detach_reset=bool(detach_reset),
+                                   surrogate=get_surrogate(surrogate), return_v=bool(return_v))
+    # the fused entry points convert and cache the options themselves (kernels._common.make_config)
+    return fused_lif(name)(x, v0, tau=tau, v_threshold=v_threshold, v_reset=v_reset, decay_input=decay_input,
+                 detach_reset=detach_reset, surrogate=surrogate, return_v=return_v, check_finite=check_finite)

@@ -138,19 +138,30 @@ def get_surrogate(surrogate: SurrogateLike) -> Surrogate:
     if isinstance(surrogate, Surrogate):
         return surrogate
     if isinstance(surrogate, str):
-        name = _ALIASES.get(surrogate.lower(), surrogate.lower())
-        if name not in SURROGATES:
-            raise ValueError(
-                f"surrogate: unknown name {surrogate!r}; choose one of {sorted(SURROGATES)}"
-                f" (aliases {sorted(_ALIASES)})"
-            )
-        return Surrogate(name, SURROGATES[name][2])
+        return _named(surrogate)
     if isinstance(surrogate, tuple) and len(surrogate) == 2 and isinstance(surrogate[0], str):
         name = _ALIASES.get(surrogate[0].lower(), surrogate[0].lower())
         return Surrogate(name, surrogate[1])
     raise TypeError(
         f"surrogate: expected a name, a (name, parameter) tuple or a Surrogate, got {type(surrogate).__name__}"
     )
+
+
+def _named(surrogate: str) -> Surrogate:
+    """The surrogate of a name or alias with its default parameter (one shared object per name)."""
+    name = _ALIASES.get(surrogate.lower(), surrogate.lower())
+    if name not in SURROGATES:
+        raise ValueError(
+            f"surrogate: unknown name {surrogate!r}; choose one of {sorted(SURROGATES)}"
+            f" (aliases {sorted(_ALIASES)})"
+        )
+    sg = _DEFAULTS.get(name)
+    if sg is None:
+        sg = _DEFAULTS[name] = Surrogate(name, SURROGATES[name][2])
+    return sg
+
+
+_DEFAULTS: dict = {}
 
 
 class _SpikeFunction(torch.autograd.Function):
