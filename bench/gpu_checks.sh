@@ -9,7 +9,8 @@
 #      CUDA graphs against eager, the native ops on CUDA)                      -> gpu_tests.log
 #   2. LIF and neuron-family throughput against the peers on the GPU          -> *_gpu.json
 #   3. the host overhead of a training step on the GPU                        -> step_overhead_gpu.json
-#   4. HLOP-DSR in the paper configuration, one seed, on the GPU (≈ 2–3 min)  -> hlop_pmnist_dsr_gpu.json
+#   4. the host cost of one layer call (default LIF / IF, peers) on the GPU   -> call_overhead_gpu.json
+#   5. HLOP-DSR in the paper configuration, one seed, on the GPU (≈ 2–3 min)  -> hlop_pmnist_dsr_gpu.json
 set -u
 OUT=${1:-bench/results}
 PY=${PYTHON:-python}
@@ -33,6 +34,7 @@ step tests bash -c "$PY -m pytest -q -m gpu tests/ 2>&1 | tee '$OUT/gpu_tests.lo
 step lif $PY bench/lif_throughput.py --device cuda --out "$OUT/lif_throughput_gpu.json"
 step neurons $PY bench/neuron_throughput.py --device cuda --out "$OUT/neuron_throughput_gpu.json"
 step overhead $PY bench/step_overhead.py --device cuda --out "$OUT/step_overhead_gpu.json"
+step calls $PY bench/call_overhead.py --device cuda --out "$OUT/call_overhead_gpu.json"
 step hlop $PY bench/hlop_pmnist.py --methods hlop --seeds 2022 --device cuda \
   --out "$OUT/hlop_pmnist_dsr_gpu.json" --sweep-dir "${TMPDIR:-/tmp}/hlop_gpu_checks"
 echo "gpu_checks: $failed step(s) failed"
