@@ -121,13 +121,16 @@ def test_static_options_are_reused_and_follow_changed_attributes():
     assert torch.equal(after, lif_multistep_torch(x, tau=1.0)[0]) and not torch.equal(before, after)
 
 
-@pytest.mark.parametrize("make", [lambda: spiking.LIF(tau=1.37, v_threshold=0.77),
-                                  lambda: spiking.IF(v_threshold=0.73), lambda: spiking.PLIF(tau=1.61)],
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("make", [lambda b: spiking.LIF(tau=1.37, v_threshold=0.77, backend=b),
+                                  lambda b: spiking.IF(v_threshold=0.73, v_reset=0.11, backend=b),
+                                  lambda b: spiking.PLIF(tau=1.61, backend=b)],
                          ids=["LIF", "IF", "PLIF"])
-def test_a_layer_first_run_under_inference_mode_then_trains(make):
-    """The cached per-layer constants made by an evaluation under inference_mode are normal tensors,
-    so a later recorded call can save them for its backward."""
-    layer = make()
+def test_a_layer_first_run_under_inference_mode_then_trains(make, backend):
+    """The cached per-layer constants (fused paths) and parameter scalars (torch reference steps)
+    made by an evaluation under inference_mode are normal tensors, so a later recorded call can
+    save them for its backward."""
+    layer = make(backend)
     x = torch.rand(5, 2, 4) * 2.0
     with torch.inference_mode():
         s_eval = layer(x)

@@ -63,7 +63,7 @@ def per_neuron(values: tuple, x: torch.Tensor) -> torch.Tensor:
 def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg, check_x: bool = True):
     """Fused CPU run of ``spec`` with the arguments and results of ``multistep.run_torch``;
     ``check_x``: ``ValueError`` when x holds NaN/inf (probed during the kernel's pass over x)."""
-    if x.device.type != "cpu":
+    if not x.is_cpu:
         raise RuntimeError(f"backend 'cpu' needs CPU tensors, but x is on {x.device}")
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"x: the fused neurons support float32 and float64, got {x.dtype}")
