@@ -47,8 +47,9 @@ def policies(cores: int) -> dict:
         "torch-default": (defaults, None),
         "threads-1": (defaults, 1),
         f"threads-{cores}-passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, None),
-        # OpenMP's default (spin, then sleep) with a short spin: idle threads sleep after about 10k
-        # (or 100k) spins instead of libgomp's default 300k
+        # OpenMP's default (spin, then sleep) with a short spin: idle threads sleep after about 1k,
+        # 10k or 100k spins instead of libgomp's default 300k
+        f"threads-{cores}-spin1k": ({**defaults, "GOMP_SPINCOUNT": "1000"}, None),
         f"threads-{cores}-spin10k": ({**defaults, "GOMP_SPINCOUNT": "10000"}, None),
         f"threads-{cores}-spin100k": ({**defaults, "GOMP_SPINCOUNT": "100000"}, None),
         "example-default": ({}, None),  # no setting: what `python examples/permuted_mnist.py` does
