@@ -86,18 +86,20 @@ _configs: dict = {}
 _constants: dict = {}
 
 
-def constant(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A small ``[len(values), 1]`` tensor of ``values`` (e.g. a layer's parameters), made once per
-    (values, dtype, device) and reused, since the kernels only read it: no tensor construction (and
-    on a GPU no host-to-device copy) on every call."""
-    key = (values, dtype, device)
+def constant(values: tuple, dtype: torch.dtype, device: torch.device, scalar: bool = False) -> torch.Tensor:
+    """A small ``[len(values), 1]`` tensor of ``values`` (e.g. a layer's parameters), or with
+    ``scalar`` the 0-dim tensor of the one value, made once per (values, dtype, device, scalar) and
+    reused, since its users only read it: no tensor construction (and on a GPU no host-to-device
+    copy) on every call."""
+    key = (values, dtype, device, scalar)
     t = _constants.get(key)
     if t is None:
         if len(_constants) > 256:
             _constants.clear()
         with torch.inference_mode(False):  # a normal tensor even when first asked for under inference_mode:
             # a recorded call saves it for backward, which an inference tensor may not be
-            t = _constants[key] = torch.tensor([[v] for v in values], dtype=dtype, device=device)
+            data = float(values[0]) if scalar else [[v] for v in values]
+            t = _constants[key] = torch.tensor(data, dtype=dtype, device=device)
     return t
 
 

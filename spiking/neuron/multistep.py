@@ -19,6 +19,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from ..kernels._common import constant
 from .functional import check_input
 from .registry import NeuronSpec
 from .surrogate import Surrogate, SurrogateLike, get_surrogate
@@ -78,26 +79,11 @@ def fire_reset(h: torch.Tensor, theta: torch.Tensor, v_reset: torch.Tensor, cfg:
 
 
 def _as_params(spec: NeuronSpec, params: tuple, x: torch.Tensor) -> tuple:
-    """The parameters as tensors of x's dtype and device (a plain number as a cached 0-dim tensor)."""
-    return spec.params(*(_scalar(p, x.dtype, x.device) if isinstance(p, (int, float))
+    """The parameters as tensors of x's dtype and device; a plain number as a cached 0-dim tensor
+    (a layer passes the same numbers on every call; making the tensor costs more than a small
+    layer's loops), only read, since every step makes new tensors."""
+    return spec.params(*(constant((p,), x.dtype, x.device, scalar=True) if isinstance(p, (int, float))
                          else torch.as_tensor(p, dtype=x.dtype, device=x.device) for p in params))
-
-
-_scalars: dict = {}
-
-
-def _scalar(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A 0-dim tensor of ``value``, made once per (value, dtype, device): a layer passes the same
-    numbers on every call, and making the tensor costs more than a small layer's loops. Only read
-    (every step makes new tensors); made outside ``inference_mode``, since recorded ops save it."""
-    key = (float(value), math.copysign(1.0, value), dtype, device)  # -0.0 apart from 0.0
-    t = _scalars.get(key)
-    if t is None:
-        if len(_scalars) > 1024:
-            _scalars.clear()
-        with torch.inference_mode(False):
-            t = _scalars[key] = torch.tensor(float(value), dtype=dtype, device=device)
-    return t
 
 
 def run_torch(spec: NeuronSpec, x: torch.Tensor, state: tuple, params: tuple, cfg: StepConfig):
