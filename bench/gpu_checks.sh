@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
 # Every GPU check in one run, for a machine with a CUDA device (device time is short: start it early).
 #
-#   bash bench/gpu_checks.sh [OUT]      # OUT: folder for the log and JSON files (default bench/results)
+#   bash bench/gpu_checks.sh [OUT] [STEP...]    # OUT: folder for logs and JSON (default bench/results)
 #
 # Needs torch with CUDA and CuPy (cupy-cuda13x) in the active Python (PYTHON overrides `python`).
-# In order, each step's output in OUT (a failed step is reported and the next one still runs):
-#   1. the GPU tests (`pytest -m gpu`: fused CUDA kernels against their CPU/torch references,
-#      CUDA graphs against eager, the native ops on CUDA)                      -> gpu_tests.log
-#   2. LIF and neuron-family throughput against the peers on the GPU          -> *_gpu.json
-#   3. the host overhead of a training step on the GPU                        -> step_overhead_gpu.json
-#   4. the host cost of one layer call (default LIF / IF, peers) on the GPU   -> call_overhead_gpu.json
-#   5. HLOP-DSR in the paper configuration, one seed, on the GPU (≈ 2–3 min)  -> hlop_pmnist_dsr_gpu.json
+# STEPs (default: all, in this order; a failed step is reported and the next one still runs):
+#   tests       the GPU tests (`pytest -m gpu`: fused CUDA kernels against their CPU/torch references,
+#               CUDA graphs against eager, the native ops on CUDA)                 -> gpu_tests.log
+#   calls       the host cost of one layer call (default LIF / IF, peers)           -> call_overhead_gpu.json
+#   lif         LIF throughput against the peers, roofline at batch 64 and 256      -> lif_throughput_gpu.json
+#   neurons     the neuron family's throughput against the peers                    -> neuron_throughput_gpu.json
+#   overhead    ops, host syncs and time per training step of every method          -> step_overhead_gpu.json
+#   hlop-graph  HLOP-DSR in the paper configuration, 3 seeds at once, CUDA graphs   -> hlop_pmnist_dsr_graph_gpu.json
+#   hlop        the same without CUDA graphs (eager)                                -> hlop_pmnist_dsr_gpu.json
+# STEP_TIMEOUT (seconds, default none) stops a step that runs longer (the run goes on with the next).
+# The HLOP steps run each seed as its own process (`--in-process`: no Ray needed), three at a time on
+# the one GPU, and combine them with `--merge`.
 set -u
 OUT=${1:-bench/results}
+shift || true
+STEPS=${*:-tests calls lif neurons overhead hlop-graph hlop}
 PY=${PYTHON:-python}
+LIMIT=${STEP_TIMEOUT:-0}
 mkdir -p "$OUT"
 if ! $PY -c "import torch, cupy, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   echo "gpu_checks: no CUDA device, or torch without CUDA, or no CuPy in $PY: nothing to run" >&2
@@ -21,21 +29,45 @@ if ! $PY -c "import torch, cupy, sys; sys.exit(0 if torch.cuda.is_available() el
 fi
 $PY -c "import torch; print('device:', torch.cuda.get_device_name(0))"
 failed=0
-step() {  # step NAME COMMAND...: run, keep going on failure
-  local name=$1
+step() {  # step NAME COMMAND...: run (within STEP_TIMEOUT), keep going on failure
+  local name=$1 t0=$SECONDS
   shift
   echo "== $name: $*"
-  if ! "$@"; then
+  if ! timeout "$LIMIT" "$@"; then
     echo "== $name FAILED" >&2
     failed=$((failed + 1))
   fi
+  echo "== $name took $((SECONDS - t0)) s"
 }
-step tests bash -c "$PY -m pytest -q -m gpu tests/ 2>&1 | tee '$OUT/gpu_tests.log'; exit \${PIPESTATUS[0]}"
-step lif $PY bench/lif_throughput.py --device cuda --out "$OUT/lif_throughput_gpu.json"
-step neurons $PY bench/neuron_throughput.py --device cuda --out "$OUT/neuron_throughput_gpu.json"
-step overhead $PY bench/step_overhead.py --device cuda --out "$OUT/step_overhead_gpu.json"
-step calls $PY bench/call_overhead.py --device cuda --out "$OUT/call_overhead_gpu.json"
-step hlop $PY bench/hlop_pmnist.py --methods hlop --seeds 2022 --device cuda \
-  --out "$OUT/hlop_pmnist_dsr_gpu.json" --sweep-dir "${TMPDIR:-/tmp}/hlop_gpu_checks"
+hlop_seeds() {  # hlop_seeds NAME [FLAGS...]: seeds 2022, 1, 2 at once, one process each, then merged
+  local name=$1 pids=() parts=() s rc=0
+  shift
+  for s in 2022 1 2; do
+    $PY bench/hlop_pmnist.py --methods hlop --seeds $s --device cuda --jobs 3 --in-process "$@" \
+      --out "$OUT/${name}_seed$s.json" --sweep-dir "${TMPDIR:-/tmp}/gpu_checks_${name}_$s" \
+      >"$OUT/${name}_seed$s.log" 2>&1 &
+    pids+=($!)
+    parts+=("$OUT/${name}_seed$s.json")
+  done
+  for s in "${pids[@]}"; do wait "$s" || rc=1; done
+  tail -n 3 "$OUT/${name}"_seed*.log
+  [ $rc -eq 0 ] && $PY bench/hlop_pmnist.py --merge "${parts[@]}" --out "$OUT/$name.json" && rm -f "${parts[@]}"
+}
+for s in $STEPS; do
+  case $s in
+    tests) step tests bash -c "$PY -m pytest -q -m gpu --continue-on-collection-errors -p no:cacheprovider tests/ \
+             2>&1 | tee '$OUT/gpu_tests.log'; exit \${PIPESTATUS[0]}" ;;
+    calls) step calls $PY bench/call_overhead.py --device cuda --out "$OUT/call_overhead_gpu.json" ;;
+    lif) step lif $PY bench/lif_throughput.py --device cuda --workloads lif_fwd,lif_fwd_bwd --reps 5 \
+           --out "$OUT/lif_throughput_gpu.json" ;;
+    neurons) step neurons $PY bench/neuron_throughput.py --device cuda --out "$OUT/neuron_throughput_gpu.json" ;;
+    overhead) step overhead $PY bench/step_overhead.py --device cuda --out "$OUT/step_overhead_gpu.json" ;;
+    hlop-graph) export -f hlop_seeds; export OUT PY
+                step hlop-graph bash -c 'hlop_seeds hlop_pmnist_dsr_graph_gpu --cuda-graph' ;;
+    hlop) export -f hlop_seeds; export OUT PY
+          step hlop bash -c 'hlop_seeds hlop_pmnist_dsr_gpu' ;;
+    *) echo "gpu_checks: unknown step $s" >&2; failed=$((failed + 1)) ;;
+  esac
+done
 echo "gpu_checks: $failed step(s) failed"
 exit $((failed > 0))

@@ -7,11 +7,14 @@
     python bench/hlop_pmnist.py --merge a.json b.json --out c.json  # one summary over runs made separately
     python bench/hlop_pmnist.py --methods ewc --option ewc_lambda=100   # a strategy option for every run
     python bench/hlop_pmnist.py --methods finetune,gpm --device cuda --jobs 6  # runs in parallel on a GPU
+    python bench/hlop_pmnist.py --seeds 1 --device cuda --cuda-graph --in-process  # one run, no Ray
 
 Paper configuration: 10 tasks, 784-800-800-10, 1 epoch, batch 64, SGD lr 0.1, lateral neurons
 [80, 200, 100] then +70, +70, +50×3, +30×3, +10 per layer. The (method, seed) runs are the trials of
 a ``spiking sweep`` (``spiking.sweep.run_sweep``, in ``--sweep-dir``; ``--resume`` continues it), each
 a Ray task in a fresh worker process, so its wall time and peak RSS (``ru_maxrss``) are its own.
+``--in-process`` runs a single (method, seed) trial in this process instead, for a machine without
+Ray; start one process per seed and combine their JSON files with ``--merge``.
 Writes JSON with the command, machine, versions, per-seed numbers, mean ± std (ddof = 1) and
 medians, and for HLOP the share of training time spent in Hebbian updates and projection.
 """
@@ -53,6 +56,10 @@ def parse_args(argv=None):
     p.add_argument("--sweep-dir", default=None,
                    help="folder of the runs (a spiking sweep; default runs/bench-<json name>)")
     p.add_argument("--resume", action="store_true", help="continue the sweep in --sweep-dir")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="replay each training step as a CUDA graph (runner config cuda_graph; GPU only)")
+    p.add_argument("--in-process", action="store_true",
+                   help="run the one (method, seed) trial in this process, without Ray")
     return p.parse_args(argv)
 
 
@@ -98,7 +105,7 @@ def mean_std(vals):
             "median": statistics.median(vals), "n": len(vals)}
 
 
-def machine() -> dict:
+def machine(device: str = "cpu") -> dict:
     cpu = platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -107,8 +114,12 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
-            "python": platform.python_version(), "loadavg_start": os.getloadavg()}
+    out = {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
+           "python": platform.python_version(), "loadavg_start": os.getloadavg()}
+    if device.startswith("cuda"):
+        import torch  # noqa: PLC0415
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device)) if torch.cuda.is_available() else None
+    return out
 
 
 def main(argv=None) -> int:
@@ -128,11 +139,12 @@ def main(argv=None) -> int:
     out = Path(args.out or ROOT / "bench" / "results" /
                f"hlop_pmnist_{args.train_method}{'_reduced' if reduced else ''}.json")
     info = {"command": " ".join(["python", "bench/hlop_pmnist.py", *(argv if argv is not None else sys.argv[1:])]),
-            "machine": machine(), "versions": versions(), "torch_threads_default": torch.get_num_threads(),
+            "machine": machine(args.device), "versions": versions(), "torch_threads_default": torch.get_num_threads(),
             "config": {"tasks": args.tasks, "train_subset": args.train_subset, "hidden": args.hidden,
                        "epochs": 1, "batch_size": 64, "lr": 0.1, "optimizer": "sgd", "lateral": args.lateral,
                        "train_method": args.train_method, "paper_configuration": not reduced,
-                       "options": args.option, "eval_unseen": args.eval_unseen},
+                       "options": args.option, "eval_unseen": args.eval_unseen,
+                       **({"cuda_graph": True} if args.cuda_graph else {})},
             "runs": [], "summary": {}}
     threads = args.threads or torch.get_num_threads()
     info["config"].update(device=args.device, jobs=args.jobs, threads=threads)
@@ -141,6 +153,8 @@ def main(argv=None) -> int:
                 "hidden": [int(h) for h in args.hidden.split(",")], "epochs": 1, "batch_size": 64, "lr": 0.1,
                 "device": args.device, "eval_unseen": args.eval_unseen, "threads": threads,
                 "model": f"hlop-{args.train_method}"}  # the baselines run in HLOP's network
+    if args.cuda_graph:
+        settings["cuda_graph"] = True
     if "hlop" in methods:
         settings.update({"hlop.train_method": args.train_method, "hlop.lateral": args.lateral})
     for method in methods:
@@ -150,8 +164,12 @@ def main(argv=None) -> int:
             "cpus": args.jobs * threads if not gpu else None, "gpus_per_trial": 1 / args.jobs if gpu else 0,
             "isolate": True, "resume": args.resume}
     info["sweep"] = str(sweep_dir)
-    from spiking.sweep import run_sweep  # noqa: PLC0415
-    result = run_sweep(spec)
+    if args.in_process:
+        info["config"]["in_process"] = True
+        result = {"trials": [run_in_process(spec)]}
+    else:
+        from spiking.sweep import run_sweep  # noqa: PLC0415
+        result = run_sweep(spec)
     for t in result["trials"]:
         if t["status"] != "done":
             print(f"{t['method']} seed {t['seed']} failed: {t['error']}", flush=True)
@@ -171,6 +189,20 @@ def main(argv=None) -> int:
     return 0
 
 
+def run_in_process(spec: dict) -> dict:
+    """The sweep's single trial run here (no Ray), recorded as the sweep would record it."""
+    from spiking.sweep.engine import execute_trial, record  # noqa: PLC0415
+    from spiking.sweep.spec import expand, from_dict, validate  # noqa: PLC0415
+
+    spec = validate(from_dict(spec))
+    trials = expand(spec, spec.settings.get("dataset", "pmnist"), spec.seeds)
+    if len(trials) != 1:
+        raise SystemExit(f"--in-process runs one (method, seed) trial; this configuration has {len(trials)}")
+    folder = Path(spec.out)
+    outcome = execute_trial(trials[0].config, str(folder / "trials" / trials[0].key))
+    return record(trials[0], folder, outcome)
+
+
 def summarize(runs: list[dict]) -> dict:
     """Per method: mean, sample std, median and count of every measured quantity over seeds."""
     out = {}
@@ -186,7 +218,7 @@ def merge(paths: list[str], out: Path) -> None:
     """Combine the runs of several result files of the same configuration into one summary."""
     infos = [json.loads(Path(p).read_text()) for p in paths]
     def same(cfg: dict) -> dict:  # how runs were scheduled is not part of the configuration
-        return {"options": [], "eval_unseen": True, **{k: v for k, v in cfg.items() if k != "jobs"}}
+        return {"options": [], "eval_unseen": True, **{k: v for k, v in cfg.items() if k not in ("jobs", "in_process")}}
 
     for p, i in zip(paths[1:], infos[1:]):
         if same(i["config"]) != same(infos[0]["config"]):

@@ -141,18 +141,14 @@ class NorseLIF(nn.Module):
 
 
 class SpikingJellyLIF(nn.Module):
-    """SpikingJelly LIFNode, multi-step (default Sigmoid surrogate); backend given when supported."""
+    """SpikingJelly LIFNode, multi-step (default Sigmoid surrogate). SpikingJelly 2 sends CUDA tensors
+    to its own fused kernels (Triton / native CUDA) by itself: the row is its fused GPU path."""
 
-    def __init__(self, backend: Optional[str] = None):
+    def __init__(self):
         super().__init__()
         from spikingjelly.activation_based import functional, neuron
 
-        if backend == "cupy" and not hasattr(np, "int"):
-            # SpikingJelly 0.0.0.0.14 (the last release with CuPy kernels) still compares dtypes
-            # against np.int, which NumPy 2 removed; restore the alias (= int) for it.
-            np.int = int
-        kw = {"backend": backend} if backend else {}
-        self.node = neuron.LIFNode(tau=TAU, v_threshold=1.0, v_reset=0.0, step_mode="m", **kw)
+        self.node = neuron.LIFNode(tau=TAU, v_threshold=1.0, v_reset=0.0, step_mode="m")
         self._reset = functional.reset_net
 
     def forward(self, x):
@@ -178,8 +174,6 @@ def implementations(device: str) -> dict[str, Callable[[], nn.Module]]:
     cands["snntorch"] = SnnTorchLIF
     cands["norse-lifbox"] = NorseLIF
     cands["spikingjelly"] = SpikingJellyLIF
-    if device == "cuda":
-        cands["spikingjelly-cupy"] = lambda: SpikingJellyLIF("cupy")
     out = {}
     for name, f in cands.items():
         print(f"implementation {name}", flush=True)

@@ -47,9 +47,10 @@ import spiking  # noqa: E402
 class PeerLoop(nn.Module):
     """A peer's single-step cell run over T (x.unbind(0): no per-step full-size zero gradients)."""
 
-    def __init__(self, step):
+    def __init__(self, step, *cells: nn.Module):
         super().__init__()
         self.step = step
+        self.cells = nn.ModuleList(cells)  # registered, so .to(device) moves their parameters
 
     def forward(self, x):
         return torch.stack(self.step(x))
@@ -67,7 +68,7 @@ def _snn_synaptic():
             spk, syn, mem = cell(xt, syn, mem)
             out.append(spk)
         return out
-    return PeerLoop(step)
+    return PeerLoop(step, cell)
 
 
 def _snn_rleaky(n):
@@ -82,7 +83,7 @@ def _snn_rleaky(n):
             spk, mem = cell(xt, spk, mem)
             out.append(spk)
         return out
-    return PeerLoop(step), cell
+    return PeerLoop(step, cell), cell
 
 
 def _norse(cell):
@@ -92,19 +93,26 @@ def _norse(cell):
             z, state = cell(xt, state)
             out.append(z)
         return out
-    return PeerLoop(step)
+    return PeerLoop(step, cell)
+
+
+class _SJNode(nn.Module):
+    """A SpikingJelly multi-step node, reset before each call (a module: .to(device) moves PLIF's w)."""
+
+    def __init__(self, node: nn.Module):
+        super().__init__()
+        self.node = node
+
+    def forward(self, x):
+        self.node.reset()
+        return self.node(x)
 
 
 def _sj(kind):
     from spikingjelly.activation_based import neuron
 
     cls = neuron.IFNode if kind == "if" else neuron.ParametricLIFNode
-    node = cls(step_mode="m")
-
-    def run(x):
-        node.reset()
-        return node(x)
-    return run
+    return _SJNode(cls(step_mode="m"))
 
 
 def implementations(n_rlif: int):

@@ -31,19 +31,34 @@ def test_cupy_equals_torch_reference(name, sg, v_reset, dtype):
     g = torch.Generator(device="cuda").manual_seed(0)
     x = (torch.rand((37, 3, 129), generator=g, device="cuda", dtype=torch.float64) * 3 - 0.5).to(dtype)
     x.requires_grad_()
-    k = torch.tensor(PARAMS[name][0], device="cuda", dtype=dtype, requires_grad=True)
+    # the first parameter requires grad where the fused backward differentiates it (GRAD_PARAMS);
+    # elsewhere the fused path refuses such a parameter (test_cupy_refuses_a_parameter_it_cannot_learn)
+    learns_k = bool(neuron_cuda.GRAD_PARAMS[name] & 1)
+    k = torch.tensor(PARAMS[name][0], device="cuda", dtype=dtype, requires_grad=learns_k)
     params = (k, *PARAMS[name][1:])
     res = []
     for backend in ("torch", "cupy"):
         out, state = multistep.run(spec, x, params, cfg, None, backend)
         w = torch.randn(out.shape, generator=torch.Generator(device="cuda").manual_seed(1), device="cuda",
                         dtype=torch.float64).to(dtype)
-        grads = torch.autograd.grad((out * w).sum(), [x, k], allow_unused=True, materialize_grads=True)
+        grads = torch.autograd.grad((out * w).sum(), [x, k] if learns_k else [x], materialize_grads=True)
         res.append((out.detach(), [s.detach() for s in state], grads))
     (o1, s1, g1), (o2, s2, g2) = res
     assert torch.equal(o1, o2) and all(torch.equal(a, b) for a, b in zip(s1, s2))
     for a, b in zip(g1, g2):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("name", sorted(n for n in neuron_cuda.TYPES if not neuron_cuda.GRAD_PARAMS[n] & 1))
+def test_cupy_refuses_a_parameter_it_cannot_learn(name):
+    x = torch.rand(5, 2, 7, device="cuda")
+    k = torch.tensor(PARAMS[name][0], device="cuda", requires_grad=True)
+    field = get_neuron(name).params._fields[0]
+    with pytest.raises(ValueError, match=f"parameter {field} has no gradient on the fused path"):
+        multistep.run(get_neuron(name), x, (k, *PARAMS[name][1:]), multistep.make_config(0.0, False, True, "sigmoid"),
+                      None, "cupy")
 
 
 def test_cupy_backend_refuses_cpu_tensors():

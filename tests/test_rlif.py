@@ -44,7 +44,7 @@ def _run(backend, args, mode, seed=1):
     out, (v, s) = rlif_multistep(x, w, b, v0, s0, tau=3.0, v_reset=v_reset, decay_input=decay, detach_reset=detach,
                                  surrogate=sg, backend=backend)
     g = torch.Generator().manual_seed(seed)
-    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (out, v, s))
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device)).sum() for t in (out, v, s))
     leaves = [t for t in args if t is not None and t.requires_grad]
     return (out, v, s), torch.autograd.grad(loss, leaves)
 
@@ -185,7 +185,7 @@ def test_cuda_host_loop_on_cpu(shape, mode):
     p = RLIFParams(1 / 3.0, 1.0, 0.0 if v_reset is None else v_reset)
     out, v, s = RLIFFunction.apply(TorchStepLoop(), *args, p, cfg, True, False)
     g = torch.Generator().manual_seed(1)
-    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (out, v, s))
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device)).sum() for t in (out, v, s))
     got = ((out, v, s), torch.autograd.grad(loss, args))
     _assert_same(_run("torch", args, mode), got, torch.float64, exact_v=False)
 

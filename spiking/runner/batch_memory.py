@@ -6,7 +6,10 @@ An inference forward's peak memory is affine in the batch size B:
 
 Two probe forwards (B = 8 and 40, under ``torch.inference_mode``) measure bytes(B) as the peak
 that torch's caching allocator handed out above what was allocated before, which gives ``fixed``
-and ``per_sample`` (cached per model, input shape and parameter count). The batch is then
+and ``per_sample`` (cached per model, input shape and parameter count). An unmeasured forward at
+the larger probe runs first, so that what a first call allocates once and keeps (a math
+library's workspace, lazily built buffers) is not counted as growing with B: on an H200 such an
+allocation inside the B = 40 probe once made per_sample 20 times too large. The batch is then
 
     B = ⌊(fraction · available − fixed) / per_sample⌋, clipped to [1, n],
 
@@ -52,12 +55,14 @@ def batch_for_memory(available: int, fixed: float, per_sample: float, n: int,
 
 
 def affine_working_set(peak_bytes: Callable[[int], int], probes: tuple[int, int] = PROBES) -> tuple[float, float]:
-    """``(fixed, per_sample)`` of the line through ``peak_bytes(b)`` at the two probe batch sizes.
-    Where the peak does not grow with the batch (allocator rounding): ``(0, larger peak / smaller
-    probe)``, an overestimate rather than a free sample."""
+    """``(fixed, per_sample)`` of the line through ``peak_bytes(b)`` at the two probe batch sizes,
+    after one unmeasured call at the larger one (one-time allocations out of the line). Where the
+    peak does not grow with the batch (allocator rounding): ``(0, larger peak / smaller probe)``,
+    an overestimate rather than a free sample."""
     small, large = probes
     if not 0 < small < large:
         raise ValueError(f"probes must be two batch sizes 0 < small < large, got {probes!r}")
+    peak_bytes(large)  # warm-up: what the first call allocates once stays out of both probes
     lo, hi = peak_bytes(small), peak_bytes(large)
     per_sample = (hi - lo) / (large - small)
     if per_sample <= 0:
