@@ -61,6 +61,42 @@ def test_cupy_refuses_a_parameter_it_cannot_learn(name):
                       None, "cupy")
 
 
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("name", sorted(neuron_cuda.TYPES))
+def test_cupy_without_a_gradient_runs_the_forward_kernel_alone(name):
+    """Under no_grad (and for inputs that do not require grad) no autograd node is made; the
+    outputs and last states are the torch reference's."""
+    spec, cfg = get_neuron(name), multistep.make_config(0.0, False, True, "sigmoid")
+    x = torch.rand((9, 3, 65), device="cuda") * 3 - 0.5
+    ref_out, ref_state = multistep.run(spec, x, PARAMS[name], cfg, None, "torch")
+    for grad_x in (True, False):
+        xi = x.clone().requires_grad_(grad_x)
+        with torch.no_grad() if grad_x else torch.enable_grad():
+            out, state = multistep.run(spec, xi, PARAMS[name], cfg, None, "cupy")
+        assert out.grad_fn is None and not out.requires_grad
+        assert torch.equal(out, ref_out) and all(torch.equal(a, b) for a, b in zip(state, ref_state))
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("name", ["if", "alif"])
+def test_cupy_kernel_probes_x_for_nan(name):
+    """NaN/inf in x raises from the forward kernel's probe, recorded or not; check_finite=False
+    skips it; the flag is reset, so the next clean call runs."""
+    spec, cfg = get_neuron(name), multistep.make_config(0.0, False, True, "sigmoid")
+    x = torch.rand((6, 2, 33), device="cuda")
+    for bad in (float("nan"), float("inf")):
+        xb = x.clone()
+        xb[4, 1, 7] = bad
+        for grad in (True, False):
+            with pytest.raises(ValueError, match="contains NaN or inf"):
+                multistep.run(spec, xb.clone().requires_grad_(grad), PARAMS[name], cfg, None, "cupy")
+        multistep.run(spec, xb, PARAMS[name], cfg, None, "cupy", check_finite=False)
+    out, _ = multistep.run(spec, x, PARAMS[name], cfg, None, "cupy")
+    assert torch.isfinite(out).all()
+
+
 def test_cupy_backend_refuses_cpu_tensors():
     with pytest.raises(RuntimeError, match="cupy"):
         multistep.run(get_neuron("if"), torch.rand(3, 2, 4), (1.0, 0.0),

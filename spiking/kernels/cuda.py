@@ -169,6 +169,14 @@ def _nonfinite_flag(dev: int, stream_ptr: int) -> torch.Tensor:
     return flag
 
 
+def raise_if_nonfinite(flag: Optional[torch.Tensor]) -> None:
+    """Read a forward launch's NaN/inf flag (``None``: the check is off): the one host sync of the
+    check; ``ValueError`` (the flag reset to 0) when the kernel saw NaN or ±inf in x."""
+    if flag is not None and bool(flag.item()):
+        flag.zero_()
+        raise nonfinite_x_error()
+
+
 def _forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save_h, return_v, check_x):
     _check_cuda(x, "x")
     steps, n = x.shape[0], math.prod(x.shape[1:])
@@ -187,9 +195,7 @@ def _forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save
         np.int64(n), np.int64(v0.numel()), np.int64(1), np.int32(steps), np.int32(hard), np.int32(decay_input),
     )
     _launch(fn, x, n, args)
-    if flag is not None and bool(flag.item()):  # the host sync described in the module docstring
-        flag.zero_()
-        raise nonfinite_x_error()
+    raise_if_nonfinite(flag)  # the host sync described in the module docstring
     return s, v_seq if return_v else v_last, h
 
 

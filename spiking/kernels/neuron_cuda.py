@@ -3,8 +3,12 @@
 Kernels ``nrn_forward<D, T>`` / ``nrn_backward<D, SG, T>`` are compiled by NVRTC on first use per
 (neuron, dtype, surrogate) with ``-fmad=false`` and ``-I cuda/``, cached per device, and launched
 on torch's current stream (the loader and launch helpers of :mod:`.cuda`, which runs LIF's
-definition from the same source). The autograd wrapper is the CPU one's
-(:class:`.neuron_cpu.FusedNeuron` semantics), with these kernels behind it.
+definition from the same source). A call that records a gradient goes through
+:class:`FusedNeuronCuda` (an ``autograd.Function`` with the CPU node's semantics); one that records
+none (``no_grad``, inference, inputs without ``requires_grad``) launches the forward kernel alone,
+saving nothing. NaN/inf in x is probed by the forward kernel while it reads x (a device flag read
+after the launch, as for LIF: one host sync with the check on, none with ``check_finite=False``),
+not by a separate ``isfinite(x).all()`` pass over x.
 """
 
 from __future__ import annotations
@@ -55,18 +59,32 @@ def _launch(name: str, x: torch.Tensor, n: int, args: tuple) -> None:
     launch(_function(name, x.get_device()), x, n, args)
 
 
+def _forward(x, state0, params, neuron: str, cfg, save: bool, check_x: bool):
+    """Launch ``nrn_forward`` of ``neuron``: ``(out, state_last, saved or None)``; ``ValueError`` on
+    NaN/inf x with ``check_x``."""
+    from .cuda import _nonfinite_flag, raise_if_nonfinite
+
+    steps, n = x.shape[0], math.prod(x.shape[1:])
+    nsave = LAYOUT[neuron][2]
+    out, state = torch.empty_like(x), torch.empty_like(state0)
+    saved = x.new_empty((nsave, steps, n)) if save and nsave else None
+    dev = x.get_device()
+    flag = _nonfinite_flag(dev, torch.cuda.current_stream(dev).cuda_stream) if check_x else None
+    _launch(kernel_name("forward", neuron, x.dtype), x, n, (
+        _ptr(x), _ptr(state0), _ptr(params), _ptr(out), _ptr(state), _ptr(saved), _ptr(None), _ptr(flag),
+        np.int64(n), np.int64(n), np.int64(params.shape[1]), np.int32(steps), np.int32(cfg.hard),
+        np.int32(cfg.decay_input)))
+    raise_if_nonfinite(flag)
+    return out, state, saved
+
+
 class FusedNeuronCuda(torch.autograd.Function):
+    """The recorded call: forward saving what the backward kernel reads, backward launching it."""
+
     @staticmethod
-    def forward(ctx, x, state0, params, neuron, cfg, save):
-        steps, n = x.shape[0], math.prod(x.shape[1:])
-        nsave = LAYOUT[neuron][2]
-        out, state = torch.empty_like(x), torch.empty_like(state0)
-        saved = x.new_empty((nsave, steps, n)) if save and nsave else None
-        keep_x = keeps_x(neuron not in IGNORES_X, nsave)
-        _launch(kernel_name("forward", neuron, x.dtype), x, n, (
-            _ptr(x), _ptr(state0), _ptr(params), _ptr(out), _ptr(state), _ptr(saved), _ptr(None), _ptr(None),
-            np.int64(n), np.int64(n), np.int64(params.shape[1]), np.int32(steps), np.int32(cfg.hard),
-            np.int32(cfg.decay_input)))
+    def forward(ctx, x, state0, params, neuron, cfg, check_x):
+        out, state, saved = _forward(x, state0, params, neuron, cfg, True, check_x)
+        keep_x = keeps_x(neuron not in IGNORES_X, LAYOUT[neuron][2])
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x if keep_x else None, saved if saved is not None else x.new_empty((0,)), params)
         ctx.neuron, ctx.cfg, ctx.state_shape, ctx.x_shape = neuron, cfg, state0.shape, x.shape
@@ -103,8 +121,9 @@ def check_run(x: torch.Tensor, what: str) -> None:
         raise TypeError(f"x: {what} support float32 and float64, got {x.dtype}")
 
 
-def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg):
-    """Fused CUDA run of ``spec`` with the arguments and results of ``multistep.run_torch``."""
+def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg, check_x: bool = True):
+    """Fused CUDA run of ``spec`` with the arguments and results of ``multistep.run_torch``;
+    ``check_x``: ``ValueError`` when x holds NaN/inf (probed by the forward kernel)."""
     check_run(x, "the fused neurons")
     if spec.name not in TYPES:
         raise RuntimeError(f"neuron {spec.name!r} has no CUDA kernel (known: {sorted(TYPES)})")
@@ -115,5 +134,9 @@ def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg):
         pr = torch.stack([p.to(x.dtype).reshape(()) for p in params]).reshape(len(params), 1)
     else:
         pr = torch.stack([p.expand(step_shape) for p in params]).contiguous()
-    out, state = FusedNeuronCuda.apply(x.contiguous(), st, pr, spec.name, cfg, needs_grad(x, st, pr))
+    x = x.contiguous()
+    if needs_grad(x, st, pr):
+        out, state = FusedNeuronCuda.apply(x, st, pr, spec.name, cfg, check_x)
+    else:  # nothing to record: the forward kernel alone, nothing saved
+        out, state, _ = _forward(x, st, pr, spec.name, cfg, False, check_x)
     return out, tuple(state.unbind(0))

@@ -132,7 +132,7 @@ def run(spec: NeuronSpec, x: torch.Tensor, params: tuple, cfg: StepConfig, state
     """
     check_input(x, "x", min_dim=2, check_finite=False)
     name = _resolve_backend(backend, x, spec)
-    if check_finite and name != "cpu":  # the fused CPU kernel probes x for NaN/inf in its own pass
+    if check_finite and name == "torch":  # the fused kernels probe x for NaN/inf in their own pass
         check_input(x, "x", min_dim=2)
     params = _as_params(spec, params, x)
     step_shape = x.shape[1:]
@@ -163,4 +163,4 @@ def run(spec: NeuronSpec, x: torch.Tensor, params: tuple, cfg: StepConfig, state
         return neuron_cpu.run(spec, x, tuple(state0), params, cfg, check_x=check_finite)
     from ..kernels import neuron_cuda
 
-    return neuron_cuda.run(spec, x, tuple(state0), params, cfg)
+    return neuron_cuda.run(spec, x, tuple(state0), params, cfg, check_x=check_finite)
