@@ -51,7 +51,7 @@ NVRTC_OPTIONS = ("--std=c++14", "-fmad=false", "-DNRN_NO_INSTANTIATE")
 
 _lock = threading.Lock()
 _functions: dict = {}
-_source: Optional[str] = None
+_sources: dict = {}
 
 
 def _import_cupy():
@@ -75,12 +75,12 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
-def kernel_source() -> str:
-    """The source NVRTC compiles: ``cuda/neurons.cu`` (its headers are found through ``-I cuda/``)."""
-    global _source
-    if _source is None:
-        _source = cuda_source("neurons.cu").read_text()
-    return _source
+def kernel_source(name: str = "neurons.cu") -> str:
+    """The source NVRTC compiles: ``cuda/<name>`` (its headers are found through ``-I cuda/``)."""
+    text = _sources.get(name)
+    if text is None:
+        text = _sources[name] = cuda_source(name).read_text()
+    return text
 
 
 def nvrtc_options() -> tuple:
@@ -88,9 +88,10 @@ def nvrtc_options() -> tuple:
     return NVRTC_OPTIONS + (f"-I{cuda_source('neurons.cu').parent}",)
 
 
-def _function(name: str, device_index: int):
-    """The compiled kernel ``name`` (a template-id name expression) for one device, cached."""
-    key = (name, device_index)
+def _function(name: str, device_index: int, source: str = "neurons.cu"):
+    """The compiled kernel ``name`` (a template-id name expression) of ``cuda/<source>`` for one
+    device, cached."""
+    key = (source, name, device_index)
     fn = _functions.get(key)
     if fn is not None:
         return fn
@@ -99,7 +100,7 @@ def _function(name: str, device_index: int):
         fn = _functions.get(key)
         if fn is None:
             with cupy.cuda.Device(device_index):
-                module = cupy.RawModule(code=kernel_source(), options=nvrtc_options(), name_expressions=[name])
+                module = cupy.RawModule(code=kernel_source(source), options=nvrtc_options(), name_expressions=[name])
                 fn = module.get_function(name)
             _functions[key] = fn
     return fn

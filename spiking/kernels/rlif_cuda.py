@@ -11,20 +11,15 @@ torch's current stream. The autograd function is the CPU path's
 
 from __future__ import annotations
 
-import threading
 from typing import Optional
 
 import numpy as np
 import torch
 
-from ..native_sources import cuda_source
 from ._common import needs_grad
 from .neuron_cuda import DTYPES, check_run
 
 __all__ = ["run", "available", "kernel_name", "IMPL", "HostLoop"]
-
-_lock = threading.Lock()
-_functions: dict = {}
 
 
 def available() -> tuple[bool, str]:
@@ -41,29 +36,14 @@ def kernel_name(direction: str, dtype: torch.dtype, sg_id: int = 0) -> str:
     return f"rlif_backward_step<{int(sg_id)},{DTYPES[dtype]}>"
 
 
-def _function(name: str, device_index: int):
-    from .cuda import _import_cupy
-
-    with _lock:
-        fn = _functions.get((name, device_index))
-        if fn is None:
-            cupy = _import_cupy()
-            with cupy.cuda.Device(device_index):
-                source = cuda_source("rlif.cu")
-                options = ("--std=c++14", "-fmad=false", "-DNRN_NO_INSTANTIATE", f"-I{source.parent}")
-                module = cupy.RawModule(code=source.read_text(), options=options, name_expressions=[name])
-                fn = _functions[(name, device_index)] = module.get_function(name)
-    return fn
-
-
 def _ptr(t: Optional[torch.Tensor]):
     return np.uint64(0 if t is None or t.numel() == 0 else t.data_ptr())
 
 
 def _launch(name: str, like: torch.Tensor, args: tuple) -> None:
-    from .cuda import _launch as launch
+    from .cuda import _function, _launch as launch
 
-    launch(_function(name, like.get_device()), like, like.numel(), args)
+    launch(_function(name, like.get_device(), "rlif.cu"), like, like.numel(), args)
 
 
 class HostLoop:

@@ -9,9 +9,10 @@ the membrane of the previous step were detached (OTTT, Xiao et al. 2022):
 with ``H_t = V_t + V_th S_t`` recovered from the membrane after the soft reset. This is the
 gradient of running ``neuron.step(X_t, V_{t−1}.detach())`` for t = 1..T, in one call. With
 ``trace_lambda`` it also returns OTTT's presynaptic traces ``â_t = λ â_{t−1} + s_t`` and the Hebbian
-rows ``(s_t, â_t)`` per step. On the CPU (float32/float64, fused backend) forward and backward are
-one native op each (:mod:`spiking.kernels.online_lif`); elsewhere, or with ``backend="torch"``, the
-neuron's multi-step LIF and torch ops (the reference).
+rows ``(s_t, â_t)`` per step. With a fused backend (float32/float64) forward and backward are one
+native op each on the CPU (:mod:`spiking.kernels.online_lif`) and one CUDA kernel each on a GPU
+(:mod:`spiking.kernels.online_lif_cuda`); elsewhere, or with ``backend="torch"``, the neuron's
+multi-step LIF and torch ops (the reference).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from ..kernels import online_lif
+from ..kernels import online_lif, online_lif_cuda
 from .functional import _resolve_backend, lif_multistep
 from .module import LIF
 
@@ -46,6 +47,16 @@ def trace_matrices(T: int, lam: float, dtype: torch.dtype, device) -> tuple[torc
     return _TRACES[key]
 
 
+def _fused_ops(backend: str, x: torch.Tensor):
+    """The module whose ``forward`` / ``backward`` run ``x`` for ``backend`` (the CPU ops, the CUDA
+    kernels), or ``None`` for the reference path."""
+    if backend == "cpu" and online_lif.usable(x):
+        return online_lif
+    if backend == "cupy" and online_lif_cuda.usable(x):
+        return online_lif_cuda
+    return None
+
+
 class _OnlineLIF(torch.autograd.Function):
     """``forward(ctx, x, neuron, steps, lam)`` → spikes (and, with ``lam``, traces and Hebbian rows,
     not differentiable); backward ``g · σ'(H − V_th) · ∂H/∂X`` per step."""
@@ -55,9 +66,9 @@ class _OnlineLIF(torch.autograd.Function):
         th = neuron.v_threshold
         ctx.neuron = neuron
         ctx.set_materialize_grads(False)  # no zero gradients made for the traces and rows
-        ctx.fused = _resolve_backend(neuron.backend, x) == "cpu" and online_lif.usable(x)
-        if ctx.fused:
-            s, z, a, rows = online_lif.forward(x, steps, th, neuron.tau, neuron.decay_input, lam, neuron.check_inputs)
+        ctx.fused = _fused_ops(_resolve_backend(neuron.backend, x), x)
+        if ctx.fused is not None:
+            s, z, a, rows = ctx.fused.forward(x, steps, th, neuron.tau, neuron.decay_input, lam, neuron.check_inputs)
         else:
             xs = x.reshape(steps, -1, *x.shape[1:]) if x.shape[0] != steps else x
             s, v = lif_multistep(xs, None, **neuron._params(), return_v=True, backend=neuron.backend,
@@ -82,8 +93,8 @@ class _OnlineLIF(torch.autograd.Function):
         neuron = ctx.neuron
         if g is None:  # the spikes were not used
             return None, None, None, None
-        if ctx.fused:
-            return online_lif.backward(g, z, neuron.surrogate, neuron.tau, neuron.decay_input), None, None, None
+        if ctx.fused is not None:
+            return ctx.fused.backward(g, z, neuron.surrogate, neuron.tau, neuron.decay_input), None, None, None
         grad = g * neuron.surrogate.grad(z)
         return (grad.div_(neuron.tau) if neuron.decay_input else grad), None, None, None
 
