@@ -69,6 +69,10 @@ def row(trial: dict, res: dict) -> dict:
     out = {"method": trial["method"], "seed": trial["seed"], "ACC": 100 * res["ACC"], "BWT": 100 * res["BWT"],
            "acc_matrix": res["acc_matrix"], "wall_s": trial["wall_time_s"], "train_s": train_s,
            "eval_s": res["eval_time_s"], "peak_rss_mb": res["peak_rss_mb"],  # a fresh worker per trial
+           # where the rest of the wall time goes: set-up (data, model, device), the event loop
+           # (training, evaluation, checkpoints); wall − both = imports, outputs (plots), process
+           "setup_s": res.get("setup_time_s"), "loop_s": res["wall_time_s"],
+           "checkpoint_s": res.get("checkpoint_time_s"),
            "threads": trial["config"]["threads"], "device": trial["config"]["device"],
            "options": res["config"]["options"]}  # the strategy's effective options, defaults filled in
     if "peak_cuda_mb" in res:
@@ -209,7 +213,8 @@ def summarize(runs: list[dict]) -> dict:
     for method in dict.fromkeys(r["method"] for r in runs):
         rows = [r for r in runs if r["method"] == method]
         out[method] = {k: mean_std([r.get(k) for r in rows]) for k in
-                       ("ACC", "BWT", "wall_s", "train_s", "eval_s", "peak_rss_mb",
+                       ("ACC", "BWT", "wall_s", "train_s", "eval_s", "setup_s", "loop_s", "checkpoint_s",
+                        "peak_rss_mb",
                         "hebbian_s", "projection_s", "hlop_share_of_train")}
     return out
 

@@ -38,6 +38,9 @@ def test_in_process_runs_one_trial_and_merges(bench, tmp_path):
         (row,) = info["runs"]
         assert row["method"] == "hlop" and row["seed"] == seed and len(row["acc_matrix"]) == 2
         assert 0 <= row["ACC"] <= 100 and row["wall_s"] >= row["train_s"] > 0
+        # the wall time's parts: set-up and the event loop (training, evaluation, checkpoints)
+        assert row["setup_s"] > 0 and row["loop_s"] >= row["train_s"] + row["eval_s"]
+        assert 0 < row["checkpoint_s"] < row["loop_s"] and row["setup_s"] + row["loop_s"] <= row["wall_s"]
         # the run folder is the sweep's layout: its results.json is the row's source
         res = json.loads((tmp_path / f"sweep{seed}" / "trials" / "pmnist" / "hlop" / "default" / f"seed_{seed}"
                           / "results.json").read_text())

@@ -30,7 +30,9 @@ A run executes the event timeline (``timeline.py``) for each seed:
   (its config and seed checked). A task whose mean training loss is non-finite or above
   :data:`LOSS_LIMIT` stops the run (:class:`TrainingDiverged`), the last checkpoint kept.
 * Timings: ``train_time_s`` per task (learn + rehearse + after_task, without evaluation),
-  ``eval_time_s``, ``wall_time_s`` (summed over resumed segments); ``eval_batch_size_used``: the
+  ``eval_time_s``, ``wall_time_s`` (the event loop, checkpoints included, summed over resumed
+  segments), ``setup_time_s`` (building the stream, model and strategy, device work included) and
+  ``checkpoint_time_s`` (both of this process's segment); ``eval_batch_size_used``: the
   evaluation batch (``Evaluator.batch_size_for``; on a GPU sized by memory). Peak memory: ``peak_rss_mb`` is
   ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (process-lifetime peak resident set, so it includes
   everything the process did before), plus the peak CUDA memory allocated
@@ -207,6 +209,7 @@ class _Log:
 
 class _SeedRun:
     def __init__(self, cfg, seed, folder, stream, model_fn):
+        start = time.perf_counter()
         self.cfg, self.seed, self.folder = cfg, seed, folder
         seed_all(seed)
         self.stream = make_stream(cfg, seed) if stream is None else cut_stream(stream, cfg["tasks"])
@@ -233,6 +236,10 @@ class _SeedRun:
         self.graphed = GraphedStep(self.strategy, cfg["batch_size"]) if cfg["cuda_graph"] else None
         self.position = 0
         self.pbar = None
+        self.checkpoint_time = 0.0  # this process's checkpoint writes (part of the wall time)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the set-up's device work (context, copies) counts as set-up
+        self.setup_time = time.perf_counter() - start
 
     # -- checkpoint
     @property
@@ -242,11 +249,13 @@ class _SeedRun:
     def save(self):
         if self.folder is None:
             return
+        t0 = time.perf_counter()
         save_checkpoint(self.ckpt, {
             "config": identity(self.cfg), "seed": self.seed, "position": self.position,
             "model": self.model.state_dict(), "strategy": self.strategy.state_dict(),
             "rng": rng_state(), "log": self.log.state()})
         outputs.write_events(self.folder / "events.jsonl", self.log.records)
+        self.checkpoint_time += time.perf_counter() - t0
 
     def restore(self) -> None:
         d = load_checkpoint(self.ckpt)
@@ -484,6 +493,7 @@ class _SeedRun:
             "task_names": [t.name for t in self.stream],
             "train_time_s": log.train_time, "train_loss": log.train_loss,
             "eval_time_s": log.eval_time, "wall_time_s": log.wall, "steps": log.step,
+            "setup_time_s": self.setup_time, "checkpoint_time_s": self.checkpoint_time,
             "eval_batch_size_used": self.evaluator.last_batch_size or self.evaluator.batch_size_for(
                 self.model, self.stream[0]),
             "task_end_steps": log.task_end,
