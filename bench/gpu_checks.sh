@@ -5,8 +5,9 @@
 #
 # Needs torch with CUDA and CuPy (cupy-cuda13x) in the active Python (PYTHON overrides `python`).
 # STEPs (default: all, in this order; a failed step is reported and the next one still runs):
-#   tests       the GPU tests (`pytest -m gpu`: fused CUDA kernels against their CPU/torch references,
-#               CUDA graphs against eager, the native ops on CUDA)                 -> gpu_tests.log
+#   tests       the native CPU libraries built in parallel (the references of several tests), then
+#               the GPU tests (`pytest -m gpu`, 8 workers with pytest-xdist: fused CUDA kernels against
+#               their CPU/torch references, CUDA graphs against eager, native ops)  -> gpu_tests.log
 #   calls       the host cost of one layer call (default LIF / IF, peers)           -> call_overhead_gpu.json
 #   lif         LIF throughput against the peers, roofline at batch 64 and 256      -> lif_throughput_gpu.json
 #   neurons     the neuron family's throughput against the peers                    -> neuron_throughput_gpu.json
@@ -53,10 +54,21 @@ hlop_seeds() {  # hlop_seeds NAME [FLAGS...]: seeds 2022, 1, 2 at once, one proc
   tail -n 3 "$OUT/${name}"_seed*.log
   [ $rc -eq 0 ] && $PY bench/hlop_pmnist.py --merge "${parts[@]}" --out "$OUT/$name.json" && rm -f "${parts[@]}"
 }
+prebuild() {  # the native CPU libraries the GPU tests compare against, one build process each, at once
+  local m
+  for m in cpu rlif_cpu spike_matmul pixels dsr_stack oja_iterations online_lif; do
+    $PY -c "from spiking.kernels import $m as m; print('$m', m.available() if '$m' == 'cpu' else m.extension().available())" &
+  done
+  $PY -c "from spiking.memory import cpu as m; print('sparsey', m.available())" &
+  wait
+}
+XDIST=$($PY -c "import xdist" 2>/dev/null && echo "-n 8")  # pytest-xdist: 8 workers on the one GPU
 for s in $STEPS; do
   case $s in
-    tests) step tests bash -c "$PY -m pytest -q -m gpu --continue-on-collection-errors -p no:cacheprovider tests/ \
-             2>&1 | tee '$OUT/gpu_tests.log'; exit \${PIPESTATUS[0]}" ;;
+    tests) export -f prebuild; export PY
+           step build bash -c prebuild
+           step tests bash -c "$PY -m pytest -q -rfE $XDIST -m gpu --continue-on-collection-errors -p no:cacheprovider \
+             tests/ 2>&1 | tee '$OUT/gpu_tests.log'; exit \${PIPESTATUS[0]}" ;;
     calls) step calls $PY bench/call_overhead.py --device cuda --out "$OUT/call_overhead_gpu.json" ;;
     lif) step lif $PY bench/lif_throughput.py --device cuda --workloads lif_fwd,lif_fwd_bwd --reps 5 \
            --out "$OUT/lif_throughput_gpu.json" ;;
