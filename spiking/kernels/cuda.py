@@ -21,6 +21,8 @@ with ``cuda/neurons/lif.cuh``) through CuPy, as torch custom ops.
   one host sync per call, where the former separate ``isfinite(x).all()`` scan also synced, but
   without its extra pass over x. A lazier read (on a later call) would report the error on the
   wrong call or never, so it was not chosen; ``check_inputs=False`` skips the read (no sync).
+  While torch's current stream is being captured into a CUDA graph (``torch.cuda.graph``) the
+  check is off: a captured call cannot read the flag back, and the graph's replays run unchecked.
 
 Asking for this backend without CuPy, without a GPU or with CPU tensors raises ``RuntimeError``.
 """
@@ -170,6 +172,15 @@ def _nonfinite_flag(dev: int, stream_ptr: int) -> torch.Tensor:
     return flag
 
 
+def nonfinite_flag(x: torch.Tensor, check_x: bool) -> Optional[torch.Tensor]:
+    """The flag a forward kernel on x's device and torch's current stream sets on NaN/inf x, or
+    ``None`` (no check): ``check_x`` is off, or the stream is being captured into a CUDA graph."""
+    if not check_x or torch.cuda.is_current_stream_capturing():
+        return None
+    dev = x.get_device()
+    return _nonfinite_flag(dev, torch.cuda.current_stream(dev).cuda_stream)
+
+
 def raise_if_nonfinite(flag: Optional[torch.Tensor]) -> None:
     """Read a forward launch's NaN/inf flag (``None``: the check is off): the one host sync of the
     check; ``ValueError`` (the flag reset to 0) when the kernel saw NaN or ±inf in x."""
@@ -189,8 +200,7 @@ def _forward_impl(x, v0, vth, v_threshold, tau, v_reset, hard, decay_input, save
     v_seq = torch.empty_like(x) if return_v else None
     v_last = x.new_empty(x.shape[1:])
     params = _lif_params(x, tau, vth, v_threshold, v_reset)
-    dev = x.get_device()
-    flag = _nonfinite_flag(dev, torch.cuda.current_stream(dev).cuda_stream) if check_x else None
+    flag = nonfinite_flag(x, check_x)
     args = (
         _ptr(x), _ptr(v0), _ptr(params), _ptr(s), _ptr(v_last), _ptr(h if save_h else None), _ptr(v_seq), _ptr(flag),
         np.int64(n), np.int64(v0.numel()), np.int64(1), np.int32(steps), np.int32(hard), np.int32(decay_input),

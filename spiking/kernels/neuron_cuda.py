@@ -62,14 +62,13 @@ def _launch(name: str, x: torch.Tensor, n: int, args: tuple) -> None:
 def _forward(x, state0, params, neuron: str, cfg, save: bool, check_x: bool):
     """Launch ``nrn_forward`` of ``neuron``: ``(out, state_last, saved or None)``; ``ValueError`` on
     NaN/inf x with ``check_x``."""
-    from .cuda import _nonfinite_flag, raise_if_nonfinite
+    from .cuda import nonfinite_flag, raise_if_nonfinite
 
     steps, n = x.shape[0], math.prod(x.shape[1:])
     nsave = LAYOUT[neuron][2]
     out, state = torch.empty_like(x), torch.empty_like(state0)
     saved = x.new_empty((nsave, steps, n)) if save and nsave else None
-    dev = x.get_device()
-    flag = _nonfinite_flag(dev, torch.cuda.current_stream(dev).cuda_stream) if check_x else None
+    flag = nonfinite_flag(x, check_x)
     _launch(kernel_name("forward", neuron, x.dtype), x, n, (
         _ptr(x), _ptr(state0), _ptr(params), _ptr(out), _ptr(state), _ptr(saved), _ptr(None), _ptr(flag),
         np.int64(n), np.int64(n), np.int64(params.shape[1]), np.int32(steps), np.int32(cfg.hard),

@@ -54,7 +54,7 @@ def forward(x: torch.Tensor, steps: int, v_threshold: float, tau: float, decay_i
     """``(S, Z, A, R)`` for ``x`` whose leading dimension holds ``steps`` time steps (``A``, ``R``
     empty without ``trace_lambda``); ``ValueError("x contains NaN or inf")`` with ``check_finite``
     (the kernel's device flag, read after the launch: a host sync)."""
-    from .cuda import _nonfinite_flag, raise_if_nonfinite
+    from .cuda import nonfinite_flag, raise_if_nonfinite
 
     if trace_lambda is not None and not 0.0 <= float(trace_lambda) <= 1.0:
         raise ValueError(f"trace_lambda must be in [0, 1], got {trace_lambda!r}")
@@ -67,8 +67,7 @@ def forward(x: torch.Tensor, steps: int, v_threshold: float, tau: float, decay_i
         a = r = None
     else:
         a, r = torch.empty_like(x), x.new_empty((2 * x.shape[0], *x.shape[1:]))
-    dev = x.get_device()
-    flag = _nonfinite_flag(dev, torch.cuda.current_stream(dev).cuda_stream) if check_finite else None
+    flag = nonfinite_flag(x, check_finite)
     _launch(kernel_name("forward", x.dtype), x, n, (
         _ptr(x), _ptr(s), _ptr(z), _ptr(a), _ptr(r), _ptr(flag), np.int64(n), np.int32(steps),
         np.float64(v_threshold), np.float64(tau), np.int32(decay_input), np.float64(trace_lambda or 0.0)))
