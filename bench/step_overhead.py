@@ -3,6 +3,7 @@
     python bench/step_overhead.py                       # counts at hidden 8 and 800, times at both
     python bench/step_overhead.py --hidden 8 --no-time  # counts only (fast)
     python bench/step_overhead.py --device cuda --out bench/results/step_overhead_gpu.json
+    python bench/step_overhead.py --emulate-cuda --hidden 8 --out bench/results/step_overhead_cuda_emulated.json
 
 For finetune, EWC, replay, GPM, joint (784-H-H-10 SpikingMLP, T = 6) and HLOP with DSR (T = 20),
 BPTT and OTTT (T = 6) in their own network: top-level dispatched aten ops and host syncs per
@@ -11,6 +12,10 @@ training step (``spiking.runner.overhead.OpCounter``), and seconds per step, at 
 difference of two runner runs with ``steps`` and ``steps'`` batches per task on a 2-task synthetic
 stream (set-up, task hooks and evaluation cancel), see ``spiking.runner.overhead.measure_step``.
 Each row also gives the issue's budget (HLOP-DSR 80 ops, others 50; 0 syncs) and whether it holds.
+``--emulate-cuda`` counts (no times) the step as a GPU dispatches it on a machine without one:
+every layer through the CUDA wrappers, their CuPy launches carried out by the CPU kernels outside
+the count (``tests/cupy_emulation.py``; needs pytest); HLOP-DSR's hidden stack still runs the
+CPU's fused op there, so its row is not the GPU's.
 """
 from __future__ import annotations
 
@@ -37,16 +42,27 @@ def main(argv=None) -> int:
     p.add_argument("--no-time", action="store_true", help="counts only")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="torch device of the runs (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--emulate-cuda", action="store_true",
+                   help="count the CUDA wrappers' dispatches with emulated launches (implies --no-time)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "step_overhead.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.emulate_cuda:
+        import pytest  # noqa: PLC0415
+
+        sys.path.insert(0, str(ROOT / "tests"))
+        import cupy_emulation  # noqa: PLC0415
+
+        cupy_emulation.emulate_cuda_backend(pytest.MonkeyPatch())
+        args.no_time = True
     from spiking.runner.outputs import versions  # noqa: PLC0415
     from spiking.runner.overhead import METHODS, budget, measure_step  # noqa: PLC0415
 
     labels = args.methods.split(",") if args.methods else [m[0] for m in METHODS]
     info = {"command": " ".join(["python", "bench/step_overhead.py", *(argv if argv is not None else sys.argv[1:])]),
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
-                        "device": args.device, "loadavg_start": os.getloadavg()},
+                        "device": args.device, "loadavg_start": os.getloadavg(),
+                        **({"emulated_cuda": True} if args.emulate_cuda else {})},
             "versions": versions(), "rows": []}
     steps = tuple(int(s) for s in args.steps.split(","))
     tsteps = tuple(int(s) for s in args.time_steps.split(","))

@@ -122,3 +122,14 @@ def emulate(monkeypatch, flag: torch.Tensor | None = None) -> torch.Tensor:
     monkeypatch.setattr(neuron_cuda, "check_run", lambda x, what: None)
     monkeypatch.setattr(online_lif_cuda, "usable", lambda x: x.dtype in online_lif_cuda.DTYPES)
     return flag
+
+
+def emulate_cuda_backend(monkeypatch) -> None:
+    """As :func:`emulate`, and every layer resolves to the CUDA wrappers (``SPIKING_BACKEND=cupy``)
+    with the NaN/inf check off, as the runner's networks run on a GPU: what a training step
+    dispatches on a GPU, on CPU tensors (counted by ``spiking.runner.overhead``)."""
+    emulate(monkeypatch)
+    monkeypatch.setenv("SPIKING_BACKEND", "cupy")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda, "_import_cupy", lambda: None)
+    monkeypatch.setattr(cuda, "nonfinite_flag", lambda x, check: None)
