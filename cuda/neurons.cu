@@ -51,10 +51,20 @@ __global__ void nrn_forward(const T* __restrict__ x, const T* __restrict__ state
   if (nonfinite && lif::probe_failed(probe)) *nonfinite = 1;  // benign race: every writer stores 1
 }
 
+// Storage type whose arithmetic the backward kernel runs: double for float32 data. The reverse-time
+// recurrence carries its rounding through every step, and at T = 1000 float32 arithmetic drifted
+// from float64 several times more than torch's own float32 autograd did on an H200
+// (tests/test_kernels_accuracy.py); in double only the rounding of the saved float32 values and
+// of the stored results remains, for little cost in a memory-bound kernel. fp16/bf16 keep float
+// with per-op rounding (torch's), float64 is double already. (The CPU loops compute in the storage
+// type: vectorised float arithmetic there passes the same test.)
+template <typename T> struct BwdStore { typedef T type; };
+template <> struct BwdStore<float> { typedef double type; };
+
 // x: [T, N] or nullptr (definitions with BWD_X = 0); g_out: dL/dout [T, N] or nullptr; g_seq:
 // dL/dseq [T, N] or nullptr; g_last: dL/dstate_last [NS, N] or nullptr. Parameter gradients are
-// summed over T per neuron (partial sums of LIF_VTH_FLUSH steps in C, then double) and written
-// to g_params [NP, N] (float64), or not at all when g_params is nullptr. The loads of step t-1
+// summed over T per neuron (partial sums of LIF_VTH_FLUSH steps in the compute type C, then
+// double) and written to g_params [NP, N] (float64), or not at all when g_params is nullptr. The loads of step t-1
 // are issued before the math of step t (two steps of loads in flight per thread: the recurrence
 // serialises the math, and with one step in flight the loop is latency-bound).
 template <class D, int SG, typename T>
@@ -64,15 +74,17 @@ __global__ void nrn_backward(const T* __restrict__ x, const T* __restrict__ save
                              T* __restrict__ g_state0, double* __restrict__ g_params, long long n, long long p_n,
                              int steps, int hard, int detach, int decay_input, double sg_param) {
   typedef lif::Store<T> S;
-  typedef typename S::C C;
+  typedef typename BwdStore<T>::type TB;
+  typedef typename lif::Store<TB>::C C;  // compute type: double for float32 data
+  typedef typename S::C CS;              // the storage's compute type (float for fp16/bf16/float32)
   enum { NV = D::NSAVE > 0 ? D::NSAVE : 1 };
   const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  const nrn::Flags<T> f = nrn_flags<T>(hard, detach, decay_input, SG, sg_param);
+  const nrn::Flags<TB> f = nrn_flags<TB>(hard, detach, decay_input, SG, sg_param);
   C gs[D::NS], p[D::NP], g[D::NP], gpf[D::NP];
   double gp[D::NP];
-  for (int k = 0; k < D::NS; ++k) gs[k] = g_last ? S::load(g_last[k * n + i]) : (C)0;
-  for (int k = 0; k < D::NP; ++k) { p[k] = params[k * p_n + (p_n == 1 ? 0 : i)]; gp[k] = 0.0; gpf[k] = (C)0; }
+  for (int k = 0; k < D::NS; ++k) gs[k] = g_last ? (C)S::load(g_last[k * n + i]) : (C)0;
+  for (int k = 0; k < D::NP; ++k) { p[k] = (C)params[k * p_n + (p_n == 1 ? 0 : i)]; gp[k] = 0.0; gpf[k] = (C)0; }
   // values of step t: saved v, x, dL/dout, dL/dseq (zero where absent)
   C v[NV], xt, go, gq;
   long long off = (long long)(steps - 1) * n + i;
@@ -90,14 +102,14 @@ __global__ void nrn_backward(const T* __restrict__ x, const T* __restrict__ save
       if (g_seq) gq_prev = S::load(g_seq[off - n]);
     }
     if (g_seq) gs[0] = gs[0] + gq;
-    g_x[off] = S::store(D::template backward<SG>(xt, v, go, gs, p, f, g));
+    g_x[off] = S::store((CS)D::template backward<SG>(xt, v, go, gs, p, f, g));
     for (int k = 0; k < D::NP; ++k) gpf[k] += g[k];
     if (t % LIF_VTH_FLUSH == 0)
       for (int k = 0; k < D::NP; ++k) { gp[k] += (double)gpf[k]; gpf[k] = (C)0; }
     for (int k = 0; k < NV; ++k) v[k] = v_prev[k];
     xt = x_prev; go = go_prev; gq = gq_prev;
   }
-  for (int k = 0; k < D::NS; ++k) g_state0[k * n + i] = S::store(gs[k]);
+  for (int k = 0; k < D::NS; ++k) g_state0[k * n + i] = S::store((CS)gs[k]);
   if (g_params)
     for (int k = 0; k < D::NP; ++k) g_params[k * n + i] = gp[k];
 }

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 CUDA_DIR = Path(__file__).resolve().parents[1] / "cuda"
 NVCC = shutil.which("nvcc")
@@ -112,6 +113,29 @@ def test_cupy_nvrtc_compiles_every_name_expression():
     names = _loader_names()
     try:
         prog = program(kc.kernel_source(), name="neurons.cu", name_expressions=names)
+        ptx, mapping = prog.compile(kc.nvrtc_options() + ("-arch=compute_75",))
+    except Exception as exc:  # NVRTC library missing in this CuPy install
+        if "nvrtc" in str(exc).lower() and "compil" not in str(exc).lower():
+            pytest.skip(f"NVRTC unavailable: {exc}")
+        raise
+    assert set(mapping) == set(names)
+
+
+@pytest.mark.parametrize("source", ["rlif.cu", "online_lif.cu"])
+def test_cupy_nvrtc_compiles_the_other_loaders_names(source):
+    """rlif.cu and online_lif.cu with the shared loader's options and every name its wrapper asks for."""
+    compiler = pytest.importorskip("cupy.cuda.compiler", reason="CuPy not installed")
+    program = getattr(compiler, "_NVRTCProgram", None)
+    if program is None:
+        pytest.skip("this CuPy has no _NVRTCProgram")
+    from spiking.kernels import cuda as kc
+    from spiking.kernels import online_lif_cuda, rlif_cuda
+
+    module = rlif_cuda if source == "rlif.cu" else online_lif_cuda
+    names = sorted({module.kernel_name(d, dtype, sg) for d in ("forward", "backward")
+                    for dtype in (torch.float32, torch.float64) for sg in range(4)})
+    try:
+        prog = program(kc.kernel_source(source), name=source, name_expressions=names)
         ptx, mapping = prog.compile(kc.nvrtc_options() + ("-arch=compute_75",))
     except Exception as exc:  # NVRTC library missing in this CuPy install
         if "nvrtc" in str(exc).lower() and "compil" not in str(exc).lower():
