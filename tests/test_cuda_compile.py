@@ -102,38 +102,15 @@ _INST_MACROS = """
 """
 
 
-def test_cupy_nvrtc_compiles_every_name_expression():
-    """With CuPy's NVRTC (no GPU needed), the loader's options and name expressions compile."""
+def _nvrtc_names(source: str, names: list[str]) -> set:
+    """The name expressions CuPy's NVRTC (no GPU needed) compiles from ``cuda/<source>`` with the
+    loader's options; skips without CuPy or its NVRTC library."""
     compiler = pytest.importorskip("cupy.cuda.compiler", reason="CuPy not installed")
     program = getattr(compiler, "_NVRTCProgram", None)
     if program is None:
         pytest.skip("this CuPy has no _NVRTCProgram")
     from spiking.kernels import cuda as kc
 
-    names = _loader_names()
-    try:
-        prog = program(kc.kernel_source(), name="neurons.cu", name_expressions=names)
-        ptx, mapping = prog.compile(kc.nvrtc_options() + ("-arch=compute_75",))
-    except Exception as exc:  # NVRTC library missing in this CuPy install
-        if "nvrtc" in str(exc).lower() and "compil" not in str(exc).lower():
-            pytest.skip(f"NVRTC unavailable: {exc}")
-        raise
-    assert set(mapping) == set(names)
-
-
-@pytest.mark.parametrize("source", ["rlif.cu", "online_lif.cu"])
-def test_cupy_nvrtc_compiles_the_other_loaders_names(source):
-    """rlif.cu and online_lif.cu with the shared loader's options and every name its wrapper asks for."""
-    compiler = pytest.importorskip("cupy.cuda.compiler", reason="CuPy not installed")
-    program = getattr(compiler, "_NVRTCProgram", None)
-    if program is None:
-        pytest.skip("this CuPy has no _NVRTCProgram")
-    from spiking.kernels import cuda as kc
-    from spiking.kernels import online_lif_cuda, rlif_cuda
-
-    module = rlif_cuda if source == "rlif.cu" else online_lif_cuda
-    names = sorted({module.kernel_name(d, dtype, sg) for d in ("forward", "backward")
-                    for dtype in (torch.float32, torch.float64) for sg in range(4)})
     try:
         prog = program(kc.kernel_source(source), name=source, name_expressions=names)
         ptx, mapping = prog.compile(kc.nvrtc_options() + ("-arch=compute_75",))
@@ -141,4 +118,21 @@ def test_cupy_nvrtc_compiles_the_other_loaders_names(source):
         if "nvrtc" in str(exc).lower() and "compil" not in str(exc).lower():
             pytest.skip(f"NVRTC unavailable: {exc}")
         raise
-    assert set(mapping) == set(names)
+    return set(mapping)
+
+
+def test_cupy_nvrtc_compiles_every_name_expression():
+    """With CuPy's NVRTC, the loader's options and name expressions of neurons.cu compile."""
+    names = _loader_names()
+    assert _nvrtc_names("neurons.cu", names) == set(names)
+
+
+@pytest.mark.parametrize("source", ["rlif.cu", "online_lif.cu"])
+def test_cupy_nvrtc_compiles_the_other_loaders_names(source):
+    """rlif.cu and online_lif.cu with the shared loader's options and every name its wrapper asks for."""
+    from spiking.kernels import online_lif_cuda, rlif_cuda
+
+    module = rlif_cuda if source == "rlif.cu" else online_lif_cuda
+    names = sorted({module.kernel_name(d, dtype, sg) for d in ("forward", "backward")
+                    for dtype in (torch.float32, torch.float64) for sg in range(4)})
+    assert _nvrtc_names(source, names) == set(names)

@@ -24,10 +24,27 @@ def run(x, g, be, steps=None, lam=0.5, **kw):
     return s, a, r, xx.grad
 
 
-def data(dtype, shape=(6, 5, 300), seed=0):
+def data(dtype, shape=(6, 5, 300), seed=0, device="cpu"):
     gen = torch.Generator().manual_seed(seed)
     x = (torch.randn(*shape, generator=gen, dtype=dtype) * 1.5 + 0.8)
-    return x, torch.randn(*shape, generator=gen, dtype=dtype)
+    return x.to(device), torch.randn(*shape, generator=gen, dtype=dtype).to(device)
+
+
+def assert_fused_matches_reference(backend, dtype, surrogate, decay_input, device="cpu"):
+    """``lif_online`` through ``backend`` against the reference path on the same device: spikes,
+    traces and rows equal; the gradient within 8 ulp of σ'(0) (the kernels' exp, or a/b for
+    torch's (1/b)·a in atan). Returns both gradients."""
+    x, g = data(dtype, device=device)
+    kw = dict(tau=2.0, v_threshold=1.0, decay_input=decay_input, surrogate=surrogate)
+    s, a, r, gx = run(x, g, backend, **kw)
+    s_ref, a_ref, r_ref, gx_ref = run(x, g, "torch", **kw)
+    assert 0 < float(s.detach().mean()) < 1 and torch.equal(s, s_ref)
+    assert torch.equal(a, a_ref) and torch.equal(r, r_ref)  # λ = 0.5: every trace is exact either way
+    assert torch.equal(r.view(6, 2, 5, 300)[:, 0], s) and torch.equal(r.view(6, 2, 5, 300)[:, 1], a)
+    assert float(gx.abs().sum()) > 0
+    peak = float(LIF(surrogate=surrogate).surrogate.grad(torch.zeros((), dtype=dtype)))
+    assert torch.all((gx - gx_ref).abs() <= 8 * torch.finfo(dtype).eps * peak * g.abs()), (gx - gx_ref).abs().max()
+    return gx, gx_ref
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -35,20 +52,10 @@ def data(dtype, shape=(6, 5, 300), seed=0):
 @pytest.mark.parametrize("decay_input", [False, True])
 @pytest.mark.parametrize("default_param", [True, False])
 def test_fused_equals_reference_spikes_traces_rows_and_gradient(dtype, surrogate, decay_input, default_param):
-    x, g = data(dtype)
-    kw = dict(tau=2.0, v_threshold=1.0, decay_input=decay_input, surrogate=surrogate if default_param else
-              (surrogate, 3.0))
-    s, a, r, gx = run(x, g, "cpu", **kw)
-    s_ref, a_ref, r_ref, gx_ref = run(x, g, "torch", **kw)
-    assert 0 < float(s.detach().mean()) < 1 and torch.equal(s, s_ref)
-    assert torch.equal(a, a_ref) and torch.equal(r, r_ref)  # λ = 0.5: every trace is exact either way
-    assert torch.equal(r.view(6, 2, 5, 300)[:, 0], s) and torch.equal(r.view(6, 2, 5, 300)[:, 1], a)
-    assert float(gx.abs().sum()) > 0
+    gx, gx_ref = assert_fused_matches_reference("cpu", dtype, surrogate if default_param else (surrogate, 3.0),
+                                                decay_input)
     if surrogate != "sigmoid" and default_param:  # the same float ops
         assert torch.equal(gx, gx_ref)
-    # else the kernels' exp (sigmoid) or a/b for torch's (1/b)·a (atan): a few ulp of σ'(0), its maximum
-    peak = float(LIF(surrogate=kw["surrogate"]).surrogate.grad(torch.zeros((), dtype=dtype)))
-    assert torch.all((gx - gx_ref).abs() <= 8 * torch.finfo(dtype).eps * peak * g.abs()), (gx - gx_ref).abs().max()
 
 
 def test_surrogate_input_z_equals_the_reference_membrane_recovery():

@@ -30,6 +30,13 @@ class LifConfig:
     check_x: bool = True        # raise ValueError when x holds NaN/inf (checked inside the kernel)
 
 
+def device_ptr(t: Optional[torch.Tensor]):
+    """A tensor's data pointer as the CuPy launchers pass it (``np.uint64``; 0 for ``None`` or empty)."""
+    import numpy as np  # noqa: PLC0415  (torch has imported it already)
+
+    return np.uint64(0 if t is None or t.numel() == 0 else t.data_ptr())
+
+
 def nonfinite_x_error() -> ValueError:
     """The error a fused forward raises when its kernel saw NaN or ±inf in ``x`` (the message of
     :func:`spiking.neuron.functional.check_input`, which the torch reference path still runs)."""

@@ -39,6 +39,7 @@ import torch
 
 from ..native_sources import cuda_source
 from ._common import check_v0, constant, make_config, make_ops, nonfinite_x_error, run_fused
+from ._common import device_ptr as _ptr
 
 __all__ = ["lif_multistep_cupy", "available", "kernel_source", "SUPPORTED_DTYPES", "BLOCK"]
 
@@ -106,10 +107,6 @@ def _function(name: str, device_index: int, source: str = "neurons.cu"):
                 fn = module.get_function(name)
             _functions[key] = fn
     return fn
-
-
-def _ptr(t: Optional[torch.Tensor]) -> np.uint64:
-    return np.uint64(0 if t is None or t.numel() == 0 else t.data_ptr())
 
 
 _streams: dict = {}

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ._common import check_params, keeps_x, needs_grad
+from ._common import device_ptr as _ptr
 
 __all__ = ["run", "available", "kernel_name"]
 
@@ -47,10 +48,6 @@ def kernel_name(direction: str, neuron: str, dtype: torch.dtype, sg_id: int = 0)
     if direction == "forward":
         return f"nrn_forward<{TYPES[neuron]},{DTYPES[dtype]}>"
     return f"nrn_backward<{TYPES[neuron]},{int(sg_id)},{DTYPES[dtype]}>"
-
-
-def _ptr(t):
-    return np.uint64(0 if t is None or t.numel() == 0 else t.data_ptr())
 
 
 def _launch(name: str, x: torch.Tensor, n: int, args: tuple) -> None:

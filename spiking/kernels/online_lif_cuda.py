@@ -18,6 +18,8 @@ import math
 import numpy as np
 import torch
 
+from ._common import device_ptr as _ptr
+
 __all__ = ["usable", "forward", "backward", "kernel_name"]
 
 DTYPES = {torch.float32: "float", torch.float64: "double"}
@@ -37,10 +39,6 @@ def kernel_name(direction: str, dtype: torch.dtype, sg_id: int = 0) -> str:
     if direction == "forward":
         return f"online_forward<{DTYPES[dtype]}>"
     return f"online_backward<{int(sg_id)},{DTYPES[dtype]}>"
-
-
-def _ptr(t):
-    return np.uint64(0 if t is None or t.numel() == 0 else t.data_ptr())
 
 
 def _launch(name: str, like: torch.Tensor, n: int, args: tuple) -> None:

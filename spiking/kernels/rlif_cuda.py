@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ._common import device_ptr as _ptr
 from ._common import needs_grad
 from .neuron_cuda import DTYPES, check_run
 
@@ -34,10 +35,6 @@ def kernel_name(direction: str, dtype: torch.dtype, sg_id: int = 0) -> str:
     if direction == "forward":
         return f"rlif_forward_step<{DTYPES[dtype]}>"
     return f"rlif_backward_step<{int(sg_id)},{DTYPES[dtype]}>"
-
-
-def _ptr(t: Optional[torch.Tensor]):
-    return np.uint64(0 if t is None or t.numel() == 0 else t.data_ptr())
 
 
 def _launch(name: str, like: torch.Tensor, args: tuple) -> None:
