@@ -26,6 +26,13 @@ stated):
   gpu_linear_n   (GPU only) Linear(n,n) -> LIF, batch 16, T = 500, n in {4096, 8192, 16384},
                  forward + backward (Open Neuromorphic benchmark shape)
 
+Rows: ``spiking`` is LIF(...) with default arguments (what users run), ``spiking-unchecked`` the
+same with check_inputs=False, ``spiking-torch`` our torch reference path; on a GPU the LIF-alone
+workloads also get ``spiking-graphed``: the default LIF's whole step (forward, or forward +
+backward) captured once in a CUDA graph (``torch.cuda.graph``; the NaN/inf check is off during
+capture) and replayed, which removes the host's per-call cost and leaves the kernels' time. The
+roofline is given for the default row and, where present, the graphed one.
+
 Usage: python bench/lif_throughput.py [--quick] [--reps 7] [--threads 1,2] [--device cpu|cuda] [--out PATH]
 """
 
@@ -54,7 +61,8 @@ from spiking.neuron.module import LIF  # noqa: E402
 
 TAU = 2.0
 OURS = "spiking"  # LIF(...) with default arguments
-NOT_PEERS = {"spiking", "spiking-unchecked", "spiking-torch"}
+GRAPHED = "spiking-graphed"  # the same, its step captured in a CUDA graph (GPU, LIF-alone workloads)
+NOT_PEERS = {"spiking", "spiking-unchecked", "spiking-torch", GRAPHED}
 TARGETS = {"lif_fwd": 3.0, "lif_fwd_bwd": 3.0, "net": 1.3}  # ours / fastest peer, on defaults
 
 
@@ -173,6 +181,8 @@ def implementations(device: str) -> dict[str, Callable[[], nn.Module]]:
     cands["snntorch"] = SnnTorchLIF
     cands["norse-lifbox"] = NorseLIF
     cands["spikingjelly"] = SpikingJellyLIF
+    if device == "cuda":
+        cands[GRAPHED] = graphed_ours
     out = {}
     for name, f in cands.items():
         print(f"implementation {name}", flush=True)
@@ -191,6 +201,37 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _graph_replay(step: Callable[[], None]) -> Callable[[], None]:
+    """``step`` captured once in a CUDA graph after a warm-up on a side stream; returns the replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
+def _graphed(factory) -> bool:
+    return getattr(factory, "graphed", False)
+
+
+def _eager_only(factory) -> None:
+    if _graphed(factory):
+        raise NotImplementedError("the graphed row is measured on the LIF-alone workloads only")
+
+
+def graphed_ours():
+    """Factory of the graphed row: the default LIF; the workload captures its step."""
+    return OursLIF()
+
+
+graphed_ours.graphed = True
+
+
 def lif_fwd(shape, device):
     x = torch.randn(shape, device=device) * 0.8 + 0.6
 
@@ -200,7 +241,7 @@ def lif_fwd(shape, device):
         def step():
             with torch.no_grad():
                 m(x)
-        return step
+        return _graph_replay(step) if _graphed(factory) else step
     return setup, shape[0] * shape[1] * shape[2]
 
 
@@ -214,7 +255,7 @@ def lif_fwd_bwd(shape, device):
         def step():
             x.grad = None
             m(x).backward(g)
-        return step
+        return _graph_replay(step) if _graphed(factory) else step
     return setup, shape[0] * shape[1] * shape[2]
 
 
@@ -238,6 +279,7 @@ def net(steps, batch, device, static):
     y = torch.randint(0, 10, (batch,), device=device)
 
     def setup(factory):
+        _eager_only(factory)
         torch.manual_seed(1)
         m = Net(factory(), 784, 1000, 10, steps, static).to(device)
 
@@ -253,6 +295,7 @@ def gpu_linear(n, steps, batch, device):
     x = torch.randn(steps, batch, n, device=device)
 
     def setup(factory):
+        _eager_only(factory)
         torch.manual_seed(1)
         fc = nn.Linear(n, n, bias=False).to(device)
         nn.init.normal_(fc.weight, std=2.0 / n ** 0.5)
@@ -411,16 +454,17 @@ def copy_bandwidth(device, nbytes=1 << 30, reps=5):
     return _bandwidth[device]
 
 
-def roofline(r: dict, device: str) -> dict:
-    """Achieved bytes/s of our fused LIF fwd+bwd against the device's measured copy bandwidth.
+def roofline(r: dict, device: str, name: str = OURS) -> dict:
+    """Achieved bytes/s of our fused LIF fwd+bwd (row ``name``) against the device's measured copy
+    bandwidth.
 
     Minimum traffic per neuron-update (float32): forward reads x and writes spikes and H (the
     saved state); backward reads H and dL/dspikes and writes dL/dx: 6 values = 24 bytes.
     """
     bw = copy_bandwidth(device)
-    achieved = 6 * 4 * r["neuron_updates"] / r["results"][OURS]["median_s"]
-    return {"copy_bandwidth_Bps": bw, "lif_fwd_bwd_achieved_Bps": achieved, "fraction_of_copy_bandwidth": achieved / bw,
-            "bytes_per_update": 24}
+    achieved = 6 * 4 * r["neuron_updates"] / r["results"][name]["median_s"]
+    return {"row": name, "copy_bandwidth_Bps": bw, "lif_fwd_bwd_achieved_Bps": achieved,
+            "fraction_of_copy_bandwidth": achieved / bw, "bytes_per_update": 24}
 
 
 def check_targets(workloads: dict) -> dict:
@@ -510,10 +554,11 @@ def main(argv=None):
             results[wname] = measure(wname, setup, updates, impls, reps, device)
             if device == "cuda":
                 torch.cuda.empty_cache()
-                if wname.startswith("lif_fwd_bwd") and OURS in results[wname]["results"]:
-                    r = runs[label].setdefault("roofline", {})[wname] = roofline(results[wname], device)
-                    print(f"  roofline: {r['fraction_of_copy_bandwidth']:.1%} of the measured copy "
-                          f"bandwidth {r['copy_bandwidth_Bps'] / 1e12:.2f} TB/s", flush=True)
+                for row, key in ((OURS, wname), (GRAPHED, f"{wname}_graphed")):
+                    if wname.startswith("lif_fwd_bwd") and row in results[wname]["results"]:
+                        r = runs[label].setdefault("roofline", {})[key] = roofline(results[wname], device, row)
+                        print(f"  roofline ({row}): {r['fraction_of_copy_bandwidth']:.1%} of the measured copy "
+                              f"bandwidth {r['copy_bandwidth_Bps'] / 1e12:.2f} TB/s", flush=True)
             runs[label]["targets"] = check_targets(results)
             out.write_text(json.dumps(doc, indent=1))  # partial results survive an interrupted run
         for name, t in runs[label]["targets"].items():
