@@ -15,6 +15,9 @@
 #   hlop-graph  HLOP-DSR in the paper configuration, 3 seeds at once, CUDA graphs   -> hlop_pmnist_dsr_graph_gpu.json
 #   hlop        the same without CUDA graphs (eager)                                -> hlop_pmnist_dsr_gpu.json
 # STEP_TIMEOUT (seconds, default none) stops a step that runs longer (the run goes on with the next).
+# Seen on an H200 machine (16 host cores) on 2026-11-30, to plan a lease: build ~130 s (cold cache),
+# tests ~190 s (8 workers), calls 166 s at 7 x 2,000 calls (now 5 x 500), lif 16 s, hlop-graph 39 s,
+# hlop 63 s; one `run` call may last 10 minutes, so split the steps over two calls.
 # The HLOP steps run each seed as its own process (`--in-process`: no Ray needed), three at a time on
 # the one GPU, and combine them with `--merge`.
 set -u
@@ -69,7 +72,7 @@ for s in $STEPS; do
            step build bash -c prebuild
            step tests bash -c "$PY -m pytest -q -rfE $XDIST -m gpu --continue-on-collection-errors -p no:cacheprovider \
              tests/ 2>&1 | tee '$OUT/gpu_tests.log'; exit \${PIPESTATUS[0]}" ;;
-    calls) step calls $PY bench/call_overhead.py --device cuda --out "$OUT/call_overhead_gpu.json" ;;
+    calls) step calls $PY bench/call_overhead.py --device cuda --inner 500 --reps 5 --out "$OUT/call_overhead_gpu.json" ;;
     lif) step lif $PY bench/lif_throughput.py --device cuda --workloads lif_fwd,lif_fwd_bwd --reps 5 \
            --out "$OUT/lif_throughput_gpu.json" ;;
     neurons) step neurons $PY bench/neuron_throughput.py --device cuda --out "$OUT/neuron_throughput_gpu.json" ;;
