@@ -12,7 +12,9 @@ tensors (inputs are copied into fixed buffers), no host reads, no data-dependent
   stream (allocators, caches, autograd state settle), then captures one step on the static
   buffers and replays it for every full batch; a batch of another size (the last partial batch)
   runs eagerly, so every sample is trained exactly as without graphs. A graph is captured again
-  for every learn/rehearse event (projections, bases, Fisher terms change between tasks).
+  for every learn event (projections, bases, Fisher terms change between tasks) and released at
+  its end, with its memory pool, before the task's Hebbian phase and evaluation; rehearsal steps
+  (tasks change from step to step) run eagerly.
 
 Eager and graphed steps run the same kernels on the same values; the accuracy matrices agree
 within float tolerance (``tests/test_cuda_graph.py``, a GPU test).
@@ -73,7 +75,7 @@ class GraphedStep:
     stream), the next one is recorded by ``capture`` and replayed, later ones are copied into the
     static buffers and replayed. Batches of another size (the last partial batch) run
     ``strategy.train_step`` eagerly. Every batch is trained exactly once. :meth:`reset` drops the
-    graph (the runner calls it at every learn or rehearse event). ``warm`` and ``capture``
+    graph (the runner calls it at the start and the end of every learn event). ``warm`` and ``capture``
     default to the CUDA implementations; tests pass eager stand-ins.
     """
 

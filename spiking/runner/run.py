@@ -297,6 +297,8 @@ class _SeedRun:
                 if self.pbar is not None:
                     self.pbar.update(1)
         mean_loss = self.task_loss.value()  # the one host read of the task's losses
+        if self.graphed is not None:  # the graph and its memory pool go before the Hebbian phase and
+            self.graphed.reset()       # the evaluation (the next learn event captures afresh)
         if self.task_loss.count:
             self.check_loss(mean_loss, log.step - self.task_loss.count + 1, log.step, ev.task)
         self.strategy.after_task(task)
