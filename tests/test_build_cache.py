@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from spiking import build
-from spiking.native_sources import cuda_source, native_source
+from spiking.native_sources import cuda_source
 
 REPO = Path(__file__).resolve().parents[1]
 

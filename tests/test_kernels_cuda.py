@@ -12,7 +12,7 @@ import itertools
 import pytest
 import torch
 
-from spiking.neuron.functional import lif_multistep, lif_multistep_torch
+from spiking.neuron.functional import lif_multistep
 from spiking.neuron.surrogate import SURROGATES, get_surrogate
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from spiking.memory.csa import (CSAParams, code_units, draw, expansivity, familiarity, mu, pack_bits,
+from spiking.memory.csa import (CSAParams, code_units, draw, expansivity, mu, pack_bits,
                                 rho, select, unpack_bits)
 
 

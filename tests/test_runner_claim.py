@@ -3,7 +3,6 @@ output folder is touched; leftovers of killed runs do not lock a folder; a diver
 run naming the steps and the option, keeping the last checkpoint."""
 import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
