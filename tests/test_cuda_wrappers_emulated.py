@@ -144,3 +144,33 @@ def test_online_lif_cuda_wrapper_equals_the_reference_path(surrogate, decay_inpu
         bad = x.clone()
         bad[7, 3] = float("nan")
         lif_online(bad, LIF(v_reset=None, backend="cupy"), steps=6, trace_lambda=0.5)
+
+
+def test_online_lif_cuda_wrapper_refuses_bad_input():
+    """The wrapper checks what the kernel would read out of bounds or misread (as the CPU ops do)."""
+    from spiking.neuron.surrogate import get_surrogate
+
+    x = torch.rand(6, 4)
+    with pytest.raises(ValueError, match="divisible by steps"):
+        online_lif_cuda.forward(x, 4, 1.0, 2.0, False)
+    for bad_steps in (0, True, 2.0):
+        with pytest.raises(ValueError, match="steps"):
+            online_lif_cuda.forward(x, bad_steps, 1.0, 2.0, False)
+    with pytest.raises(ValueError, match="non-empty"):
+        online_lif_cuda.forward(torch.empty(0, 4), 1, 1.0, 2.0, False)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        online_lif_cuda.forward(x.half(), 2, 1.0, 2.0, False)
+    with pytest.raises(ValueError, match="tau"):
+        online_lif_cuda.forward(x, 2, 1.0, 0.0, False)
+    with pytest.raises(ValueError, match="trace_lambda"):
+        online_lif_cuda.forward(x, 2, 1.0, 2.0, False, trace_lambda=1.5)
+    with pytest.raises(ValueError, match="g and z must match"):
+        online_lif_cuda.backward(x, x[:3], get_surrogate("sigmoid"), 2.0, False)
+    s, z, a, r = online_lif_cuda.forward(x, 2, 1.0, 2.0, False)  # valid input runs; no trace: empty
+    assert s.shape == x.shape and a.numel() == 0 and r.numel() == 0
+
+
+def test_online_lif_cuda_wrapper_refuses_cpu_tensors_without_the_emulation(monkeypatch):
+    monkeypatch.undo()  # the real device check
+    with pytest.raises(RuntimeError, match="needs CUDA tensors"):
+        online_lif_cuda.forward(torch.rand(6, 4), 2, 1.0, 2.0, False)

@@ -182,25 +182,24 @@ def test_default_layers_can_be_captured_in_a_cuda_graph(make):
     device flag back, is off while the stream is captured, so capture works; replays on new input
     equal eager calls, forward and backward; outside the graph the check still raises."""
     import spiking
+    from spiking.runner.cuda_graph import capture_cuda_graph, warm_on_side_stream
 
     layer = getattr(spiking, make)().cuda()
     static_x = torch.rand(8, 4, 96, device="cuda", requires_grad=True)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up off the capture stream (kernels compiled, allocator primed)
-        for _ in range(2):
-            out = layer(static_x)
-            out.sum().backward()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    static_x.grad = None
-    with torch.cuda.graph(graph):
-        static_out = layer(static_x)
-        static_out.sum().backward()
+
+    def step():
+        static_x.grad = None
+        out = layer(static_x)
+        out.sum().backward()
+        return out
+
+    for _ in range(2):  # warm-up off the capture stream (kernels compiled, allocator primed)
+        warm_on_side_stream(step)
+    replay, static_out = capture_cuda_graph(step)
     for seed in (1, 2):
         x = torch.rand(8, 4, 96, device="cuda", generator=torch.Generator(device="cuda").manual_seed(seed)) * 2
         static_x.data.copy_(x)
-        graph.replay()
+        replay()
         ref_x = x.clone().requires_grad_()
         ref = layer(ref_x)
         ref.sum().backward()

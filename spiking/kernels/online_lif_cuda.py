@@ -47,6 +47,17 @@ def _launch(name: str, like: torch.Tensor, n: int, args: tuple) -> None:
     launch(_function(name, like.get_device(), "online_lif.cu"), like, n, args)
 
 
+def _check(t: torch.Tensor, name: str) -> None:
+    """``RuntimeError`` for a tensor off the GPU, ``TypeError`` for a dtype without kernels (as the CPU ops)."""
+    from . import cuda
+
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"online LIF: {name} must be a torch.Tensor, got {type(t).__name__}")
+    cuda._check_cuda(t, name)
+    if t.dtype not in DTYPES:
+        raise TypeError(f"online LIF: {name} must be float32 or float64, got {t.dtype}")
+
+
 def forward(x: torch.Tensor, steps: int, v_threshold: float, tau: float, decay_input: bool,
             trace_lambda: float | None = None, check_finite: bool = True):
     """``(S, Z, A, R)`` for ``x`` whose leading dimension holds ``steps`` time steps (``A``, ``R``
@@ -54,9 +65,14 @@ def forward(x: torch.Tensor, steps: int, v_threshold: float, tau: float, decay_i
     (the kernel's device flag, read after the launch: a host sync)."""
     from .cuda import nonfinite_flag, raise_if_nonfinite
 
+    _check(x, "x")
+    if (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or x.dim() < 1 or x.numel() == 0
+            or x.shape[0] % steps):
+        raise ValueError(f"online LIF: x must be non-empty with a leading dimension divisible by steps = "
+                         f"{steps!r}, got shape {tuple(x.shape)}")
     if trace_lambda is not None and not 0.0 <= float(trace_lambda) <= 1.0:
         raise ValueError(f"trace_lambda must be in [0, 1], got {trace_lambda!r}")
-    if tau <= 0:
+    if not tau > 0:
         raise ValueError(f"tau must be > 0, got {tau!r}")
     x = x.contiguous()
     n = math.prod(x.shape) // steps
@@ -70,12 +86,20 @@ def forward(x: torch.Tensor, steps: int, v_threshold: float, tau: float, decay_i
         _ptr(x), _ptr(s), _ptr(z), _ptr(a), _ptr(r), _ptr(flag), np.int64(n), np.int32(steps),
         np.float64(v_threshold), np.float64(tau), np.int32(decay_input), np.float64(trace_lambda or 0.0)))
     raise_if_nonfinite(flag)
-    empty = x.new_empty((0,)) if a is None else None
-    return s, z, (empty if a is None else a), (empty if r is None else r)
+    if a is None:  # no trace asked for: empty tensors, as the CPU ops return
+        a = r = x.new_empty((0,))
+    return s, z, a, r
 
 
 def backward(g: torch.Tensor, z: torch.Tensor, surrogate, tau: float, decay_input: bool) -> torch.Tensor:
     """``g σ'(z)`` (``/ tau`` with ``decay_input``) for a :class:`~spiking.neuron.surrogate.Surrogate`."""
+    _check(g, "g")
+    _check(z, "z")
+    if g.shape != z.shape or g.dtype != z.dtype:
+        raise ValueError(f"online LIF: g and z must match, got {tuple(g.shape)} {g.dtype} and "
+                         f"{tuple(z.shape)} {z.dtype}")
+    if surrogate.kernel_id not in (0, 1, 2, 3):
+        raise ValueError(f"online LIF: surrogate id must be 0..3, got {surrogate.kernel_id!r}")
     g, z = g.contiguous(), z.contiguous()
     gx = torch.empty_like(z)
     _launch(kernel_name("backward", z.dtype, surrogate.kernel_id), z, z.numel(), (
