@@ -13,6 +13,9 @@ host's. Ours use default arguments (what users run: backend "auto", input checks
   snntorch / norse        their per-step LIF loops (bench/lif_throughput.py's peer modules)
   spikingjelly            LIFNode multi-step, torch backend (when installed)
   torch x*2 (floor)       one elementwise torch op: the least any differentiable call costs
+  ... [CuPy launch]       (GPU only) LIF() / IF() with SPIKING_CUDA_LAUNCH=cupy: the kernels launched
+                          through CuPy and a Python autograd.Function instead of the default C++
+                          launcher (the reference for the launcher's saving, in the same run)
 
 Writes JSON (command, machine, versions, load average at start and end) to
 bench/results/call_overhead_{cpu,gpu}.json.
@@ -37,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 import spiking  # noqa: E402
 from _record import write_record  # noqa: E402  (bench/ is the script folder, first on sys.path)
-from lif_throughput import NorseLIF, SnnTorchLIF, SpikingJellyLIF, _machine, _try, _versions  # noqa: E402
+from lif_throughput import (CUPY_LAUNCH_ENV, NorseLIF, SnnTorchLIF, SpikingJellyLIF, _env, _machine, _try,  # noqa: E402
+                            _versions)
 
 
 class Floor(nn.Module):
@@ -47,7 +51,14 @@ class Floor(nn.Module):
         return x * 2.0
 
 
-def implementations() -> dict:
+# rows timed with these environment variables set (GPU only): the Python/CuPy launchers
+CUPY_LAUNCH = {"LIF() [CuPy launch]": lambda: spiking.LIF(), "IF() [CuPy launch]": lambda: spiking.IF()}
+ENV = {name: CUPY_LAUNCH_ENV for name in CUPY_LAUNCH}
+
+
+
+
+def implementations(device: str = "cpu") -> dict:
     cands = {
         "LIF()": lambda: spiking.LIF(),
         "LIF(check_inputs=False)": lambda: spiking.LIF(check_inputs=False),
@@ -56,6 +67,7 @@ def implementations() -> dict:
         "norse-lifbox": NorseLIF,
         "spikingjelly": SpikingJellyLIF,
         "torch x*2 (floor)": Floor,
+        **(CUPY_LAUNCH if device == "cuda" else {}),
     }
     out = {}
     for name, f in cands.items():
@@ -89,15 +101,17 @@ def run(args) -> dict:
     device = torch.device(args.device)
     x = torch.rand(args.T, args.B, args.N, device=device) * 2.0
     g = torch.randn_like(x)
-    modules = {name: f().to(device) for name, f in implementations().items()}
+    modules = {name: f().to(device) for name, f in implementations(args.device).items()}
     rows = {}
     for mode, backward in (("forward", False), ("forward_backward", True)):
         times = {name: [] for name in modules}
-        for m in modules.values():  # warm-up: builds, first-call compiles, allocator
-            _loop(m, x, g, backward, max(1, args.inner // 10))
+        for name, m in modules.items():  # warm-up: builds, first-call compiles, allocator
+            with _env(ENV.get(name, {})):
+                _loop(m, x, g, backward, max(1, args.inner // 10))
         for _ in range(args.reps):
             for name, m in modules.items():
-                times[name].append(_loop(m, x, g, backward, args.inner))
+                with _env(ENV.get(name, {})):
+                    times[name].append(_loop(m, x, g, backward, args.inner))
         res = {name: {"median_us": statistics.median(ts) * 1e6, "min_us": min(ts) * 1e6, "max_us": max(ts) * 1e6}
                for name, ts in times.items()}
         peers = [k for k in ("snntorch", "norse-lifbox", "spikingjelly") if k in res]
@@ -107,6 +121,10 @@ def run(args) -> dict:
             summary = {"fastest_peer": best,
                        "ratio_fastest_peer_vs_LIF()": res[best]["median_us"] / res["LIF()"]["median_us"]}
         summary["ratio_LIF()_vs_floor"] = res["LIF()"]["median_us"] / res["torch x*2 (floor)"]["median_us"]
+        for name in CUPY_LAUNCH:  # what the C++ launcher saves per call
+            if name in res:
+                own = name.split(" [")[0]
+                summary[f"ratio_{name}_vs_{own}"] = res[name]["median_us"] / res[own]["median_us"]
         rows[mode] = {"results": res, "summary": summary}
         for name, r in sorted(res.items(), key=lambda kv: kv[1]["median_us"]):
             print(f"{mode:17s} {name:26s} {r['median_us']:8.1f} us/call  [{r['min_us']:.1f}-{r['max_us']:.1f}]",

@@ -57,9 +57,9 @@ hlop_seeds() {  # hlop_seeds NAME [FLAGS...]: seeds 2022, 1, 2 at once, one proc
   tail -n 3 "$OUT/${name}"_seed*.log
   [ $rc -eq 0 ] && $PY bench/hlop_pmnist.py --merge "${parts[@]}" --out "$OUT/$name.json" && rm -f "${parts[@]}"
 }
-prebuild() {  # the native CPU libraries the GPU tests compare against, one build process each, at once
+prebuild() {  # the native libraries (the CPU references of the GPU tests, the CUDA launcher), one build each, at once
   local m
-  for m in cpu rlif_cpu spike_matmul pixels dsr_stack oja_iterations online_lif; do
+  for m in cpu rlif_cpu spike_matmul pixels dsr_stack oja_iterations online_lif neuron_cuda_node; do
     $PY -c "from spiking.kernels import $m as m; print('$m', m.available() if '$m' == 'cpu' else m.extension().available())" &
   done
   $PY -c "from spiking.memory import cpu as m; print('sparsey', m.available())" &

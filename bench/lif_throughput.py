@@ -27,7 +27,9 @@ stated):
                  forward + backward (Open Neuromorphic benchmark shape)
 
 Rows: ``spiking`` is LIF(...) with default arguments (what users run), ``spiking-unchecked`` the
-same with check_inputs=False, ``spiking-torch`` our torch reference path; on a GPU the LIF-alone
+same with check_inputs=False, ``spiking-torch`` our torch reference path; on a GPU
+``spiking-cupy-launch`` is the default LIF with ``SPIKING_CUDA_LAUNCH=cupy`` (kernels launched through
+CuPy and a Python autograd.Function instead of the default C++ launcher), and the LIF-alone
 workloads also get ``spiking-graphed``: the default LIF's whole step (forward, or forward +
 backward) captured once in a CUDA graph (``torch.cuda.graph``; the NaN/inf check is off during
 capture) and replayed, which removes the host's per-call cost and leaves the kernels' time. The
@@ -39,6 +41,7 @@ Usage: python bench/lif_throughput.py [--quick] [--reps 7] [--threads 1,2] [--de
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -62,7 +65,10 @@ from spiking.neuron.module import LIF  # noqa: E402
 TAU = 2.0
 OURS = "spiking"  # LIF(...) with default arguments
 GRAPHED = "spiking-graphed"  # the same, its step captured in a CUDA graph (GPU, LIF-alone workloads)
-NOT_PEERS = {"spiking", "spiking-unchecked", "spiking-torch", GRAPHED}
+CUPY_LAUNCH = "spiking-cupy-launch"  # the default LIF launched through CuPy and Python (GPU)
+CUPY_LAUNCH_ENV = {"SPIKING_CUDA_LAUNCH": "cupy"}
+ENV = {CUPY_LAUNCH: CUPY_LAUNCH_ENV}  # rows set up and timed with these environment variables
+NOT_PEERS = {"spiking", "spiking-unchecked", "spiking-torch", GRAPHED, CUPY_LAUNCH}
 TARGETS = {"lif_fwd": 3.0, "lif_fwd_bwd": 3.0, "net": 1.3}  # ours / fastest peer, on defaults
 
 
@@ -183,6 +189,7 @@ def implementations(device: str) -> dict[str, Callable[[], nn.Module]]:
     cands["spikingjelly"] = SpikingJellyLIF
     if device == "cuda":
         cands[GRAPHED] = graphed_ours
+        cands[CUPY_LAUNCH] = OursLIF
     out = {}
     for name, f in cands.items():
         print(f"implementation {name}", flush=True)
@@ -190,6 +197,21 @@ def implementations(device: str) -> dict[str, Callable[[], nn.Module]]:
         if g is not None:
             out[name] = g
     return out
+
+
+@contextlib.contextmanager
+def _env(values: dict):
+    """Environment variables set for the block (restored after)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,9 +343,10 @@ def measure(workload_name, setup, updates, impls, reps, device):
     steps = {}
     for name, factory in impls.items():
         try:
-            steps[name] = setup(factory)
-            steps[name]()  # warm-up (JIT builds, allocator)
-            _sync(device)
+            with _env(ENV.get(name, {})):
+                steps[name] = setup(factory)
+                steps[name]()  # warm-up (JIT builds, allocator)
+                _sync(device)
         except Exception as exc:
             print(f"  {workload_name}/{name} failed: {exc.__class__.__name__}: {exc}", flush=True)
     # On a GPU one step can take well under a millisecond, where launch and host-sync overheads
@@ -336,7 +359,8 @@ def measure(workload_name, setup, updates, impls, reps, device):
             try:
                 _sync(device)
                 t0 = time.perf_counter()
-                step()
+                with _env(ENV.get(name, {})):
+                    step()
                 _sync(device)
             except Exception as exc:
                 print(f"  {workload_name}/{name} failed: {exc.__class__.__name__}: {exc}", flush=True)
@@ -347,11 +371,12 @@ def measure(workload_name, setup, updates, impls, reps, device):
     for rep in range(reps):
         for name in rep_order(list(steps), rep):
             step = steps[name]
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(inner[name]):
-                step()
-            _sync(device)
+            with _env(ENV.get(name, {})):
+                _sync(device)
+                t0 = time.perf_counter()
+                for _ in range(inner[name]):
+                    step()
+                _sync(device)
             times[name].append((time.perf_counter() - t0) / inner[name])
     res = {}
     for name, ts in times.items():
@@ -367,7 +392,8 @@ def measure(workload_name, setup, updates, impls, reps, device):
         summary = {"fastest_peer": best, "ours": ours,
                    "ratio_ours_vs_fastest_peer": peers[best]["median_s"] / res[ours]["median_s"]}
         for ref, key in (("spiking-unchecked", "ratio_default_vs_unchecked"),
-                         ("spiking-torch", "ratio_ours_vs_our_torch_reference")):
+                         ("spiking-torch", "ratio_ours_vs_our_torch_reference"),
+                         (CUPY_LAUNCH, "ratio_cpp_launch_vs_cupy_launch")):
             if ref in res:
                 summary[key] = res[ref]["median_s"] / res[ours]["median_s"]
     for name, r in sorted(res.items(), key=lambda kv: kv[1]["median_s"]):

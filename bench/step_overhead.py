@@ -13,9 +13,9 @@ difference of two runner runs with ``steps`` and ``steps'`` batches per task on 
 stream (set-up, task hooks and evaluation cancel), see ``spiking.runner.overhead.measure_step``.
 Each row also gives the issue's budget (HLOP-DSR 80 ops, others 50; 0 syncs) and whether it holds.
 ``--emulate-cuda`` counts (no times) the step as a GPU dispatches it on a machine without one:
-every layer through the CUDA wrappers, their CuPy launches carried out by the CPU kernels outside
-the count (``tests/cupy_emulation.py``; needs pytest); HLOP-DSR's hidden stack still runs the
-CPU's fused op there, so its row is not the GPU's.
+every layer through the CUDA wrappers (the neurons through the default C++ launcher), their
+launches carried out by the CPU kernels outside the count (``tests/cupy_emulation.py``; needs
+pytest); HLOP-DSR's hidden stack still runs the CPU's fused op there, so its row is not the GPU's.
 """
 from __future__ import annotations
 

@@ -104,16 +104,21 @@ def cached_build(kind: str, key_parts: Iterable[Union[bytes, str]], build: Calla
 
 def build_all() -> list[tuple[str, bool, str]]:
     """Build (or find cached) every native library; ``[(name, ok, detail)]``, never raises."""
+    import torch
+
     from .kernels import cpu as neuron_cpu
-    from .kernels import dsr_stack, oja_iterations, online_lif, pixels, rlif_cpu, spike_matmul
+    from .kernels import dsr_stack, neuron_cuda_node, oja_iterations, online_lif, pixels, rlif_cpu, spike_matmul
     from .memory import cpu as sparsey_cpu
 
     results = []
     ok, why = neuron_cpu.available()
     results.append(("fused CPU neuron extension", ok, why or neuron_cpu.build_directory()))
-    for name, module in (("fused CPU RLIF extension", rlif_cpu), ("event-driven CPU spike-matmul extension", spike_matmul),
-                         ("fused CPU DSR-stack extension", dsr_stack), ("native Oja-iterations op", oja_iterations),
-                         ("native online-LIF ops", online_lif), ("CPU pixel-transform extension", pixels)):
+    modules = [("fused CPU RLIF extension", rlif_cpu), ("event-driven CPU spike-matmul extension", spike_matmul),
+               ("fused CPU DSR-stack extension", dsr_stack), ("native Oja-iterations op", oja_iterations),
+               ("native online-LIF ops", online_lif), ("CPU pixel-transform extension", pixels)]
+    if torch.version.cuda is not None:  # a CUDA build of torch: the C++ launcher of the CUDA neuron kernels
+        modules.append(("C++ launcher of the CUDA neuron kernels", neuron_cuda_node))
+    for name, module in modules:
         ext = module.extension()
         ok = ext.available()
         results.append((name, ok, ext.error() or ext.directory()))

@@ -1,7 +1,8 @@
 """Run the CUDA wrappers' Python code on CPU tensors, with each CuPy launch carried out by the CPU
 kernels of the same definitions (test helper; no GPU needed).
 
-``emulate(monkeypatch)`` replaces, in :mod:`spiking.kernels.cuda`, :mod:`.neuron_cuda` and
+``emulate(monkeypatch)`` (the Python launchers, ``SPIKING_CUDA_LAUNCH=cupy``) replaces, in
+:mod:`spiking.kernels.cuda`, :mod:`.neuron_cuda` and
 :mod:`.online_lif_cuda`, the pointer packing (``_ptr`` hands the tensor itself through), the kernel
 lookup (``_function`` returns the name expression) and the launch (``_launch`` reads the argument
 tuple in the order of the kernel's C++ signature and runs the CPU extension's forward / backward,
@@ -9,16 +10,26 @@ or the CPU online-LIF ops, writing into the output tensors the wrapper allocated
 wrappers do around the launches then runs as on a GPU: argument order and count, output shapes,
 saved tensors, the NaN/inf flag and its reset, autograd wiring, the calls without a gradient. The
 kernels' own CUDA code is not run (``tests/test_cuda_compile.py`` compiles it; the GPU tests run it).
+
+``emulate(monkeypatch, launcher="node")`` runs the C++ launcher (``neuron_cuda_node.cpp``) on CPU
+tensors instead: its ``cuLaunchKernel`` is a ctypes callback that decodes the raw parameter array by
+the types of the kernel's ``__global__`` declaration, rebuilds the tensors from their addresses (with
+the shapes the kernel indexes) and runs the same CPU kernels; ``cuStreamIsCapturing`` reports
+``capturing["status"]``.
 """
 from __future__ import annotations
 
+import ctypes
+import math
 import re
 import types
+from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import _disable_current_modes
 
-from spiking.kernels import cpu, cuda, neuron_cuda, online_lif, online_lif_cuda
+from spiking.kernels import cpu, cuda, neuron_cuda, neuron_cuda_node, online_lif, online_lif_cuda
+from spiking.runner import registry
 
 _NAME = re.compile(r"(\w+)<(.*)>")
 
@@ -109,10 +120,121 @@ def launch(name: str, args: tuple) -> None:
         KERNELS[kernel]([t.strip() for t in targs.split(",")], dict(zip(names, args)))
 
 
-def emulate(monkeypatch, flag: torch.Tensor | None = None) -> torch.Tensor:
-    """Patch the CUDA wrappers to run on CPU tensors through :func:`launch`; returns the NaN/inf
-    flag they use (a CPU int32 0-dim tensor)."""
+# ---------------------------------------------------------------------------------------------
+# the C++ launcher (spiking/kernels/neuron_cuda_node.cpp): its cuLaunchKernel calls come here
+
+_CUDA = Path(__file__).resolve().parents[1] / "cuda"
+_CTYPES = {"long long": ctypes.c_int64, "int": ctypes.c_int32, "double": ctypes.c_double}
+
+
+def declared_parameters() -> dict[str, tuple[tuple[str, str], ...]]:
+    """``{kernel: ((name, kind), ...)}`` from the ``__global__`` declarations in ``cuda/*.cu``:
+    kind ``"pointer"``, ``"long long"``, ``"int"`` or ``"double"``."""
+    out = {}
+    for cu in _CUDA.glob("*.cu"):
+        for name, params in re.findall(r"__global__\s+void\s+(\w+)\s*\(([^)]*)\)", cu.read_text()):
+            decl = []
+            for p in params.replace("\n", " ").split(","):
+                words = p.replace("__restrict__", " ").split()
+                kind = "pointer" if "*" in p else " ".join(w for w in words[:-1] if w != "const")
+                decl.append((words[-1].lstrip("*"), kind))
+            out[name] = tuple(decl)
+    return out
+
+
+_DTYPES = {"float": torch.float32, "double": torch.float64, "lif::f16": torch.float16, "lif::bf16": torch.bfloat16}
+
+
+def _shapes(kernel: str, targs: list[str], v: dict) -> dict:
+    """Shape and dtype of every pointer parameter of a neuron kernel launch, from its scalars and the
+    dynamics' layout (what the C++ launcher's tensors must have)."""
+    ns, np_, nsave = cpu.load_extension().layout(_dynamics(targs[0]))
+    t = _DTYPES[targs[-1]]
+    c = torch.float64 if t == torch.float64 else torch.float32
+    steps, n, p_n = v["steps"], v["n"], v["p_n"]
+    seq, per = ((steps, n), t), ((ns, n), t)
+    common = {"x": seq, "params": ((np_, p_n), c), "saved": ((nsave, steps, n), t)}
+    if kernel == "nrn_forward":
+        return {**common, "state0": ((ns, v["s_n"]), t), "out": seq, "state_last": per, "seq": seq,
+                "nonfinite": ((), torch.int32)}
+    return {**common, "g_out": seq, "g_seq": seq, "g_last": per, "g_x": seq, "g_state0": per,
+            "g_params": ((np_, n), torch.float64)}
+
+
+def _at(address: int, shape: tuple, dtype: torch.dtype) -> torch.Tensor | None:
+    """The CPU tensor of ``shape`` at a raw address (None for a null pointer; an empty tensor where
+    the shape is empty, as the Python launchers pass it)."""
+    count = math.prod(shape)
+    if not address:
+        return torch.empty(shape, dtype=dtype) if count == 0 else None
+    buf = (ctypes.c_char * (count * torch.empty((), dtype=dtype).element_size())).from_address(address)
+    return torch.frombuffer(buf, dtype=dtype).view(shape)
+
+
+_node_kernels: dict[int, str] = {}  # fake CUfunction handle -> name expression
+_node_errors: list[BaseException] = []
+
+
+def _node_launch(fn, gx, gy, gz, bx, by, bz, shmem, stream, params, extra) -> int:
+    """cuLaunchKernel as the C++ launcher calls it: decode the parameter array by the kernel's
+    declared types, rebuild the tensors from their addresses and run the launch on the CPU."""
+    try:
+        name = _node_kernels[fn]
+        kernel, targs = _NAME.fullmatch(name).groups()
+        targs = [t.strip() for t in targs.split(",")]
+        decl = declared_parameters()[kernel]
+        raw = {pname: (kind, params[i]) for i, (pname, kind) in enumerate(decl)}
+        scalars = {p: ctypes.cast(a, ctypes.POINTER(_CTYPES[k])).contents.value for p, (k, a) in raw.items()
+                   if k != "pointer"}
+        assert (bx, by, bz, gy, gz, shmem, extra) == (256, 1, 1, 1, 1, 0, None) and gx == max(1, -(-scalars["n"] // 256))
+        with _disable_current_modes():  # nothing the emulated launch does is counted
+            shapes = _shapes(kernel, targs, scalars)
+            args = {p: _at(ctypes.cast(a, ctypes.POINTER(ctypes.c_void_p)).contents.value or 0, *shapes[p])
+                    for p, (k, a) in raw.items() if k == "pointer"}
+            KERNELS[kernel](targs, {**args, **scalars})
+        return 0
+    except BaseException as exc:  # noqa: BLE001  (reported through the CUresult, re-raised by the test)
+        _node_errors.append(exc)
+        return 999
+
+
+capturing = {"status": 0}  # what cuStreamIsCapturing reports (1: the stream is being captured)
+
+_LAUNCH_T = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, *[ctypes.c_uint] * 7, ctypes.c_void_p,
+                             ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)
+_CAPTURING_T = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int))
+_launch_cb = _LAUNCH_T(_node_launch)
+_capturing_cb = _CAPTURING_T(lambda stream, status: status.__setitem__(0, capturing["status"]) or 0)
+
+
+def _fake_handle(name: str, device: int) -> int:
+    handle = 0x1000 + len(_node_kernels)
+    _node_kernels[handle] = name
+    return handle
+
+
+def emulate_node(monkeypatch) -> None:
+    """Route the eager CUDA neuron calls through the C++ launcher, its kernel launches carried out on
+    the CPU by :func:`_node_launch` (a launch error re-raised from ``_node_errors`` by the caller)."""
+    ext = neuron_cuda_node.extension().load()
+    ext.set_driver(ctypes.cast(_launch_cb, ctypes.c_void_p).value, ctypes.cast(_capturing_cb, ctypes.c_void_p).value,
+                   True)
+    monkeypatch.setattr(neuron_cuda_node, "_ready", ext)
+    monkeypatch.setattr(neuron_cuda_node, "_handles", {})
+    monkeypatch.setattr(cuda, "kernel_handle", _fake_handle)
+    monkeypatch.delenv(neuron_cuda_node.ENV, raising=False)
+    monkeypatch.setitem(capturing, "status", 0)
+
+
+def emulate(monkeypatch, flag: torch.Tensor | None = None, launcher: str = "cupy") -> torch.Tensor:
+    """Patch the CUDA wrappers to run on CPU tensors through :func:`launch` (``launcher="cupy"``,
+    the Python launchers) or through the C++ launcher (``"node"``, :func:`emulate_node`); returns the
+    NaN/inf flag the Python launchers use (a CPU int32 0-dim tensor; the C++ launcher keeps its own)."""
     flag = torch.zeros((), dtype=torch.int32) if flag is None else flag
+    if launcher == "node":
+        emulate_node(monkeypatch)
+    else:
+        monkeypatch.setenv(neuron_cuda_node.ENV, "cupy")
     for mod in (cuda, neuron_cuda, online_lif_cuda):
         monkeypatch.setattr(mod, "_ptr", lambda t: t)
     monkeypatch.setattr(cuda, "_function", lambda name, dev, source="neurons.cu": name)
@@ -124,12 +246,14 @@ def emulate(monkeypatch, flag: torch.Tensor | None = None) -> torch.Tensor:
     return flag
 
 
-def emulate_cuda_backend(monkeypatch) -> None:
-    """As :func:`emulate`, and every layer resolves to the CUDA wrappers (``SPIKING_BACKEND=cupy``)
-    with the NaN/inf check off, as the runner's networks run on a GPU: what a training step
-    dispatches on a GPU, on CPU tensors (counted by ``spiking.runner.overhead``)."""
-    emulate(monkeypatch)
+def emulate_cuda_backend(monkeypatch, launcher: str = "node") -> None:
+    """As :func:`emulate` (by default with the C++ launcher, the default on a GPU), and every layer
+    resolves to the CUDA wrappers (``SPIKING_BACKEND=cupy``) with the NaN/inf check off, as the
+    runner's networks run on a GPU: what a training step dispatches on a GPU, on CPU tensors
+    (counted by ``spiking.runner.overhead``)."""
+    emulate(monkeypatch, launcher=launcher)
     monkeypatch.setenv("SPIKING_BACKEND", "cupy")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(cuda, "_import_cupy", lambda: None)
     monkeypatch.setattr(cuda, "nonfinite_flag", lambda x, check: None)
+    monkeypatch.setattr(registry, "checks_inputs", lambda device: False)  # as on a CUDA device

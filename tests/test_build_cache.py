@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from spiking import build
 from spiking.native_sources import cuda_source
@@ -119,11 +120,12 @@ def test_spiking_build_command(capsys):
 
     assert main(["build"]) == 0
     lines = capsys.readouterr().out.splitlines()
+    cuda_torch = ["C++ launcher of the CUDA neuron kernels"] if torch.version.cuda is not None else []
     assert [line.split(":")[0] for line in lines] == ["fused CPU neuron extension", "fused CPU RLIF extension",
                                                       "event-driven CPU spike-matmul extension",
                                                       "fused CPU DSR-stack extension", "native Oja-iterations op",
                                                       "native online-LIF ops", "CPU pixel-transform extension",
-                                                      "Sparsey C library"]
+                                                      *cuda_torch, "Sparsey C library"]
     for line in lines:
         directory = Path(line.split("(", 1)[1].rstrip(")"))
         assert ": ok (" in line and (directory / "BUILT").is_file()

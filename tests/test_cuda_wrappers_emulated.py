@@ -22,23 +22,25 @@ PARAMS = {"lif": (1.0, 2.0, 0.0), "if": (1.0, 0.0), "plif": (0.4, 1.0, 0.0), "al
 def test_the_emulation_reads_the_kernels_parameters_in_their_declared_order():
     """SIGNATURES (the order the emulated launches read) equal the parameter names of the
     __global__ declarations in cuda/*.cu, so a wrapper passing arguments out of order fails here."""
-    import re
-    from pathlib import Path
-
-    declared = {}
-    for cu in (Path(__file__).resolve().parents[1] / "cuda").glob("*.cu"):
-        for name, params in re.findall(r"__global__\s+void\s+(\w+)\s*\(([^)]*)\)", cu.read_text()):
-            declared[name] = tuple(re.findall(r"(\w+)\s*(?:,|$)", params.replace("\n", " ").strip()))
+    declared = cupy_emulation.declared_parameters()
     for kernel, names in cupy_emulation.SIGNATURES.items():
-        assert declared[kernel] == names, kernel
+        assert tuple(p for p, _ in declared[kernel]) == names, kernel
+    kinds = dict(declared["nrn_backward"])
+    assert (kinds["saved"], kinds["n"], kinds["steps"], kinds["sg_param"]) == ("pointer", "long long", "int", "double")
 
 
-@pytest.fixture(autouse=True)
-def flag(monkeypatch):
+@pytest.fixture(autouse=True, params=["cupy", "node"])
+def launcher(request, monkeypatch):
+    """Every test runs with the Python launchers and with the C++ launcher (neuron_cuda_node.cpp);
+    a launch the emulation could not carry out is re-raised after the test."""
     ok, why = cpu.available()
     if not ok:
         pytest.fail(f"the CPU extension must build on the test machine: {why}")
-    return cupy_emulation.emulate(monkeypatch)
+    cupy_emulation.emulate(monkeypatch, launcher=request.param)
+    cupy_emulation._node_errors.clear()
+    yield request.param
+    if cupy_emulation._node_errors:
+        raise cupy_emulation._node_errors[0]
 
 
 def _weights(*shapes, seed=11, dtype=torch.float64):
@@ -65,17 +67,23 @@ def test_lif_cuda_wrapper_equals_the_torch_reference(hard, return_v):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-5), float((a - b).abs().max())
 
 
-def test_lif_cuda_wrapper_flags_nan_resets_the_flag_and_skips_the_check_when_off(flag):
+def test_lif_cuda_wrapper_flags_nan_resets_the_flag_and_skips_the_check_when_off():
     x = torch.rand(5, 2, 3) * 2
     x[2, 1, 0] = float("nan")
+    clean = torch.rand(5, 2, 3)
+    checked, _ = _common.make_config(2.0, 1.0, 0.0, True, False, "sigmoid", False, True)
+    unchecked, _ = _common.make_config(2.0, 1.0, 0.0, True, False, "sigmoid", False, False)
     for grad in (False, True):
-        cfg, _ = _common.make_config(2.0, 1.0, 0.0, True, False, "sigmoid", False, True)
         with pytest.raises(ValueError, match="contains NaN or inf"):
-            _common.run_fused(cuda._ops, x.clone().requires_grad_(grad), None, cfg, None)
-        assert int(flag) == 0  # reset after the error, so the next clean call runs
-    cfg, _ = _common.make_config(2.0, 1.0, 0.0, True, False, "sigmoid", False, False)
-    _common.run_fused(cuda._ops, x, None, cfg, None)  # the check is off: no error, the flag untouched
-    assert int(flag) == 0
+            _common.run_fused(cuda._ops, x.clone().requires_grad_(grad), None, checked, None)
+        _common.run_fused(cuda._ops, clean.clone().requires_grad_(grad), None, checked, None)  # flag was reset
+    _common.run_fused(cuda._ops, x, None, unchecked, None)  # the check is off: no error, the flag untouched
+    _common.run_fused(cuda._ops, clean, None, checked, None)
+    cupy_emulation.capturing["status"] = 1  # while a graph is captured the check is off (C++ launcher)
+    if cupy_emulation.neuron_cuda_node.node() is not None:
+        _common.run_fused(cuda._ops, x, None, checked, None)
+        cupy_emulation.capturing["status"] = 0
+        _common.run_fused(cuda._ops, clean, None, checked, None)
 
 
 @pytest.mark.parametrize("name", sorted(neuron_cuda.TYPES))
@@ -105,16 +113,17 @@ def test_template_cuda_wrapper_equals_the_torch_reference(name):
     assert out.grad_fn is None and not saved and torch.equal(out, o1)
 
 
-def test_template_cuda_wrapper_raises_on_nan_from_the_kernel_flag(flag):
+def test_template_cuda_wrapper_raises_on_nan_from_the_kernel_flag():
     spec, cfg = get_neuron("alif"), multistep.make_config(0.0, False, True, "sigmoid")
     x = torch.rand(6, 2, 5)
     x[4, 0, 3] = float("inf")
     for grad in (False, True):
         with pytest.raises(ValueError, match="contains NaN or inf"):
             multistep.run(spec, x.clone().requires_grad_(grad), PARAMS["alif"], cfg, None, "cupy")
-        assert int(flag) == 0
+        multistep.run(spec, x[:4].clone().requires_grad_(grad), PARAMS["alif"], cfg, None, "cupy")  # flag reset
     out, _ = multistep.run(spec, x, PARAMS["alif"], cfg, None, "cupy", check_finite=False)
-    assert out.shape == x.shape and int(flag) == 0
+    assert out.shape == x.shape
+    multistep.run(spec, x[:4], PARAMS["alif"], cfg, None, "cupy")  # the unchecked call left the flag at 0
 
 
 @pytest.mark.parametrize("decay_input", [False, True])

@@ -150,8 +150,8 @@ class FusedOps(NamedTuple):
     """The fused LIF as a torch custom op (``op``, traced by ``torch.compile``), as an eager
     differentiable call (``eager``, an ``autograd.Function``'s ``apply`` or a C++ autograd node,
     with the same forward and backward: the custom-op Python wrapper costs ~0.1 ms per call, which
-    dominates small and mid-sized eager steps), and the bare forward kernel (``forward``, for calls
-    that record no gradient)."""
+    dominates small and mid-sized eager steps), and the bare forward kernel (``forward(x, v0, vth,
+    cfg) -> (spikes, v_out)``, for calls that record no gradient)."""
 
     op: object
     eager: object
@@ -246,7 +246,13 @@ def make_ops(tag: str, forward_impl, backward_impl, eager=None) -> FusedOps:
 
         Eager.__name__ = Eager.__qualname__ = f"LIF{tag.capitalize()}Function"
         eager = Eager.apply
-    return FusedOps(forward_op, eager, forward_impl)
+
+    def alone(x, v0, vth, cfg):
+        s, v, _ = forward_impl(x, v0, vth, cfg.v_threshold, cfg.tau, cfg.v_reset, cfg.hard, cfg.decay_input, False,
+                               cfg.return_v, cfg.check_x)
+        return s, v
+
+    return FusedOps(forward_op, eager, alone)
 
 
 def _save(ctx, cfg: LifConfig, save_h: bool, h_seq: torch.Tensor, vth: Optional[torch.Tensor]) -> None:
@@ -280,6 +286,5 @@ def run_fused(ops: FusedOps, x: torch.Tensor, v0: Optional[torch.Tensor], cfg: L
     elif grad:
         s, v = ops.eager(x, v0, vth, cfg)
     else:
-        s, v, _ = ops.forward(x, v0, vth, cfg.v_threshold, cfg.tau, cfg.v_reset, cfg.hard, cfg.decay_input, False,
-                              cfg.return_v, cfg.check_x)
+        s, v = ops.forward(x, v0, vth, cfg)
     return s, v

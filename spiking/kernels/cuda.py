@@ -5,9 +5,12 @@ with ``cuda/neurons/lif.cuh``) through CuPy, as torch custom ops.
   with the source of ``cuda/neurons.cu``; one module per kernel (``nrn_forward<nrn::LIF, T>``,
   ``nrn_backward<nrn::LIF, SURROGATE, T>``), compiled on first use, cached in-process per device
   (and on disk by CuPy). The template neurons (:mod:`.neuron_cuda`) share the loader.
-* Launch: on torch's current CUDA stream (``cupy.cuda.ExternalStream``), so the kernels are
-  ordered with the surrounding torch work; tensors are passed as raw device pointers of
-  contiguous torch tensors, never copied or converted.
+* Launch: on torch's current CUDA stream, so the kernels are ordered with the surrounding torch
+  work; tensors are passed as raw device pointers of contiguous torch tensors, never copied or
+  converted. Eager calls (recorded or not) go through the C++ launcher of
+  :mod:`.neuron_cuda_node` (``cuLaunchKernel``, a C++ autograd node); the Python launchers below
+  (``cupy.cuda.ExternalStream``, an ``autograd.Function``) serve ``torch.compile``'s custom ops, and
+  eager calls with ``SPIKING_CUDA_LAUNCH=cupy`` or where the launcher cannot be built.
 * Autograd: ``spiking::lif_cupy_forward`` / ``spiking::lif_cupy_backward`` custom ops
   (``torch.library.custom_op`` with ``register_autograd`` / ``register_fake``), so
   ``torch.compile`` treats the LIF as one opaque node. The parameters ``(v_th, tau, v_reset)`` are
@@ -38,6 +41,7 @@ import numpy as np
 import torch
 
 from ..native_sources import cuda_source
+from . import neuron_cuda_node
 from ._common import check_v0, constant, make_config, make_ops, nonfinite_x_error, run_fused
 from ._common import device_ptr as _ptr
 
@@ -107,6 +111,21 @@ def _function(name: str, device_index: int, source: str = "neurons.cu"):
                 fn = module.get_function(name)
             _functions[key] = fn
     return fn
+
+
+_handles: dict = {}
+
+
+def kernel_handle(name: str, device_index: int) -> int:
+    """The ``CUfunction`` handle (an integer) of kernel ``name`` of ``cuda/neurons.cu`` on one device,
+    compiled and loaded by :func:`_function`; for the C++ launcher (:mod:`.neuron_cuda_node`)."""
+    key = (name, device_index)
+    h = _handles.get(key)
+    if h is None:
+        fn = _function(name, device_index)
+        with _import_cupy().cuda.Device(device_index):
+            h = _handles[key] = int(fn.kernel.ptr)
+    return h
 
 
 _streams: dict = {}
@@ -226,7 +245,30 @@ def _backward_impl(h_seq, grad_s, grad_v, vth, v_threshold, tau, v_reset, hard, 
     return gx, gv0, gvth  # grad_v0 is used only when need_v0
 
 
-_ops = make_ops("cupy", _forward_impl, _backward_impl)
+def _node_call(ext, x, v0, vth, cfg):
+    """``(spikes, v_out)`` through the C++ launcher (:mod:`.neuron_cuda_node`): LIF's definition with
+    ``(v_th, tau, v_reset)`` as its ``[3, 1]`` parameters; a tensor threshold (rounded to x's dtype)
+    enters as the first one, so its gradient flows back to it through autograd."""
+    state0 = v0 if v0 is not None else constant((cfg.v_reset if cfg.hard else 0.0,), x.dtype, x.device)
+    params = _lif_params(x, cfg.tau, None, cfg.v_threshold, cfg.v_reset)
+    if vth is not None:
+        params = torch.cat([vth.reshape(1, 1).to(x.dtype).to(params.dtype), params[1:]])
+    return neuron_cuda_node.run(ext, "lif", x, state0, params, 1, 1, cfg.hard, cfg.decay_input, cfg.detach_reset,
+                                cfg.sg_id, cfg.sg_param, cfg.return_v, cfg.check_x, False)
+
+
+def _through_node(python_call):
+    """``python_call`` (an eager call of the Python launchers) made through the C++ launcher instead,
+    unless that is off or unavailable (:func:`.neuron_cuda_node.node`)."""
+    def call(x, v0, vth, cfg):
+        ext = neuron_cuda_node.node()
+        return python_call(x, v0, vth, cfg) if ext is None else _node_call(ext, x, v0, vth, cfg)
+    return call
+
+
+# the custom ops (torch.compile) and the Python launchers; eager calls go through the C++ launcher
+_python_ops = make_ops("cupy", _forward_impl, _backward_impl)
+_ops = _python_ops._replace(eager=_through_node(_python_ops.eager), forward=_through_node(_python_ops.forward))
 _forward_op = _ops.op  # the registered custom op (opcheck, torch.compile)
 
 

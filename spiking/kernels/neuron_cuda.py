@@ -3,10 +3,12 @@
 Kernels ``nrn_forward<D, T>`` / ``nrn_backward<D, SG, T>`` are compiled by NVRTC on first use per
 (neuron, dtype, surrogate) with ``-fmad=false`` and ``-I cuda/``, cached per device, and launched
 on torch's current stream (the loader and launch helpers of :mod:`.cuda`, which runs LIF's
-definition from the same source). A call that records a gradient goes through
-:class:`FusedNeuronCuda` (an ``autograd.Function`` with the CPU node's semantics); one that records
-none (``no_grad``, inference, inputs without ``requires_grad``) launches the forward kernel alone,
-saving nothing. NaN/inf in x is probed by the forward kernel while it reads x (a device flag read
+definition from the same source). By default the C++ launcher of :mod:`.neuron_cuda_node` makes the
+call (one C++ autograd node, no Python in forward or backward); with ``SPIKING_CUDA_LAUNCH=cupy``, or
+where that extension cannot be built, a call that records a gradient goes through
+:class:`FusedNeuronCuda` (an ``autograd.Function`` with the CPU node's semantics, launching through
+CuPy). Either way a call that records none (``no_grad``, inference, inputs without ``requires_grad``)
+launches the forward kernel alone, saving nothing. NaN/inf in x is probed by the forward kernel while it reads x (a device flag read
 after the launch, as for LIF: one host sync with the check on, none with ``check_finite=False``),
 not by a separate ``isfinite(x).all()`` pass over x.
 """
@@ -18,8 +20,10 @@ import math
 import numpy as np
 import torch
 
+from . import neuron_cuda_node
 from ._common import check_params, keeps_x, needs_grad
 from ._common import device_ptr as _ptr
+from .cuda import SUPPORTED_DTYPES
 
 __all__ = ["run", "available", "kernel_name"]
 
@@ -44,10 +48,10 @@ def available() -> tuple[bool, str]:
 
 
 def kernel_name(direction: str, neuron: str, dtype: torch.dtype, sg_id: int = 0) -> str:
-    """NVRTC name expression, e.g. ``nrn_backward<nrn::ALIF,0,float>``."""
+    """NVRTC name expression, e.g. ``nrn_backward<nrn::ALIF,0,float>`` (fp16/bf16: LIF only)."""
     if direction == "forward":
-        return f"nrn_forward<{TYPES[neuron]},{DTYPES[dtype]}>"
-    return f"nrn_backward<{TYPES[neuron]},{int(sg_id)},{DTYPES[dtype]}>"
+        return f"nrn_forward<{TYPES[neuron]},{SUPPORTED_DTYPES[dtype]}>"
+    return f"nrn_backward<{TYPES[neuron]},{int(sg_id)},{SUPPORTED_DTYPES[dtype]}>"
 
 
 def _launch(name: str, x: torch.Tensor, n: int, args: tuple) -> None:
@@ -131,6 +135,13 @@ def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg, check_x: bool 
     else:
         pr = torch.stack([p.expand(step_shape) for p in params]).contiguous()
     x = x.contiguous()
+    ns, _, nsave = LAYOUT[spec.name]
+    ext = neuron_cuda_node.node()
+    if ext is not None:  # the C++ launcher (state without its leading dim when ns == 1)
+        out, state = neuron_cuda_node.run(
+            ext, spec.name, x, st, pr, ns, nsave, cfg.hard, cfg.decay_input, cfg.detach_reset, cfg.surrogate.kernel_id,
+            cfg.surrogate.param, False, check_x, keeps_x(spec.name not in IGNORES_X, nsave))
+        return out, (state,) if ns == 1 else tuple(state.unbind(0))
     if needs_grad(x, st, pr):
         out, state = FusedNeuronCuda.apply(x, st, pr, spec.name, cfg, check_x)
     else:  # nothing to record: the forward kernel alone, nothing saved

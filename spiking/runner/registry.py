@@ -81,13 +81,17 @@ def _sizes(cfg, stream) -> list[int]:
     return [n_in, *cfg["hidden"], stream.n_outputs]
 
 
+def checks_inputs(device) -> bool:
+    """Whether the runner's layers check x for NaN/inf: the fused LIF's check is free on the CPU
+    but a host sync per layer on CUDA (there a non-finite loss is caught where the task's loss is
+    read, once per task)."""
+    return not str(device).startswith("cuda")
+
+
 @MODELS.register("spiking-mlp")
 def spiking_mlp(cfg, stream):
     from ..models import SpikingMLP  # noqa: PLC0415
-    # the fused LIF's NaN check of x is free on the CPU but a host sync per layer on CUDA (there a
-    # non-finite loss is caught where the task's loss is read, once per task)
-    on_cuda = str(cfg.get("device", "cpu")).startswith("cuda")
-    return SpikingMLP(_sizes(cfg, stream), T=cfg["T"], check_inputs=not on_cuda)
+    return SpikingMLP(_sizes(cfg, stream), T=cfg["T"], check_inputs=checks_inputs(cfg.get("device", "cpu")))
 
 
 @MODELS.register("mlp")

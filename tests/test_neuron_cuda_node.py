@@ -1,0 +1,134 @@
+"""The C++ launcher of the CUDA neuron kernels (spiking/kernels/neuron_cuda_node.cpp).
+
+On a GPU: it is the default for eager calls, and it gives bit for bit the outputs and gradients of
+the Python/CuPy launchers (the same kernels with the same arguments), for LIF in every dtype and
+for every template neuron. On the CPU the launcher's wrapping is proven by
+tests/test_cuda_wrappers_emulated.py (its launches carried out by the CPU kernels).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spiking.kernels import neuron_cuda_node
+from spiking.neuron import get_neuron, multistep
+from spiking.neuron.functional import lif_multistep
+from spiking.neuron.surrogate import get_surrogate
+
+
+def _gpu_ready() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import cupy  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+needs_gpu = pytest.mark.skipif(not _gpu_ready(), reason="needs a CUDA GPU and CuPy")
+
+
+def test_env_switches_the_launcher_off(monkeypatch):
+    monkeypatch.setenv(neuron_cuda_node.ENV, "cupy")
+    assert neuron_cuda_node.node() is None
+
+
+def test_the_launcher_builds_without_cuda_headers():
+    """The extension needs no CUDA toolkit: it builds against a CPU-only torch too."""
+    ext = neuron_cuda_node.extension()
+    assert ext.available(), ext.error()
+
+
+def _lif(dtype, learn_vth, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = (torch.randn(40, 3, 77, generator=g, device="cuda") * 1.2 + 0.6).to(dtype).requires_grad_()
+    v0 = (torch.randn(3, 77, generator=g, device="cuda") * 0.4).to(dtype).requires_grad_()
+    vth = torch.tensor(0.9, device="cuda", requires_grad=True) if learn_vth else 0.9
+    w = torch.randn(40, 3, 77, generator=g, device="cuda").to(dtype)
+    return x, v0, vth, w
+
+
+def _both(monkeypatch, call):
+    """``call()`` with the C++ launcher (the default) and with ``SPIKING_CUDA_LAUNCH=cupy``."""
+    out = []
+    for env in (None, "cupy"):
+        if env is None:
+            monkeypatch.delenv(neuron_cuda_node.ENV, raising=False)
+        else:
+            monkeypatch.setenv(neuron_cuda_node.ENV, env)
+        out.append(call())
+    return out
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("hard,return_v,sg", [(True, False, "sigmoid"), (False, True, "atan"),
+                                              (True, True, "fast_sigmoid")])
+def test_lif_through_the_cpp_launcher_equals_the_cupy_launcher(monkeypatch, dtype, hard, return_v, sg):
+    learn_vth = dtype in (torch.float32, torch.float64)
+
+    def call():
+        x, v0, vth, w = _lif(dtype, learn_vth)
+        s, v = lif_multistep(x, v0, tau=1.7, v_threshold=vth, v_reset=-0.1 if hard else None,
+                             surrogate=get_surrogate(sg), return_v=return_v, backend="cupy")
+        wrt = [x, v0] + ([vth] if learn_vth else [])
+        grads = torch.autograd.grad((s * w).sum() + (v.float() * 0.5).sum(), wrt)
+        return s, v, grads, s.grad_fn.name()
+
+    (s1, v1, g1, node), (s2, v2, g2, fn) = _both(monkeypatch, call)
+    assert "CudaNeuronNode" in node and "CudaNeuronNode" not in fn
+    assert torch.equal(s1, s2) and torch.equal(v1, v2)
+    assert torch.equal(g1[0], g2[0]) and torch.equal(g1[1], g2[1])
+    if learn_vth:  # the threshold's float64 per-neuron sums, reduced by torch in either launcher
+        torch.testing.assert_close(g1[2], g2[2], rtol=1e-6, atol=0)
+    with torch.no_grad():
+        (a, _), (b, _) = _both(monkeypatch, lambda: lif_multistep(_lif(dtype, False)[0], backend="cupy"))
+    assert a.grad_fn is None and torch.equal(a, b)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("name", ["if", "plif", "alif", "cuba_lif", "li"])
+def test_template_neurons_through_the_cpp_launcher_equal_the_cupy_launcher(monkeypatch, name):
+    from test_cuda_wrappers_emulated import PARAMS
+
+    from spiking.kernels import neuron_cuda
+
+    spec, cfg = get_neuron(name), multistep.make_config(0.0, False, True, "sigmoid")
+    learns_k = bool(neuron_cuda.GRAD_PARAMS[name] & 1)
+
+    def call():
+        g = torch.Generator(device="cuda").manual_seed(4)
+        x = (torch.rand((23, 4, 65), generator=g, device="cuda") * 3 - 0.5).requires_grad_()
+        k = torch.tensor(PARAMS[name][0], device="cuda", requires_grad=learns_k)
+        out, state = multistep.run(spec, x, (k, *PARAMS[name][1:]), cfg, None, "cupy")
+        w = torch.randn(out.shape, generator=g, device="cuda")
+        grads = torch.autograd.grad((out * w).sum() + sum(s.sum() for s in state), [x, k] if learns_k else [x])
+        return out, state, grads
+
+    (o1, s1, g1), (o2, s2, g2) = _both(monkeypatch, call)
+    assert torch.equal(o1, o2) and all(torch.equal(a, b) for a, b in zip(s1, s2))
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2))
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_the_cpp_launcher_checks_nan_and_follows_the_current_stream():
+    x = torch.rand(30, 8, 300, device="cuda") * 2
+    bad = x.clone()
+    bad[5, 2, 7] = float("nan")
+    with pytest.raises(ValueError, match="contains NaN or inf"):
+        lif_multistep(bad.requires_grad_(), backend="cupy")
+    ref, _ = lif_multistep(x, backend="torch")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        y = x * 1.0
+        s, _ = lif_multistep(y, backend="cupy")  # after the error the flag is clear again
+    torch.cuda.current_stream().wait_stream(side)
+    assert torch.equal(s, ref)
+    if torch.cuda.device_count() > 1:  # a tensor on another device than the current one
+        s1, _ = lif_multistep(x.to("cuda:1"), backend="cupy")
+        assert torch.equal(s1.cpu(), ref.cpu())
