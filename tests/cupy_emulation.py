@@ -178,6 +178,8 @@ _node_errors: list[BaseException] = []
 def _node_launch(fn, gx, gy, gz, bx, by, bz, shmem, stream, params, extra) -> int:
     """cuLaunchKernel as the C++ launcher calls it: decode the parameter array by the kernel's
     declared types, rebuild the tensors from their addresses and run the launch on the CPU."""
+    if driver["launch_result"]:
+        return driver["launch_result"]
     try:
         name = _node_kernels[fn]
         kernel, targs = _NAME.fullmatch(name).groups()
@@ -199,6 +201,7 @@ def _node_launch(fn, gx, gy, gz, bx, by, bz, shmem, stream, params, extra) -> in
 
 
 capturing = {"status": 0}  # what cuStreamIsCapturing reports (1: the stream is being captured)
+driver = {"launch_result": 0}  # a nonzero CUresult: every cuLaunchKernel fails with it, launching nothing
 
 _LAUNCH_T = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, *[ctypes.c_uint] * 7, ctypes.c_void_p,
                              ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)
@@ -224,6 +227,8 @@ def emulate_node(monkeypatch) -> None:
     monkeypatch.setattr(cuda, "kernel_handle", _fake_handle)
     monkeypatch.delenv(neuron_cuda_node.ENV, raising=False)
     monkeypatch.setitem(capturing, "status", 0)
+    monkeypatch.setitem(driver, "launch_result", 0)
+    monkeypatch.setattr(neuron_cuda_node, "_launched", False)
 
 
 def emulate(monkeypatch, flag: torch.Tensor | None = None, launcher: str = "cupy") -> torch.Tensor:

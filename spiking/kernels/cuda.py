@@ -262,7 +262,12 @@ def _through_node(python_call):
     unless that is off or unavailable (:func:`.neuron_cuda_node.node`)."""
     def call(x, v0, vth, cfg):
         ext = neuron_cuda_node.node()
-        return python_call(x, v0, vth, cfg) if ext is None else _node_call(ext, x, v0, vth, cfg)
+        if ext is not None:
+            try:
+                return _node_call(ext, x, v0, vth, cfg)
+            except neuron_cuda_node.LaunchFailed:  # warned once; the launcher is off from now on
+                pass
+        return python_call(x, v0, vth, cfg)
     return call
 
 

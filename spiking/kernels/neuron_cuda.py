@@ -138,10 +138,13 @@ def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg, check_x: bool 
     ns, _, nsave = LAYOUT[spec.name]
     ext = neuron_cuda_node.node()
     if ext is not None:  # the C++ launcher (state without its leading dim when ns == 1)
-        out, state = neuron_cuda_node.run(
-            ext, spec.name, x, st, pr, ns, nsave, cfg.hard, cfg.decay_input, cfg.detach_reset, cfg.surrogate.kernel_id,
-            cfg.surrogate.param, False, check_x, keeps_x(spec.name not in IGNORES_X, nsave))
-        return out, (state,) if ns == 1 else tuple(state.unbind(0))
+        try:
+            out, state = neuron_cuda_node.run(
+                ext, spec.name, x, st, pr, ns, nsave, cfg.hard, cfg.decay_input, cfg.detach_reset,
+                cfg.surrogate.kernel_id, cfg.surrogate.param, False, check_x, keeps_x(spec.name not in IGNORES_X, nsave))
+            return out, (state,) if ns == 1 else tuple(state.unbind(0))
+        except neuron_cuda_node.LaunchFailed:  # warned once; the launcher is off from now on
+            pass
     if needs_grad(x, st, pr):
         out, state = FusedNeuronCuda.apply(x, st, pr, spec.name, cfg, check_x)
     else:  # nothing to record: the forward kernel alone, nothing saved

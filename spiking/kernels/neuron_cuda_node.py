@@ -24,6 +24,7 @@ import ctypes
 import logging
 import os
 import threading
+import warnings
 from typing import Optional
 
 import torch
@@ -32,7 +33,7 @@ from ..native_sources import native_source
 from ._common import needs_grad
 from .extension import CachedExtension
 
-__all__ = ["node", "run", "extension", "ENV"]
+__all__ = ["node", "run", "extension", "ENV", "LaunchFailed"]
 
 ENV = "SPIKING_CUDA_LAUNCH"  # "cupy": launch through CuPy and Python autograd Functions
 
@@ -41,6 +42,7 @@ _EXT = CachedExtension("neuron_cuda_node", lambda: [native_source("spiking.kerne
 _lock = threading.Lock()
 _ready = None  # the extension once its driver is set; False when it cannot be used
 _handles: dict = {}
+_launched = False  # a launch has succeeded in this process (later failures are raised as they are)
 _log = logging.getLogger(__name__)
 
 
@@ -89,6 +91,19 @@ def _handles_of(neuron: str, dtype: torch.dtype, sg_id: Optional[int], device: i
     return h
 
 
+class LaunchFailed(RuntimeError):
+    """The launcher's first forward launch failed (e.g. the driver refused the kernel handle): it is
+    switched off for the process (warned once) and the caller makes the call through CuPy."""
+
+
+def _launch_failed(exc: RuntimeError) -> LaunchFailed:
+    global _ready
+    _ready = False
+    warnings.warn(f"spiking: the C++ launcher of the CUDA neuron kernels failed ({exc}); launching through "
+                  "CuPy from now on", RuntimeWarning, stacklevel=4)
+    return LaunchFailed(str(exc))
+
+
 def run(ext, neuron: str, x: torch.Tensor, state0: torch.Tensor, params: torch.Tensor, ns: int, nsave: int,
         hard: bool, decay_input: bool, detach_reset: bool, sg_id: int, sg_param: float, return_seq: bool,
         check_x: bool, keep_x: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,11 +111,21 @@ def run(ext, neuron: str, x: torch.Tensor, state0: torch.Tensor, params: torch.T
     CUDA ``x [T, ...]``, ``state0 [NS, ...]`` or ``[NS, 1]`` in x's dtype and ``params [NP, N]`` or
     ``[NP, 1]`` in the compute dtype. ``state``: the last state (``[NS, ...]``, no leading dim when
     ``ns == 1``), or with ``return_seq`` the state after every step. A C++ autograd node when a
-    gradient is recorded, else the forward kernel alone; ``ValueError`` on NaN/inf x with ``check_x``."""
+    gradient is recorded, else the forward kernel alone; ``ValueError`` on NaN/inf x with ``check_x``;
+    :class:`LaunchFailed` when the first launch of the process fails (the launcher is then off)."""
+    global _launched
     dev = x.get_device()
-    if needs_grad(x, state0, params):
-        fwd, bwd = _handles_of(neuron, x.dtype, sg_id, dev)
-        return ext.apply(fwd, bwd, x, state0, params, ns, nsave, hard, decay_input, detach_reset, sg_param,
-                         return_seq, check_x, keep_x)
-    fwd, _ = _handles_of(neuron, x.dtype, None, dev)
-    return ext.forward(fwd, x, state0, params, ns, hard, decay_input, return_seq, check_x)
+    try:
+        if needs_grad(x, state0, params):
+            fwd, bwd = _handles_of(neuron, x.dtype, sg_id, dev)
+            out = ext.apply(fwd, bwd, x, state0, params, ns, nsave, hard, decay_input, detach_reset, sg_param,
+                            return_seq, check_x, keep_x)
+        else:
+            fwd, _ = _handles_of(neuron, x.dtype, None, dev)
+            out = ext.forward(fwd, x, state0, params, ns, hard, decay_input, return_seq, check_x)
+    except RuntimeError as exc:
+        if not _launched and "cuLaunchKernel failed" in str(exc):
+            raise _launch_failed(exc) from exc
+        raise
+    _launched = True
+    return out
