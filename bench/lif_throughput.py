@@ -443,8 +443,11 @@ def _machine(device):
     except OSError:
         pass
     if device == "cuda":
+        from _record import cuda_launcher  # noqa: PLC0415  (bench/ is the script folder)
+
         info["gpu"] = torch.cuda.get_device_name()
         info["cuda"] = torch.version.cuda
+        info["cuda_launcher"] = cuda_launcher()
     return info
 
 

@@ -263,6 +263,10 @@ def main(argv=None):
         record["skipped"] = "no CUDA device visible: GPU rows not measured"
         print(record["skipped"])
     else:
+        if args.device == "cuda":
+            from _record import cuda_launcher  # noqa: PLC0415  (bench/ is the script folder)
+
+            record["machine"]["cuda_launcher"] = cuda_launcher()
         record.update(run(args))
     record["loadavg_end"] = os.getloadavg()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,10 @@ def main(argv=None) -> int:
     tsteps = tuple(int(s) for s in args.time_steps.split(","))
     extra = None if args.device == "cpu" else {"device": args.device}
     if extra and args.device.startswith("cuda"):
+        from _record import cuda_launcher  # noqa: PLC0415
+
         info["machine"]["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
+        info["machine"]["cuda_launcher"] = cuda_launcher()
     for hidden in (int(h) for h in args.hidden.split(",")):
         for label in labels:
             row = measure_step(label, hidden=hidden, steps=steps, extra=extra)

@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Union
 
-__all__ = ["cache_root", "cpu_isa", "compiler_id", "cached_build", "build_all"]
+__all__ = ["cache_root", "cpu_isa", "compiler_id", "cached_build", "is_built", "build_all"]
 
 _DONE = "BUILT"
 
@@ -69,6 +69,11 @@ def _key(parts: Iterable[Union[bytes, str]]) -> str:
         digest.update(part if isinstance(part, bytes) else part.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:16]
+
+
+def is_built(kind: str, key_parts: Iterable[Union[bytes, str]]) -> bool:
+    """Whether a finished build for this key is in the cache (nothing is built)."""
+    return (cache_root() / f"{kind}-{_key(key_parts)}" / _DONE).is_file()
 
 
 def cached_build(kind: str, key_parts: Iterable[Union[bytes, str]], build: Callable[[Path], None],

@@ -7,6 +7,8 @@ tests/test_cuda_wrappers_emulated.py (its launches carried out by the CPU kernel
 """
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -29,9 +31,72 @@ def _gpu_ready() -> bool:
 needs_gpu = pytest.mark.skipif(not _gpu_ready(), reason="needs a CUDA GPU and CuPy")
 
 
+@pytest.fixture
+def launcher_built():
+    """The GPU tests compare the built launcher with CuPy's: wait for a background build."""
+    assert neuron_cuda_node.node(wait=True) is not None, neuron_cuda_node.extension().error()
+
+
 def test_env_switches_the_launcher_off(monkeypatch):
     monkeypatch.setenv(neuron_cuda_node.ENV, "cupy")
     assert neuron_cuda_node.node() is None
+
+
+class _FakeExtension:
+    """Stands in for the CachedExtension: ``load`` blocks until ``release`` is set."""
+
+    def __init__(self, built: bool, fails: bool = False):
+        self._built, self.fails = built, fails
+        self.release = threading.Event()
+        self.driver = None
+
+    def built(self):
+        return self._built
+
+    def load(self):
+        assert self.release.wait(10)
+        if self.fails:
+            raise RuntimeError("no compiler")
+        return self
+
+    def set_driver(self, launch, capturing, emulated):
+        self.driver = (launch, capturing, emulated)
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    monkeypatch.delenv(neuron_cuda_node.ENV, raising=False)
+    monkeypatch.setattr(neuron_cuda_node, "_ready", None)
+    monkeypatch.setattr(neuron_cuda_node, "_builder", None)
+    monkeypatch.setattr(neuron_cuda_node, "_driver", lambda: (11, 22))
+
+    def use(ext):
+        monkeypatch.setattr(neuron_cuda_node, "_EXT", ext)
+        return ext
+    return use
+
+
+def test_a_first_use_without_a_build_compiles_in_the_background(fresh):
+    """The first call does not wait for the compiler: CuPy launches (None) until the build is done."""
+    ext = fresh(_FakeExtension(built=False))
+    assert neuron_cuda_node.node() is None and neuron_cuda_node.node() is None  # building; one thread
+    builder = neuron_cuda_node._builder
+    assert builder is not None and builder.is_alive()
+    ext.release.set()
+    assert neuron_cuda_node.node(wait=True) is ext and ext.driver == (11, 22, False)
+    assert neuron_cuda_node._builder is builder and not builder.is_alive()
+
+
+def test_a_cached_build_is_loaded_at_once(fresh):
+    ext = fresh(_FakeExtension(built=True))
+    ext.release.set()
+    assert neuron_cuda_node.node() is ext and neuron_cuda_node._builder is None
+
+
+def test_a_failed_build_leaves_the_cupy_launcher(fresh):
+    ext = fresh(_FakeExtension(built=False, fails=True))
+    ext.release.set()
+    assert neuron_cuda_node.node(wait=True) is None and neuron_cuda_node.node() is None
 
 
 def test_the_launcher_builds_without_cuda_headers():
@@ -66,7 +131,8 @@ def _both(monkeypatch, call):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("hard,return_v,sg", [(True, False, "sigmoid"), (False, True, "atan"),
                                               (True, True, "fast_sigmoid")])
-def test_lif_through_the_cpp_launcher_equals_the_cupy_launcher(monkeypatch, dtype, hard, return_v, sg):
+def test_lif_through_the_cpp_launcher_equals_the_cupy_launcher(monkeypatch, launcher_built, dtype, hard,
+                                                               return_v, sg):
     learn_vth = dtype in (torch.float32, torch.float64)
 
     def call():
@@ -91,7 +157,7 @@ def test_lif_through_the_cpp_launcher_equals_the_cupy_launcher(monkeypatch, dtyp
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("name", ["if", "plif", "alif", "cuba_lif", "li"])
-def test_template_neurons_through_the_cpp_launcher_equal_the_cupy_launcher(monkeypatch, name):
+def test_template_neurons_through_the_cpp_launcher_equal_the_cupy_launcher(monkeypatch, launcher_built, name):
     from test_cuda_wrappers_emulated import PARAMS
 
     from spiking.kernels import neuron_cuda
@@ -115,7 +181,7 @@ def test_template_neurons_through_the_cpp_launcher_equal_the_cupy_launcher(monke
 
 @pytest.mark.gpu
 @needs_gpu
-def test_the_cpp_launcher_checks_nan_and_follows_the_current_stream():
+def test_the_cpp_launcher_checks_nan_and_follows_the_current_stream(launcher_built):
     x = torch.rand(30, 8, 300, device="cuda") * 2
     bad = x.clone()
     bad[5, 2, 7] = float("nan")

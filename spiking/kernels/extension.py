@@ -18,7 +18,7 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from ..build import cached_build, compiler_id, cpu_isa
+from ..build import cached_build, compiler_id, cpu_isa, is_built
 
 __all__ = ["CachedExtension", "toolchain_key", "import_built"]
 
@@ -98,6 +98,15 @@ class CachedExtension:
             if self._module is None:
                 raise RuntimeError(self._error)
             return self._module
+
+    def built(self) -> bool:
+        """Whether :meth:`load` would only import (loaded already, or a finished build is cached)."""
+        if self._module is not None:
+            return True
+        try:
+            return is_built(self.kind, self.key())
+        except Exception:  # a missing source or compiler: load() reports it
+            return False
 
     def available(self) -> bool:
         try:

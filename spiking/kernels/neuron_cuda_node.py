@@ -8,7 +8,9 @@ whose backward launches the backward kernel and reduces the gradients: no Python
 no CuPy argument packing, no Python in the backward. The kernels' ``CUfunction`` handles are looked
 up once per (kernel, device) and passed in as integers, as are the addresses of ``cuLaunchKernel`` and
 ``cuStreamIsCapturing`` (from ``libcuda``), so the extension needs no CUDA headers and builds like the
-CPU extensions (``spiking build`` builds it ahead of time).
+CPU extensions: ``spiking build`` builds it ahead of time; a first use that finds no finished build
+compiles it in a background thread (about half a minute; announced on stderr), the calls going
+through CuPy meanwhile.
 
 Semantics are those of the Python launchers it replaces: the same kernels and arguments, the
 NaN/inf check read right after the forward launch (one host sync; none while the stream is being
@@ -41,6 +43,7 @@ _EXT = CachedExtension("neuron_cuda_node", lambda: [native_source("spiking.kerne
                        "the C++ launcher of the CUDA neuron kernels")
 _lock = threading.Lock()
 _ready = None  # the extension once its driver is set; False when it cannot be used
+_builder: Optional[threading.Thread] = None  # compiles the extension in the background (first use)
 _handles: dict = {}
 _launched = False  # a launch has succeeded in this process (later failures are raised as they are)
 _log = logging.getLogger(__name__)
@@ -57,22 +60,38 @@ def _driver() -> tuple[int, int]:
             ctypes.cast(lib.cuStreamIsCapturing, ctypes.c_void_p).value)
 
 
-def node():
-    """The loaded extension with its driver functions set, or ``None``: ``SPIKING_CUDA_LAUNCH=cupy``,
-    or the extension or the driver library cannot be loaded (the reason logged once at INFO)."""
+def _start() -> None:
+    """Load the extension and set its driver functions (``_ready``: the extension, or False)."""
     global _ready
+    try:
+        ext = _EXT.load()
+        ext.set_driver(*_driver(), False)
+        _ready = ext
+    except (RuntimeError, OSError, AttributeError) as exc:
+        _log.info("spiking: CUDA neuron kernels are launched through CuPy: %s", exc)
+        _ready = False
+
+
+def node(wait: bool = False):
+    """The loaded extension with its driver functions set, or ``None``: ``SPIKING_CUDA_LAUNCH=cupy``,
+    the extension or the driver library cannot be loaded (the reason logged once at INFO), or it is
+    still being compiled. A first use that finds no finished build in the cache (``spiking build``
+    makes one ahead of time) starts the compile in a background thread (announced on stderr) and
+    the calls go through CuPy until it is done, so the first call does not wait for the compiler;
+    ``wait=True`` waits for it (tests, benchmarks of the steady state)."""
+    global _builder
     if os.environ.get(ENV) == "cupy":
         return None
     if _ready is None:
         with _lock:
-            if _ready is None:
-                try:
-                    ext = _EXT.load()
-                    ext.set_driver(*_driver(), False)
-                    _ready = ext
-                except (RuntimeError, OSError, AttributeError) as exc:
-                    _log.info("spiking: CUDA neuron kernels are launched through CuPy: %s", exc)
-                    _ready = False
+            if _ready is None and _builder is None:
+                if _EXT.built():
+                    _start()
+                else:
+                    _builder = threading.Thread(target=_start, name="spiking-cuda-launcher-build", daemon=True)
+                    _builder.start()
+        if _ready is None and wait and _builder is not None:
+            _builder.join()
     return _ready or None
 
 
