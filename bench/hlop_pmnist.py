@@ -71,7 +71,7 @@ def row(trial: dict, res: dict) -> dict:
            "eval_s": res["eval_time_s"], "peak_rss_mb": res["peak_rss_mb"],  # a fresh worker per trial
            # where the rest of the wall time goes: set-up (data, model, device), the event loop
            # (training, evaluation, checkpoints); wall − both = imports, outputs (plots), process
-           "setup_s": res.get("setup_time_s"), "loop_s": res["wall_time_s"],
+           "setup_s": res.get("setup_time_s"), "setup_parts_s": res.get("setup_parts_s"), "loop_s": res["wall_time_s"],
            "checkpoint_s": res.get("checkpoint_time_s"),
            "threads": trial["config"]["threads"], "device": trial["config"]["device"],
            "options": res["config"]["options"]}  # the strategy's effective options, defaults filled in

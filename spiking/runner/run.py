@@ -31,7 +31,8 @@ A run executes the event timeline (``timeline.py``) for each seed:
   :data:`LOSS_LIMIT` stops the run (:class:`TrainingDiverged`), the last checkpoint kept.
 * Timings: ``train_time_s`` per task (learn + rehearse + after_task, without evaluation),
   ``eval_time_s``, ``wall_time_s`` (the event loop, checkpoints included, summed over resumed
-  segments), ``setup_time_s`` (building the stream, model and strategy, device work included) and
+  segments), ``setup_time_s`` (building the stream, model and strategy, device work included;
+  ``setup_parts_s`` splits it into stream, model, strategy and the rest) and
   ``checkpoint_time_s`` (both of this process's segment); ``eval_batch_size_used``: the
   evaluation batch (``Evaluator.batch_size_for``; on a GPU sized by memory). Peak memory: ``peak_rss_mb`` is
   ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (process-lifetime peak resident set, so it includes
@@ -214,6 +215,7 @@ class _SeedRun:
         seed_all(seed)
         self.stream = make_stream(cfg, seed) if stream is None else cut_stream(stream, cfg["tasks"])
         self.device = torch.device(cfg["device"])
+        t_stream = time.perf_counter()
         cls = STRATEGIES[cfg["method"]]
         if model_fn is not None:
             model = model_fn(self.stream)
@@ -222,8 +224,10 @@ class _SeedRun:
         else:
             model = build_model(cfg, self.stream)
         self.model = model.to(self.device)
+        t_model = time.perf_counter()
         self.strategy = cls(**cfg["options"])
         self.strategy.setup(self.model, self.stream, {**cfg, "seed": seed})
+        t_strategy = time.perf_counter()
         self.rehearsal = RehearsalSchedule(cfg["rehearsal"], cfg["rehearsal_rate"])
         schedule = Schedule(cfg["epochs"], cfg["rehearse_steps"], self.rehearsal,
                             tuple(tuple(u) for u in cfg["unlearn"]))
@@ -239,7 +243,12 @@ class _SeedRun:
         self.checkpoint_time = 0.0  # this process's checkpoint writes (part of the wall time)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # the set-up's device work (context, copies) counts as set-up
-        self.setup_time = time.perf_counter() - start
+        end = time.perf_counter()
+        self.setup_time = end - start
+        # where it went: the task stream (data), the model (built, moved to the device), the strategy
+        # (its set-up and optimizer), the rest (schedule, evaluator, device sync)
+        self.setup_parts = {"stream": t_stream - start, "model": t_model - t_stream, "strategy": t_strategy - t_model,
+                            "rest": end - t_strategy}
 
     # -- checkpoint
     @property
@@ -495,7 +504,7 @@ class _SeedRun:
             "task_names": [t.name for t in self.stream],
             "train_time_s": log.train_time, "train_loss": log.train_loss,
             "eval_time_s": log.eval_time, "wall_time_s": log.wall, "steps": log.step,
-            "setup_time_s": self.setup_time, "checkpoint_time_s": self.checkpoint_time,
+            "setup_time_s": self.setup_time, "setup_parts_s": self.setup_parts, "checkpoint_time_s": self.checkpoint_time,
             "eval_batch_size_used": self.evaluator.last_batch_size or self.evaluator.batch_size_for(
                 self.model, self.stream[0]),
             "task_end_steps": log.task_end,
