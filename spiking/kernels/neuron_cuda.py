@@ -67,12 +67,12 @@ def _forward(x, state0, params, neuron: str, cfg, save: bool, check_x: bool):
 
     steps, n = x.shape[0], math.prod(x.shape[1:])
     nsave = LAYOUT[neuron][2]
-    out, state = torch.empty_like(x), torch.empty_like(state0)
+    out, state = torch.empty_like(x), x.new_empty((state0.shape[0], *x.shape[1:]))
     saved = x.new_empty((nsave, steps, n)) if save and nsave else None
     flag = nonfinite_flag(x, check_x)
     _launch(kernel_name("forward", neuron, x.dtype), x, n, (
         _ptr(x), _ptr(state0), _ptr(params), _ptr(out), _ptr(state), _ptr(saved), _ptr(None), _ptr(flag),
-        np.int64(n), np.int64(n), np.int64(params.shape[1]), np.int32(steps), np.int32(cfg.hard),
+        np.int64(n), np.int64(state0[0].numel()), np.int64(params.shape[1]), np.int32(steps), np.int32(cfg.hard),
         np.int32(cfg.decay_input)))
     raise_if_nonfinite(flag)
     return out, state, saved
@@ -97,7 +97,7 @@ class FusedNeuronCuda(torch.autograd.Function):
         like = saved if x is None else x  # dtype and device (x is not kept where backward ignores it)
         steps, n = ctx.x_shape[0], math.prod(ctx.x_shape[1:])
         need_p = bool(ctx.needs_input_grad[2])
-        gx, gs0 = like.new_empty(ctx.x_shape), like.new_empty(ctx.state_shape)
+        gx, gs0 = like.new_empty(ctx.x_shape), like.new_empty((ctx.state_shape[0], n))
         gp = like.new_empty((params.shape[0], n), dtype=torch.float64) if need_p else None
         g_out = None if g_out is None else g_out.contiguous()
         g_state = None if g_state is None else g_state.contiguous()
@@ -107,6 +107,8 @@ class FusedNeuronCuda(torch.autograd.Function):
             np.int32(cfg.detach_reset), np.int32(cfg.decay_input), np.float64(cfg.surrogate.param)))
         if need_p:
             gp = (gp.sum(1, keepdim=True) if params.shape[1] == 1 else gp).to(params.dtype)
+        # the initial state's gradient per neuron, summed where one value serves the layer ([K, 1])
+        gs0 = (gs0.sum(1, keepdim=True) if math.prod(ctx.state_shape[1:]) == 1 else gs0).view(ctx.state_shape)
         return gx, gs0, gp, None, None, None
 
 
@@ -121,6 +123,30 @@ def check_run(x: torch.Tensor, what: str) -> None:
         raise TypeError(f"x: {what} support float32 and float64, got {x.dtype}")
 
 
+_stacks: dict = {}
+
+
+def _stacked(values: tuple, x: torch.Tensor) -> torch.Tensor:
+    """The kernels' ``[K, 1]`` (every value a single number) or ``[K, *x.shape[1:]]`` stack of a state
+    or parameter tuple, in x's dtype. A ``[K, 1]`` stack of tensors that require no grad is made once
+    per (the tensors, their versions) and reused: a layer passes the same cached constants on every
+    call, and on a GPU each new stack costs an allocation and a kernel launch."""
+    if not all(v.numel() == 1 for v in values):
+        return torch.stack([v.to(x.dtype).expand(x.shape[1:]) for v in values]).contiguous()
+    if any(v.requires_grad or v.is_inference() for v in values):
+        return torch.stack([v.to(x.dtype).reshape(()) for v in values]).reshape(len(values), 1)
+    key = (x.dtype, x.device, *((id(v), v._version) for v in values))
+    hit = _stacks.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], values)):
+        return hit[1]
+    with torch.inference_mode(False):  # read by recorded calls too
+        stacked = torch.stack([v.to(x.dtype).reshape(()) for v in values]).reshape(len(values), 1)
+    if len(_stacks) > 256:
+        _stacks.clear()
+    _stacks[key] = (values, stacked)  # holding the tensors keeps their ids from being reused
+    return stacked
+
+
 def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg, check_x: bool = True):
     """Fused CUDA run of ``spec`` with the arguments and results of ``multistep.run_torch``;
     ``check_x``: ``ValueError`` when x holds NaN/inf (probed by the forward kernel)."""
@@ -128,12 +154,7 @@ def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg, check_x: bool 
     if spec.name not in TYPES:
         raise RuntimeError(f"neuron {spec.name!r} has no CUDA kernel (known: {sorted(TYPES)})")
     check_params(spec, params, spec.name in SCALAR_PARAMS, GRAD_PARAMS.get(spec.name, -1))
-    step_shape = x.shape[1:]  # per-neuron [K, N] state; parameters [K, 1] when all are single values
-    st = torch.stack([s.to(x.dtype).expand(step_shape) for s in state0]).contiguous()
-    if all(p.numel() == 1 for p in params):
-        pr = torch.stack([p.to(x.dtype).reshape(()) for p in params]).reshape(len(params), 1)
-    else:
-        pr = torch.stack([p.expand(step_shape) for p in params]).contiguous()
+    st, pr = _stacked(state0, x), _stacked(params, x)
     x = x.contiguous()
     ns, _, nsave = LAYOUT[spec.name]
     ext = neuron_cuda_node.node()
