@@ -54,9 +54,9 @@ def use(launcher: str) -> None:
     """Route the CUDA wrappers' eager calls, on CPU tensors, through ``launcher`` ("c++" or "cupy")
     with no-op launches."""
     ext = neuron_cuda_node.extension().load()
-    ext.set_driver(ctypes.cast(_null_launch, ctypes.c_void_p).value,
-                   ctypes.cast(_not_capturing, ctypes.c_void_p).value, True)
-    neuron_cuda_node._ready = ext if launcher == "c++" else False
+    driver = ext.Driver(ctypes.cast(_null_launch, ctypes.c_void_p).value,
+                        ctypes.cast(_not_capturing, ctypes.c_void_p).value, True)
+    neuron_cuda_node._ready = neuron_cuda_node.Launcher(ext, driver) if launcher == "c++" else False
     neuron_cuda_node._launched = True
     cuda.kernel_handle = lambda name, dev: 1
     cuda._function = lambda name, dev, source="neurons.cu": name

@@ -220,9 +220,9 @@ def emulate_node(monkeypatch) -> None:
     """Route the eager CUDA neuron calls through the C++ launcher, its kernel launches carried out on
     the CPU by :func:`_node_launch` (a launch error re-raised from ``_node_errors`` by the caller)."""
     ext = neuron_cuda_node.extension().load()
-    ext.set_driver(ctypes.cast(_launch_cb, ctypes.c_void_p).value, ctypes.cast(_capturing_cb, ctypes.c_void_p).value,
-                   True)
-    monkeypatch.setattr(neuron_cuda_node, "_ready", ext)
+    emulated = ext.Driver(ctypes.cast(_launch_cb, ctypes.c_void_p).value,
+                          ctypes.cast(_capturing_cb, ctypes.c_void_p).value, True)
+    monkeypatch.setattr(neuron_cuda_node, "_ready", neuron_cuda_node.Launcher(ext, emulated))
     monkeypatch.setattr(neuron_cuda_node, "_handles", {})
     monkeypatch.setattr(cuda, "kernel_handle", _fake_handle)
     monkeypatch.delenv(neuron_cuda_node.ENV, raising=False)

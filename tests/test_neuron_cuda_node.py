@@ -48,7 +48,6 @@ class _FakeExtension:
     def __init__(self, built: bool, fails: bool = False):
         self._built, self.fails = built, fails
         self.release = threading.Event()
-        self.driver = None
 
     def built(self):
         return self._built
@@ -59,8 +58,8 @@ class _FakeExtension:
             raise RuntimeError("no compiler")
         return self
 
-    def set_driver(self, launch, capturing, emulated):
-        self.driver = (launch, capturing, emulated)
+    def Driver(self, launch, capturing, emulated):  # noqa: N802  (the extension's class)
+        return (launch, capturing, emulated)
 
 
 @pytest.fixture
@@ -83,14 +82,14 @@ def test_a_first_use_without_a_build_compiles_in_the_background(fresh):
     builder = neuron_cuda_node._builder
     assert builder is not None and builder.is_alive()
     ext.release.set()
-    assert neuron_cuda_node.node(wait=True) is ext and ext.driver == (11, 22, False)
+    assert neuron_cuda_node.node(wait=True) == (ext, (11, 22, False))
     assert neuron_cuda_node._builder is builder and not builder.is_alive()
 
 
 def test_a_cached_build_is_loaded_at_once(fresh):
     ext = fresh(_FakeExtension(built=True))
     ext.release.set()
-    assert neuron_cuda_node.node() is ext and neuron_cuda_node._builder is None
+    assert neuron_cuda_node.node().ext is ext and neuron_cuda_node._builder is None
 
 
 def test_a_failed_build_leaves_the_cupy_launcher(fresh):
@@ -103,6 +102,32 @@ def test_the_launcher_builds_without_cuda_headers():
     """The extension needs no CUDA toolkit: it builds against a CPU-only torch too."""
     ext = neuron_cuda_node.extension()
     assert ext.available(), ext.error()
+
+
+def test_the_launcher_refuses_bad_input_before_launching():
+    """Shapes, dtypes, layout and device are checked in C++ before any launch (a launch would
+    read or write out of bounds); the driver here counts launches instead of making them."""
+    import ctypes
+
+    launches = []
+    launch_t = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, *[ctypes.c_uint] * 7, ctypes.c_void_p,
+                                ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)
+    count = launch_t(lambda *args: launches.append(1) or 0)
+    ext = neuron_cuda_node.extension().load()
+    x, st, pr = torch.rand(3, 2, 4), torch.zeros(1, 1), torch.ones(3, 1)
+    address = ctypes.cast(count, ctypes.c_void_p).value
+    with pytest.raises(RuntimeError, match="needs CUDA tensors"):  # as on a GPU machine: CPU tensors refused
+        ext.forward(ext.Driver(address, 0, False), 1, x, st, pr, 1, True, True, False, False)
+    emulated = ext.Driver(address, 0, True)
+    bad = {"non-empty": (torch.rand(0, 2, 4), st, pr), "contiguous": (x.transpose(1, 2), st, pr),
+           "state0 must be": (x, torch.zeros(1, 3), pr), "state0 must have the dtype": (x, st.double(), pr),
+           "params must be float64": (x, st, pr.double()), "params must be \\[NP, N\\]": (x, st, torch.ones(3, 5))}
+    for message, (xx, s0, p) in bad.items():
+        with pytest.raises(RuntimeError, match=message):
+            ext.forward(emulated, 1, xx, s0, p, 1, True, True, False, False)
+    assert not launches
+    out, state = ext.forward(emulated, 1, x, st, pr, 1, True, True, False, False)  # valid: one launch
+    assert launches == [1] and out.shape == x.shape and state.shape == x.shape[1:]
 
 
 def _lif(dtype, learn_vth, seed=0):

@@ -245,7 +245,7 @@ def _backward_impl(h_seq, grad_s, grad_v, vth, v_threshold, tau, v_reset, hard, 
     return gx, gv0, gvth  # grad_v0 is used only when need_v0
 
 
-def _node_call(ext, x, v0, vth, cfg):
+def _node_call(launcher, x, v0, vth, cfg):
     """``(spikes, v_out)`` through the C++ launcher (:mod:`.neuron_cuda_node`): LIF's definition with
     ``(v_th, tau, v_reset)`` as its ``[3, 1]`` parameters; a tensor threshold (rounded to x's dtype)
     enters as the first one, so its gradient flows back to it through autograd."""
@@ -253,7 +253,7 @@ def _node_call(ext, x, v0, vth, cfg):
     params = _lif_params(x, cfg.tau, None, cfg.v_threshold, cfg.v_reset)
     if vth is not None:
         params = torch.cat([vth.reshape(1, 1).to(x.dtype).to(params.dtype), params[1:]])
-    return neuron_cuda_node.run(ext, "lif", x, state0, params, 1, 1, cfg.hard, cfg.decay_input, cfg.detach_reset,
+    return neuron_cuda_node.run(launcher, "lif", x, state0, params, 1, 1, cfg.hard, cfg.decay_input, cfg.detach_reset,
                                 cfg.sg_id, cfg.sg_param, cfg.return_v, cfg.check_x, False)
 
 
@@ -261,10 +261,10 @@ def _through_node(python_call):
     """``python_call`` (an eager call of the Python launchers) made through the C++ launcher instead,
     unless that is off or unavailable (:func:`.neuron_cuda_node.node`)."""
     def call(x, v0, vth, cfg):
-        ext = neuron_cuda_node.node()
-        if ext is not None:
+        launcher = neuron_cuda_node.node()
+        if launcher is not None:
             try:
-                return _node_call(ext, x, v0, vth, cfg)
+                return _node_call(launcher, x, v0, vth, cfg)
             except neuron_cuda_node.LaunchFailed:  # warned once; the launcher is off from now on
                 pass
         return python_call(x, v0, vth, cfg)

@@ -157,11 +157,11 @@ def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg, check_x: bool 
     st, pr = _stacked(state0, x), _stacked(params, x)
     x = x.contiguous()
     ns, _, nsave = LAYOUT[spec.name]
-    ext = neuron_cuda_node.node()
-    if ext is not None:  # the C++ launcher (state without its leading dim when ns == 1)
+    launcher = neuron_cuda_node.node()
+    if launcher is not None:  # the C++ launcher (state without its leading dim when ns == 1)
         try:
             out, state = neuron_cuda_node.run(
-                ext, spec.name, x, st, pr, ns, nsave, cfg.hard, cfg.decay_input, cfg.detach_reset,
+                launcher, spec.name, x, st, pr, ns, nsave, cfg.hard, cfg.decay_input, cfg.detach_reset,
                 cfg.surrogate.kernel_id, cfg.surrogate.param, False, check_x, keeps_x(spec.name not in IGNORES_X, nsave))
             return out, (state,) if ns == 1 else tuple(state.unbind(0))
         except neuron_cuda_node.LaunchFailed:  # warned once; the launcher is off from now on

@@ -31,48 +31,48 @@ typedef int (*LaunchFn)(void*, unsigned, unsigned, unsigned, unsigned, unsigned,
                         void**);
 // CUresult cuStreamIsCapturing(CUstream, CUstreamCaptureStatus*)
 typedef int (*CapturingFn)(void*, int*);
-
-LaunchFn launch_fn = nullptr;
-CapturingFn capturing_fn = nullptr;
-bool cpu_tensors = false;  // set only by the test emulation, whose launcher runs the CPU kernels
 constexpr unsigned BLOCK = 256;
 
-void set_driver(int64_t launch, int64_t capturing, bool emulated) {
-  launch_fn = reinterpret_cast<LaunchFn>(launch);
-  capturing_fn = reinterpret_cast<CapturingFn>(capturing);
-  cpu_tensors = emulated;
-}
+// The driver functions a call uses (addresses from libcuda, or the test emulation's stand-ins, which
+// also take CPU tensors); no global state, so a test's driver never outlives it.
+struct Driver {
+  int64_t launch, capturing;
+  bool cpu_tensors;
+  Driver(int64_t l, int64_t c, bool cpu) : launch(l), capturing(c), cpu_tensors(cpu) {}
+};
 
-void* current_stream(const at::Tensor& like) {
+void* current_stream(const Driver& d, const at::Tensor& like) {
   if (!like.is_cuda()) {
-    TORCH_CHECK(cpu_tensors, "the CUDA neuron node needs CUDA tensors, got one on ", like.device());
+    TORCH_CHECK(d.cpu_tensors, "the CUDA neuron node needs CUDA tensors, got one on ", like.device());
     return nullptr;
   }
   const auto* impl = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA);
   return impl->getStreamNativeHandle(impl->getStream(like.device()));
 }
 
-void launch(int64_t function, const at::Tensor& like, int64_t n, void** args) {
-  TORCH_CHECK(launch_fn != nullptr, "the CUDA neuron node has no driver (set_driver was not called)");
+void launch(const Driver& d, int64_t function, const at::Tensor& like, int64_t n, void** args) {
+  TORCH_CHECK(d.launch != 0, "the CUDA neuron node has no cuLaunchKernel");
+  void* stream = current_stream(d, like);
   const unsigned grid = static_cast<unsigned>(std::max<int64_t>(1, (n + BLOCK - 1) / BLOCK));
-  const int rc = launch_fn(reinterpret_cast<void*>(function), grid, 1, 1, BLOCK, 1, 1, 0, current_stream(like), args,
-                           nullptr);
+  const int rc = reinterpret_cast<LaunchFn>(d.launch)(reinterpret_cast<void*>(function), grid, 1, 1, BLOCK, 1, 1, 0,
+                                                      stream, args, nullptr);
   TORCH_CHECK(rc == 0, "cuLaunchKernel failed with CUresult ", rc,
               " (set SPIKING_CUDA_LAUNCH=cupy to launch through CuPy instead)");
 }
 
 // The int32 flag the forward kernel sets on NaN/inf x, one per device and stream, kept at 0; none
 // (no check) while the stream is being captured into a CUDA graph, whose replays cannot read it.
-at::Tensor nonfinite_flag(const at::Tensor& x) {
-  void* stream = current_stream(x);
-  if (capturing_fn != nullptr) {
+at::Tensor nonfinite_flag(const Driver& d, const at::Tensor& x) {
+  void* stream = current_stream(d, x);
+  if (d.capturing != 0) {
     int status = 0;
-    if (capturing_fn(stream, &status) != 0 || status != 0) return at::Tensor();
+    if (reinterpret_cast<CapturingFn>(d.capturing)(stream, &status) != 0 || status != 0) return at::Tensor();
   }
   static std::mutex lock;
-  static std::map<std::pair<int64_t, void*>, at::Tensor> flags;
+  // never destroyed: freeing device memory from a static destructor at exit may outlive the allocator
+  static auto* flags = new std::map<std::pair<int64_t, void*>, at::Tensor>();
   std::lock_guard<std::mutex> guard(lock);
-  auto& flag = flags[{x.device().index(), stream}];
+  auto& flag = (*flags)[{x.device().index(), stream}];
   if (!flag.defined()) {
     c10::InferenceMode normal(false);  // zeroed in place later, also outside inference mode
     flag = at::zeros({}, x.options().dtype(at::kInt));
@@ -100,11 +100,13 @@ struct Forward {
 
 // out [T, ...]; state: state_last [NS, ...] (no leading dim when NS == 1) or, with return_seq, the
 // state after every step [T, ...]; saved [NSAVE, T, ...] when save (else undefined).
-Forward launch_forward(int64_t function, const at::Tensor& x, const at::Tensor& state0, const at::Tensor& params, int64_t ns,
+Forward launch_forward(const Driver& d, int64_t function, const at::Tensor& x, const at::Tensor& state0, const at::Tensor& params, int64_t ns,
                 int64_t nsave, bool hard, bool decay_input, bool save, bool return_seq, bool check_x) {
   TORCH_CHECK(x.dim() >= 2 && x.numel() > 0, "x must be a non-empty [T, batch, ...] tensor");
   check(x, "x", x); check(state0, "state0", x); check(params, "params", x);
   TORCH_CHECK(state0.scalar_type() == x.scalar_type(), "state0 must have the dtype of x");
+  TORCH_CHECK(params.scalar_type() == (x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat),
+              "params must be float64 for float64 x, else float32");
   const int64_t steps = x.size(0), n = x.numel() / steps;
   TORCH_CHECK(state0.numel() == ns * n || state0.numel() == ns, "state0 must be [", ns, ", N] or [", ns, ", 1]");
   TORCH_CHECK(params.dim() == 2 && (params.size(1) == n || params.size(1) == 1), "params must be [NP, N] or [NP, 1]");
@@ -114,13 +116,13 @@ Forward launch_forward(int64_t function, const at::Tensor& x, const at::Tensor& 
   at::Tensor last = at::empty(stacked(ns, x.sizes().slice(1)), x.options());
   at::Tensor seq = return_seq ? at::empty_like(x) : at::Tensor();
   if (save && nsave > 0) r.saved = at::empty(stacked(nsave, x.sizes()), x.options());
-  at::Tensor flag = check_x ? nonfinite_flag(x) : at::Tensor();
+  at::Tensor flag = check_x ? nonfinite_flag(d, x) : at::Tensor();
   void *px = ptr(x), *ps = ptr(state0), *pp = ptr(params), *po = ptr(r.out), *pl = ptr(last), *pv = ptr(r.saved),
        *pq = ptr(seq), *pf = ptr(flag);
   long long n_ = n, s_n = state0.numel() / ns, p_n = params.size(1);
   int steps_ = static_cast<int>(steps), hard_ = hard, decay_ = decay_input;
   void* args[] = {&px, &ps, &pp, &po, &pl, &pv, &pq, &pf, &n_, &s_n, &p_n, &steps_, &hard_, &decay_};
-  launch(function, x, n, args);
+  launch(d, function, x, n, args);
   if (flag.defined() && flag.item<int>() != 0) {  // the one host sync of the check
     flag.zero_();
     throw pybind11::value_error("x contains NaN or inf");
@@ -129,10 +131,10 @@ Forward launch_forward(int64_t function, const at::Tensor& x, const at::Tensor& 
   return r;
 }
 
-std::tuple<at::Tensor, at::Tensor> forward_only(int64_t function, const at::Tensor& x, const at::Tensor& state0,
-                                                const at::Tensor& params, int64_t ns, bool hard, bool decay_input,
-                                                bool return_seq, bool check_x) {
-  auto r = launch_forward(function, x, state0, params, ns, 0, hard, decay_input, false, return_seq, check_x);
+std::tuple<at::Tensor, at::Tensor> forward_only(const Driver& d, int64_t function, const at::Tensor& x,
+                                                const at::Tensor& state0, const at::Tensor& params, int64_t ns,
+                                                bool hard, bool decay_input, bool return_seq, bool check_x) {
+  auto r = launch_forward(d, function, x, state0, params, ns, 0, hard, decay_input, false, return_seq, check_x);
   return {r.out, r.state};
 }
 
@@ -148,13 +150,14 @@ at::Tensor grad_in(const at::Tensor& g, const at::Tensor& like) {
 // the neurons (one value per layer), the parameters' from the kernel's float64 per-neuron sums.
 struct CudaNeuronNode : public torch::autograd::Function<CudaNeuronNode> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& state0,
-                               const at::Tensor& params, int64_t fwd, int64_t bwd, int64_t ns, int64_t nsave,
-                               bool hard, bool decay_input, bool detach, double sg_param, bool return_seq,
-                               bool check_x, bool keep_x) {
-    auto r = launch_forward(fwd, x, state0, params, ns, nsave, hard, decay_input, true, return_seq, check_x);
+                               const at::Tensor& params, const Driver& d, int64_t fwd, int64_t bwd, int64_t ns,
+                               int64_t nsave, bool hard, bool decay_input, bool detach, double sg_param,
+                               bool return_seq, bool check_x, bool keep_x) {
+    auto r = launch_forward(d, fwd, x, state0, params, ns, nsave, hard, decay_input, true, return_seq, check_x);
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({keep_x ? x : at::Tensor(), r.saved, params});
     ctx->saved_data["bwd"] = bwd;
+    ctx->saved_data["driver"] = std::vector<int64_t>{d.launch, d.capturing, d.cpu_tensors};
     ctx->saved_data["flags"] = std::vector<bool>{hard, detach, decay_input, return_seq};
     ctx->saved_data["sg_param"] = sg_param;
     ctx->saved_data["x_sizes"] = x.sizes().vec();
@@ -187,7 +190,8 @@ struct CudaNeuronNode : public torch::autograd::Function<CudaNeuronNode> {
     int steps_ = static_cast<int>(steps), hard_ = hard, detach_ = detach, decay_ = decay_input;
     double sg = ctx->saved_data["sg_param"].toDouble();
     void* args[] = {&px, &pv, &pp, &po, &pq, &pl, &pgx, &pgs, &pgp, &n_, &p_n, &steps_, &hard_, &detach_, &decay_, &sg};
-    launch(ctx->saved_data["bwd"].toInt(), like, n, args);
+    const auto dv = ctx->saved_data["driver"].toIntVector();
+    launch(Driver(dv[0], dv[1], dv[2] != 0), ctx->saved_data["bwd"].toInt(), like, n, args);
     at::Tensor g_state0, g_params;
     if (need_state) {
       const auto sizes = ctx->saved_data["state_sizes"].toIntVector();
@@ -199,7 +203,7 @@ struct CudaNeuronNode : public torch::autograd::Function<CudaNeuronNode> {
       g_params = params.size(1) == 1 ? g_prm.sum(1, true) : g_prm;
       g_params = g_params.to(params.scalar_type()).view(params.sizes());
     }
-    variable_list out(15);
+    variable_list out(16);
     out[0] = g_x;
     out[1] = g_state0;
     out[2] = g_params;
@@ -207,12 +211,12 @@ struct CudaNeuronNode : public torch::autograd::Function<CudaNeuronNode> {
   }
 };
 
-std::tuple<at::Tensor, at::Tensor> apply(int64_t fwd, int64_t bwd, const at::Tensor& x, const at::Tensor& state0,
-                                         const at::Tensor& params, int64_t ns, int64_t nsave, bool hard,
-                                         bool decay_input, bool detach, double sg_param, bool return_seq, bool check_x,
-                                         bool keep_x) {
-  auto r = CudaNeuronNode::apply(x, state0, params, fwd, bwd, ns, nsave, hard, decay_input, detach, sg_param, return_seq,
-                       check_x, keep_x);
+std::tuple<at::Tensor, at::Tensor> apply(const Driver& d, int64_t fwd, int64_t bwd, const at::Tensor& x,
+                                         const at::Tensor& state0, const at::Tensor& params, int64_t ns, int64_t nsave,
+                                         bool hard, bool decay_input, bool detach, double sg_param, bool return_seq,
+                                         bool check_x, bool keep_x) {
+  auto r = CudaNeuronNode::apply(x, state0, params, d, fwd, bwd, ns, nsave, hard, decay_input, detach, sg_param,
+                                 return_seq, check_x, keep_x);
   return {r[0], r[1]};
 }
 
@@ -220,7 +224,9 @@ std::tuple<at::Tensor, at::Tensor> apply(int64_t fwd, int64_t bwd, const at::Ten
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "The fused CUDA neurons (cuda/neurons.cu) launched from a C++ autograd node";
-  m.def("set_driver", &set_driver, "addresses of cuLaunchKernel and cuStreamIsCapturing (and the test emulation flag)");
+  pybind11::class_<Driver>(m, "Driver", "addresses of cuLaunchKernel and cuStreamIsCapturing (0: none), and "
+                                         "whether CPU tensors are accepted (the test emulation only)")
+      .def(pybind11::init<int64_t, int64_t, bool>());
   m.def("forward", &forward_only, "nrn_forward alone (no graph, nothing saved): (out, state)");
   m.def("apply", &apply, "nrn_forward as a C++ autograd node whose backward launches nrn_backward: (out, state)");
 }

@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import warnings
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -35,14 +35,14 @@ from ..native_sources import native_source
 from ._common import needs_grad
 from .extension import CachedExtension
 
-__all__ = ["node", "run", "extension", "ENV", "LaunchFailed"]
+__all__ = ["node", "run", "extension", "ENV", "Launcher", "LaunchFailed"]
 
 ENV = "SPIKING_CUDA_LAUNCH"  # "cupy": launch through CuPy and Python autograd Functions
 
 _EXT = CachedExtension("neuron_cuda_node", lambda: [native_source("spiking.kernels", "neuron_cuda_node.cpp")],
                        "the C++ launcher of the CUDA neuron kernels")
 _lock = threading.Lock()
-_ready = None  # the extension once its driver is set; False when it cannot be used
+_ready = None  # the Launcher once loaded; False when it cannot be used
 _builder: Optional[threading.Thread] = None  # compiles the extension in the background (first use)
 _handles: dict = {}
 _launched = False  # a launch has succeeded in this process (later failures are raised as they are)
@@ -60,20 +60,26 @@ def _driver() -> tuple[int, int]:
             ctypes.cast(lib.cuStreamIsCapturing, ctypes.c_void_p).value)
 
 
+class Launcher(NamedTuple):
+    """The loaded extension and the driver functions its calls use (``ext.Driver``)."""
+
+    ext: object
+    driver: object
+
+
 def _start() -> None:
-    """Load the extension and set its driver functions (``_ready``: the extension, or False)."""
+    """Load the extension and find the driver functions (``_ready``: a :class:`Launcher`, or False)."""
     global _ready
     try:
         ext = _EXT.load()
-        ext.set_driver(*_driver(), False)
-        _ready = ext
+        _ready = Launcher(ext, ext.Driver(*_driver(), False))
     except (RuntimeError, OSError, AttributeError) as exc:
         _log.info("spiking: CUDA neuron kernels are launched through CuPy: %s", exc)
         _ready = False
 
 
-def node(wait: bool = False):
-    """The loaded extension with its driver functions set, or ``None``: ``SPIKING_CUDA_LAUNCH=cupy``,
+def node(wait: bool = False) -> Optional[Launcher]:
+    """The :class:`Launcher` (the loaded extension and its driver functions), or ``None``: ``SPIKING_CUDA_LAUNCH=cupy``,
     the extension or the driver library cannot be loaded (the reason logged once at INFO), or it is
     still being compiled. A first use that finds no finished build in the cache (``spiking build``
     makes one ahead of time) starts the compile in a background thread (announced on stderr) and
@@ -123,25 +129,26 @@ def _launch_failed(exc: RuntimeError) -> LaunchFailed:
     return LaunchFailed(str(exc))
 
 
-def run(ext, neuron: str, x: torch.Tensor, state0: torch.Tensor, params: torch.Tensor, ns: int, nsave: int,
+def run(launcher: Launcher, neuron: str, x: torch.Tensor, state0: torch.Tensor, params: torch.Tensor, ns: int, nsave: int,
         hard: bool, decay_input: bool, detach_reset: bool, sg_id: int, sg_param: float, return_seq: bool,
         check_x: bool, keep_x: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(out, state)`` of ``neuron``'s kernels through the node ``ext`` (:func:`node`), for contiguous
+    """``(out, state)`` of ``neuron``'s kernels through ``launcher`` (:func:`node`), for contiguous
     CUDA ``x [T, ...]``, ``state0 [NS, ...]`` or ``[NS, 1]`` in x's dtype and ``params [NP, N]`` or
     ``[NP, 1]`` in the compute dtype. ``state``: the last state (``[NS, ...]``, no leading dim when
     ``ns == 1``), or with ``return_seq`` the state after every step. A C++ autograd node when a
     gradient is recorded, else the forward kernel alone; ``ValueError`` on NaN/inf x with ``check_x``;
     :class:`LaunchFailed` when the first launch of the process fails (the launcher is then off)."""
     global _launched
+    ext, driver = launcher
     dev = x.get_device()
     try:
         if needs_grad(x, state0, params):
             fwd, bwd = _handles_of(neuron, x.dtype, sg_id, dev)
-            out = ext.apply(fwd, bwd, x, state0, params, ns, nsave, hard, decay_input, detach_reset, sg_param,
+            out = ext.apply(driver, fwd, bwd, x, state0, params, ns, nsave, hard, decay_input, detach_reset, sg_param,
                             return_seq, check_x, keep_x)
         else:
             fwd, _ = _handles_of(neuron, x.dtype, None, dev)
-            out = ext.forward(fwd, x, state0, params, ns, hard, decay_input, return_seq, check_x)
+            out = ext.forward(driver, fwd, x, state0, params, ns, hard, decay_input, return_seq, check_x)
     except RuntimeError as exc:
         if not _launched and "cuLaunchKernel failed" in str(exc):
             raise _launch_failed(exc) from exc
