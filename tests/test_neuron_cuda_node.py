@@ -12,23 +12,13 @@ import threading
 import pytest
 import torch
 
-from spiking.kernels import neuron_cuda_node
+from spiking.kernels import neuron_cuda, neuron_cuda_node
 from spiking.neuron import get_neuron, multistep
 from spiking.neuron.functional import lif_multistep
 from spiking.neuron.surrogate import get_surrogate
 
 
-def _gpu_ready() -> bool:
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import cupy  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-needs_gpu = pytest.mark.skipif(not _gpu_ready(), reason="needs a CUDA GPU and CuPy")
+needs_gpu = pytest.mark.skipif(not neuron_cuda.available()[0], reason="needs a CUDA GPU and CuPy")
 
 
 @pytest.fixture
@@ -184,8 +174,6 @@ def test_lif_through_the_cpp_launcher_equals_the_cupy_launcher(monkeypatch, laun
 @pytest.mark.parametrize("name", ["if", "plif", "alif", "cuba_lif", "li"])
 def test_template_neurons_through_the_cpp_launcher_equal_the_cupy_launcher(monkeypatch, launcher_built, name):
     from test_cuda_wrappers_emulated import PARAMS
-
-    from spiking.kernels import neuron_cuda
 
     spec, cfg = get_neuron(name), multistep.make_config(0.0, False, True, "sigmoid")
     learns_k = bool(neuron_cuda.GRAD_PARAMS[name] & 1)
