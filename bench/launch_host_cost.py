@@ -127,13 +127,14 @@ def main(argv=None) -> int:
                     times.setdefault(label, []).append(time_us(pair[k], args.inner))
         res = {label: {"median_us": statistics.median(ts[1:]), "min_us": min(ts[1:]), "max_us": max(ts[1:])}
                for label, ts in times.items()}
-        summary = {f"{n}: cupy / c++": res[f"{n} [cupy launcher]"]["median_us"] / res[f"{n} [c++ launcher]"]["median_us"]
-                   for n in ("LIF", "IF")}
+        summary = {f"{n}: cupy / c++": res[f"{n} [cupy launcher]"]["median_us"]
+                   / res[f"{n} [c++ launcher]"]["median_us"] for n in ("LIF", "IF")}
         rows[mode] = {"results": res, "summary": summary}
         for label, r in res.items():
             print(f"{mode:17s} {label:24s} {r['median_us']:8.1f} us  [{r['min_us']:.1f}-{r['max_us']:.1f}]")
         print(f"{mode:17s} {summary}")
-    record = {"command": " ".join(["python", "bench/launch_host_cost.py", *(argv if argv is not None else sys.argv[1:])]),
+    given = argv if argv is not None else sys.argv[1:]
+    record = {"command": " ".join(["python", "bench/launch_host_cost.py", *given]),
               "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                           "torch_threads": 1, "loadavg_start": os.getloadavg()},
               "versions": {"python": platform.python_version(), "torch": torch.__version__,

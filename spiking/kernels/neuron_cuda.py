@@ -8,9 +8,10 @@ call (one C++ autograd node, no Python in forward or backward); with ``SPIKING_C
 where that extension cannot be built, a call that records a gradient goes through
 :class:`FusedNeuronCuda` (an ``autograd.Function`` with the CPU node's semantics, launching through
 CuPy). Either way a call that records none (``no_grad``, inference, inputs without ``requires_grad``)
-launches the forward kernel alone, saving nothing. NaN/inf in x is probed by the forward kernel while it reads x (a device flag read
-after the launch, as for LIF: one host sync with the check on, none with ``check_finite=False``),
-not by a separate ``isfinite(x).all()`` pass over x.
+launches the forward kernel alone, saving nothing. NaN/inf in x is probed by the forward kernel
+while it reads x (a device flag read after the launch, as for LIF: one host sync with the check on,
+none with ``check_finite=False``), not by a separate ``isfinite(x).all()`` pass over x. Per-layer
+states and parameters go in as cached ``[K, 1]`` stacks (:func:`_stacked`).
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ def run(spec, x: torch.Tensor, state0: tuple, params: tuple, cfg, check_x: bool 
         try:
             out, state = neuron_cuda_node.run(
                 launcher, spec.name, x, st, pr, ns, nsave, cfg.hard, cfg.decay_input, cfg.detach_reset,
-                cfg.surrogate.kernel_id, cfg.surrogate.param, False, check_x, keeps_x(spec.name not in IGNORES_X, nsave))
+                cfg.surrogate.kernel_id, cfg.surrogate.param, False, check_x,
+                keeps_x(spec.name not in IGNORES_X, nsave))
             return out, (state,) if ns == 1 else tuple(state.unbind(0))
         except neuron_cuda_node.LaunchFailed:  # warned once; the launcher is off from now on
             pass

@@ -79,8 +79,8 @@ def _start() -> None:
 
 
 def node(wait: bool = False) -> Optional[Launcher]:
-    """The :class:`Launcher` (the loaded extension and its driver functions), or ``None``: ``SPIKING_CUDA_LAUNCH=cupy``,
-    the extension or the driver library cannot be loaded (the reason logged once at INFO), or it is
+    """The :class:`Launcher` (the loaded extension and its driver functions), or ``None``:
+    ``SPIKING_CUDA_LAUNCH=cupy``, the extension or the driver library cannot be loaded (the reason logged once at INFO), or it is
     still being compiled. A first use that finds no finished build in the cache (``spiking build``
     makes one ahead of time) starts the compile in a background thread (announced on stderr) and
     the calls go through CuPy until it is done, so the first call does not wait for the compiler;
@@ -129,8 +129,8 @@ def _launch_failed(exc: RuntimeError) -> LaunchFailed:
     return LaunchFailed(str(exc))
 
 
-def run(launcher: Launcher, neuron: str, x: torch.Tensor, state0: torch.Tensor, params: torch.Tensor, ns: int, nsave: int,
-        hard: bool, decay_input: bool, detach_reset: bool, sg_id: int, sg_param: float, return_seq: bool,
+def run(launcher: Launcher, neuron: str, x: torch.Tensor, state0: torch.Tensor, params: torch.Tensor, ns: int,
+        nsave: int, hard: bool, decay_input: bool, detach_reset: bool, sg_id: int, sg_param: float, return_seq: bool,
         check_x: bool, keep_x: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``(out, state)`` of ``neuron``'s kernels through ``launcher`` (:func:`node`), for contiguous
     CUDA ``x [T, ...]``, ``state0 [NS, ...]`` or ``[NS, 1]`` in x's dtype and ``params [NP, N]`` or

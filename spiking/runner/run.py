@@ -504,7 +504,8 @@ class _SeedRun:
             "task_names": [t.name for t in self.stream],
             "train_time_s": log.train_time, "train_loss": log.train_loss,
             "eval_time_s": log.eval_time, "wall_time_s": log.wall, "steps": log.step,
-            "setup_time_s": self.setup_time, "setup_parts_s": self.setup_parts, "checkpoint_time_s": self.checkpoint_time,
+            "setup_time_s": self.setup_time, "setup_parts_s": self.setup_parts,
+            "checkpoint_time_s": self.checkpoint_time,
             "eval_batch_size_used": self.evaluator.last_batch_size or self.evaluator.batch_size_for(
                 self.model, self.stream[0]),
             "task_end_steps": log.task_end,
