@@ -80,8 +80,8 @@ def _start() -> None:
 
 def node(wait: bool = False) -> Optional[Launcher]:
     """The :class:`Launcher` (the loaded extension and its driver functions), or ``None``:
-    ``SPIKING_CUDA_LAUNCH=cupy``, the extension or the driver library cannot be loaded (the reason logged once at INFO), or it is
-    still being compiled. A first use that finds no finished build in the cache (``spiking build``
+    ``SPIKING_CUDA_LAUNCH=cupy``, the extension or the driver library cannot be loaded (the reason
+    logged once at INFO), or it is still being compiled. A first use that finds no finished build in the cache (``spiking build``
     makes one ahead of time) starts the compile in a background thread (announced on stderr) and
     the calls go through CuPy until it is done, so the first call does not wait for the compiler;
     ``wait=True`` waits for it (tests, benchmarks of the steady state)."""
