@@ -46,6 +46,9 @@ step() {  # step NAME COMMAND...: run (within STEP_TIMEOUT), keep going on failu
 hlop_seeds() {  # hlop_seeds NAME [FLAGS...]: seeds 2022, 1, 2 at once, one process each, then merged
   local name=$1 pids=() parts=() s rc=0
   shift
+  # the native libraries built first, as install.sh does (`spiking build`), so no run starts on the
+  # CuPy launcher while the C++ one compiles in the background
+  $PY -m spiking.cli build >/dev/null || echo "gpu_checks: spiking build reported a failure" >&2
   for s in 2022 1 2; do
     $PY bench/hlop_pmnist.py --methods hlop --seeds $s --device cuda --jobs 3 --in-process "$@" \
       --out "$OUT/${name}_seed$s.json" --sweep-dir "${TMPDIR:-/tmp}/gpu_checks_${name}_$s" \
