@@ -134,8 +134,8 @@ def add_sweep_arguments(sw) -> None:
 
 def _add_build_command(sub) -> None:
     sub.add_parser("build", help="compile the native code (fused CPU LIF and neuron kernels, event-driven "
-                                 "spike matmul, Sparsey C library) into the build cache ahead of first use "
-                                 "(install.sh runs it)")
+                                 "spike matmul, Sparsey C library; with a CUDA torch the C++ launcher of the "
+                                 "CUDA kernels) into the build cache ahead of first use (install.sh runs it)")
 
 
 def _build_command() -> int:
