@@ -15,7 +15,8 @@ Each row also gives the issue's budget (HLOP-DSR 80 ops, others 50; 0 syncs) and
 ``--emulate-cuda`` counts (no times) the step as a GPU dispatches it on a machine without one:
 every layer through the CUDA wrappers (the neurons through the default C++ launcher), their
 launches carried out by the CPU kernels outside the count (``tests/cupy_emulation.py``; needs
-pytest); HLOP-DSR's hidden stack still runs the CPU's fused op there, so its row is not the GPU's.
+pytest), and the CPU-only fused paths (HLOP-DSR's hidden stack, the event-driven spike product)
+off, as they are for CUDA tensors.
 """
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", help="torch device of the runs (cpu, cuda, cuda:1, ...)")
     p.add_argument("--emulate-cuda", action="store_true",
                    help="count the CUDA wrappers' dispatches with emulated launches (implies --no-time)")
+    p.add_argument("--launcher", choices=("c++", "cupy"), default="c++",
+                   help="with --emulate-cuda: the neurons' CUDA launcher (default the C++ one, as on a GPU; "
+                        "cupy: the Python/CuPy launchers, SPIKING_CUDA_LAUNCH=cupy)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "step_overhead.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -53,7 +57,8 @@ def main(argv=None) -> int:
         sys.path.insert(0, str(ROOT / "tests"))
         import cupy_emulation  # noqa: PLC0415
 
-        cupy_emulation.emulate_cuda_backend(pytest.MonkeyPatch())
+        launcher = "node" if args.launcher == "c++" else "cupy"
+        cupy_emulation.emulate_cuda_backend(pytest.MonkeyPatch(), launcher=launcher)
         args.no_time = True
     from spiking.runner.outputs import versions  # noqa: PLC0415
     from spiking.runner.overhead import METHODS, budget, measure_step  # noqa: PLC0415
@@ -62,7 +67,7 @@ def main(argv=None) -> int:
     info = {"command": " ".join(["python", "bench/step_overhead.py", *(argv if argv is not None else sys.argv[1:])]),
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
                         "device": args.device, "loadavg_start": os.getloadavg(),
-                        **({"emulated_cuda": True} if args.emulate_cuda else {})},
+                        **({"emulated_cuda": True, "cuda_launcher": args.launcher} if args.emulate_cuda else {})},
             "versions": versions(), "rows": []}
     steps = tuple(int(s) for s in args.steps.split(","))
     tsteps = tuple(int(s) for s in args.time_steps.split(","))

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import _disable_current_modes
 
-from spiking.kernels import cpu, cuda, neuron_cuda, neuron_cuda_node, online_lif, online_lif_cuda
+from spiking.kernels import (cpu, cuda, dsr_stack, neuron_cuda, neuron_cuda_node, online_lif, online_lif_cuda,
+                             spike_matmul)
 from spiking.runner import registry
 
 _NAME = re.compile(r"(\w+)<(.*)>")
@@ -263,3 +264,7 @@ def emulate_cuda_backend(monkeypatch, launcher: str = "node") -> None:
     monkeypatch.setattr(cuda, "_import_cupy", lambda: None)
     monkeypatch.setattr(cuda, "nonfinite_flag", lambda x, check: None)
     monkeypatch.setattr(registry, "checks_inputs", lambda device: False)  # as on a CUDA device
+    # the CPU-only fused paths step aside, as they do for CUDA tensors: HLOP-DSR's hidden stack runs
+    # layer by layer, the event-driven product and the weight transpose as torch ops
+    monkeypatch.setattr(dsr_stack, "fused_available", lambda x1: False)
+    monkeypatch.setattr(spike_matmul._EXT, "available", lambda: False)
