@@ -8,8 +8,10 @@
 #   tests       the native CPU libraries built in parallel (the references of several tests), then
 #               the GPU tests (`pytest -m gpu`, 8 workers with pytest-xdist: fused CUDA kernels against
 #               their CPU/torch references, CUDA graphs against eager, native ops)  -> gpu_tests.log
-#   calls       the host cost of one layer call (default LIF / IF, peers)           -> call_overhead_gpu.json
-#   lif         LIF throughput against the peers, roofline at batch 64 and 256      -> lif_throughput_gpu.json
+#   calls       the host cost of one layer call (default LIF / IF, peers; the
+#               C++ launcher against the CuPy one in the same run)                  -> call_overhead_gpu.json
+#   lif         LIF throughput against the peers, roofline at batch 64 and 256
+#               (rows: default, unchecked, graphed, CuPy launcher)                  -> lif_throughput_gpu.json
 #   neurons     the neuron family's throughput against the peers                    -> neuron_throughput_gpu.json
 #   overhead    ops, host syncs and time per training step of every method          -> step_overhead_gpu.json
 #   hlop-graph  HLOP-DSR in the paper configuration, 3 seeds at once, CUDA graphs   -> hlop_pmnist_dsr_graph_gpu.json
