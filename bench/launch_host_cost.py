@@ -40,14 +40,14 @@ sys.path.insert(0, str(ROOT))
 
 import spiking  # noqa: E402
 from _record import write_record  # noqa: E402  (bench/ is the script folder, first on sys.path)
+
+sys.path.insert(0, str(ROOT / "tests"))
+from cupy_emulation import CAPTURING_T, LAUNCH_T  # noqa: E402  (the driver functions' C signatures)
 from spiking.kernels import _common, cuda, neuron_cuda, neuron_cuda_node  # noqa: E402
 from spiking.neuron import get_neuron, multistep  # noqa: E402
 
-_LAUNCH_T = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, *[ctypes.c_uint] * 7, ctypes.c_void_p,
-                             ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)
-_CAPTURING_T = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int))
-_null_launch = _LAUNCH_T(lambda *args: 0)
-_not_capturing = _CAPTURING_T(lambda stream, status: 0)
+_null_launch = LAUNCH_T(lambda *args: 0)
+_not_capturing = CAPTURING_T(lambda stream, status: 0)
 
 
 def use(launcher: str) -> None:
@@ -113,6 +113,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "launch_host_cost_cpu.json")
     args = ap.parse_args(argv)
+    if args.inner < 1 or args.reps < 1 or min(args.T, args.B, args.N) < 1:
+        ap.error("--inner, --reps, --T, --B and --N must be positive")
     torch.set_num_threads(1)
     rows = {}
     for mode, k in (("forward", 0), ("forward_backward", 1)):

@@ -205,11 +205,12 @@ def _node_launch(fn, gx, gy, gz, bx, by, bz, shmem, stream, params, extra) -> in
 capturing = {"status": 0}  # what cuStreamIsCapturing reports (1: the stream is being captured)
 driver = {"launch_result": 0}  # a nonzero CUresult: every cuLaunchKernel fails with it, launching nothing
 
-_LAUNCH_T = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, *[ctypes.c_uint] * 7, ctypes.c_void_p,
+#: the C signatures of cuLaunchKernel and cuStreamIsCapturing, for stand-ins of the driver
+LAUNCH_T = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, *[ctypes.c_uint] * 7, ctypes.c_void_p,
                              ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)
-_CAPTURING_T = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int))
-_launch_cb = _LAUNCH_T(_node_launch)
-_capturing_cb = _CAPTURING_T(lambda stream, status: status.__setitem__(0, capturing["status"]) or 0)
+CAPTURING_T = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int))
+_launch_cb = LAUNCH_T(_node_launch)
+_capturing_cb = CAPTURING_T(lambda stream, status: status.__setitem__(0, capturing["status"]) or 0)
 
 
 def _fake_handle(name: str, device: int) -> int:

@@ -10,7 +10,7 @@ import torch
 
 import cupy_emulation
 import spiking.neuron.surrogate
-from spiking.kernels import _common, cpu, cuda, neuron_cuda, neuron_cuda_node, online_lif_cuda
+from spiking.kernels import _common, cpu, cuda, neuron_cuda, online_lif_cuda
 from spiking.neuron import LIF, get_neuron, multistep
 from spiking.neuron.functional import lif_multistep_torch
 from spiking.neuron.online import _fused_ops, lif_online
@@ -184,31 +184,3 @@ def test_online_lif_cuda_wrapper_refuses_cpu_tensors_without_the_emulation(monke
     with pytest.raises(RuntimeError, match="needs CUDA tensors"):
         online_lif_cuda.forward(torch.rand(6, 4), 2, 1.0, 2.0, False)
 
-
-def test_a_failing_first_launch_switches_to_the_cupy_launcher(launcher):
-    """A driver that refuses the C++ launcher's first launch: one RuntimeWarning, the call made
-    through the CuPy launcher (right results), the C++ launcher off from then on; a failure after a
-    successful launch is raised as it is."""
-    if launcher != "node":
-        pytest.skip("the C++ launcher's fallback")
-    x = torch.rand(7, 3, 4) * 2
-    ref, _ = lif_multistep_torch(x)
-    cfg, _ = _common.make_config(2.0, 1.0, 0.0, True, False, "sigmoid", False, True)
-    cupy_emulation.driver["launch_result"] = 201  # CUDA_ERROR_INVALID_CONTEXT
-    with pytest.warns(RuntimeWarning, match="launching through CuPy"):
-        s, _ = _common.run_fused(cuda._ops, x, None, cfg, None)
-    assert torch.equal(s, ref) and neuron_cuda_node.node() is None
-    s, _ = _common.run_fused(cuda._ops, x, None, cfg, None)  # the CuPy launcher, no second warning
-    assert torch.equal(s, ref)
-
-
-def test_a_launch_failure_after_a_successful_launch_is_raised(launcher):
-    if launcher != "node":
-        pytest.skip("the C++ launcher's fallback")
-    x = torch.rand(7, 3, 4) * 2
-    cfg, _ = _common.make_config(2.0, 1.0, 0.0, True, False, "sigmoid", False, True)
-    _common.run_fused(cuda._ops, x, None, cfg, None)
-    cupy_emulation.driver["launch_result"] = 700  # CUDA_ERROR_ILLEGAL_ADDRESS
-    with pytest.raises(RuntimeError, match="cuLaunchKernel failed with CUresult 700"):
-        _common.run_fused(cuda._ops, x, None, cfg, None)
-    assert neuron_cuda_node.node() is not None

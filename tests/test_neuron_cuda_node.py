@@ -8,15 +8,15 @@ tests/test_cuda_wrappers_emulated.py (its launches carried out by the CPU kernel
 from __future__ import annotations
 
 import threading
+import warnings
 
 import pytest
 import torch
 
-from spiking.kernels import neuron_cuda, neuron_cuda_node
+from spiking.kernels import _common, cuda, neuron_cuda, neuron_cuda_node
 from spiking.neuron import get_neuron, multistep
-from spiking.neuron.functional import lif_multistep
+from spiking.neuron.functional import lif_multistep, lif_multistep_torch
 from spiking.neuron.surrogate import get_surrogate
-
 
 needs_gpu = pytest.mark.skipif(not neuron_cuda.available()[0], reason="needs a CUDA GPU and CuPy")
 
@@ -99,10 +99,10 @@ def test_the_launcher_refuses_bad_input_before_launching():
     read or write out of bounds); the driver here counts launches instead of making them."""
     import ctypes
 
+    import cupy_emulation
+
     launches = []
-    launch_t = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, *[ctypes.c_uint] * 7, ctypes.c_void_p,
-                                ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)
-    count = launch_t(lambda *args: launches.append(1) or 0)
+    count = cupy_emulation.LAUNCH_T(lambda *args: launches.append(1) or 0)
     ext = neuron_cuda_node.extension().load()
     x, st, pr = torch.rand(3, 2, 4), torch.zeros(1, 1), torch.ones(3, 1)
     address = ctypes.cast(count, ctypes.c_void_p).value
@@ -118,6 +118,56 @@ def test_the_launcher_refuses_bad_input_before_launching():
     assert not launches
     out, state = ext.forward(emulated, 1, x, st, pr, 1, True, True, False, False)  # valid: one launch
     assert launches == [1] and out.shape == x.shape and state.shape == x.shape[1:]
+
+
+@pytest.fixture
+def emulated(monkeypatch):
+    """The eager CUDA calls through the C++ launcher on CPU tensors, launches run by the CPU kernels."""
+    import cupy_emulation
+
+    cupy_emulation.emulate(monkeypatch, launcher="node")
+    return cupy_emulation
+
+
+def test_a_failing_first_launch_switches_to_the_cupy_launcher(emulated):
+    """A driver that refuses the C++ launcher's first launch: one RuntimeWarning, the call made
+    through the CuPy launcher (right results), the C++ launcher off from then on; a failure after a
+    successful launch is raised as it is."""
+    x = torch.rand(7, 3, 4) * 2
+    ref, _ = lif_multistep_torch(x)
+    cfg, _ = _common.make_config(2.0, 1.0, 0.0, True, False, "sigmoid", False, True)
+    emulated.driver["launch_result"] = 201  # CUDA_ERROR_INVALID_CONTEXT
+    with pytest.warns(RuntimeWarning, match="launching through CuPy"):
+        s, _ = _common.run_fused(cuda._ops, x, None, cfg, None)
+    assert torch.equal(s, ref) and neuron_cuda_node.node() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the CuPy launcher, no second warning
+        s, _ = _common.run_fused(cuda._ops, x, None, cfg, None)
+    assert torch.equal(s, ref)
+
+
+def test_a_launch_failure_after_a_successful_launch_is_raised(emulated):
+    x = torch.rand(7, 3, 4) * 2
+    cfg, _ = _common.make_config(2.0, 1.0, 0.0, True, False, "sigmoid", False, True)
+    _common.run_fused(cuda._ops, x, None, cfg, None)
+    emulated.driver["launch_result"] = 700  # CUDA_ERROR_ILLEGAL_ADDRESS
+    with pytest.raises(RuntimeError, match="cuLaunchKernel failed with CUresult 700"):
+        _common.run_fused(cuda._ops, x, None, cfg, None)
+    assert neuron_cuda_node.node() is not None
+
+
+def test_run_refuses_unknown_neurons_and_dtypes(emulated):
+    launcher = neuron_cuda_node.node()
+    x, st, pr = torch.rand(3, 2, 4), torch.zeros(1, 1), torch.ones(2, 1)
+    args = (1, 1, False, True, False, 0, 1.0, False, False, False)
+    with pytest.raises(ValueError, match="no CUDA kernel"):
+        neuron_cuda_node.run(launcher, "izhikevich", x, st, pr, *args)
+    with pytest.raises(TypeError, match="do not take torch.float16"):
+        neuron_cuda_node.run(launcher, "if", x.half(), st.half(), pr, *args)
+    with pytest.raises(TypeError, match="do not take torch.int64"):
+        neuron_cuda_node.run(launcher, "lif", torch.ones(3, 2, 4, dtype=torch.long), st, pr, *args)
+    out, state = neuron_cuda_node.run(launcher, "if", x, st, pr, *args)  # the same call, valid
+    assert out.shape == x.shape and state.shape == x.shape[1:]
 
 
 def _lif(dtype, learn_vth, seed=0):

@@ -50,9 +50,8 @@ void* current_stream(const Driver& d, const at::Tensor& like) {
   return impl->getStreamNativeHandle(impl->getStream(like.device()));
 }
 
-void launch(const Driver& d, int64_t function, const at::Tensor& like, int64_t n, void** args) {
+void launch(const Driver& d, int64_t function, void* stream, int64_t n, void** args) {
   TORCH_CHECK(d.launch != 0, "the CUDA neuron node has no cuLaunchKernel");
-  void* stream = current_stream(d, like);
   const unsigned grid = static_cast<unsigned>(std::max<int64_t>(1, (n + BLOCK - 1) / BLOCK));
   const int rc = reinterpret_cast<LaunchFn>(d.launch)(reinterpret_cast<void*>(function), grid, 1, 1, BLOCK, 1, 1, 0,
                                                       stream, args, nullptr);
@@ -62,8 +61,7 @@ void launch(const Driver& d, int64_t function, const at::Tensor& like, int64_t n
 
 // The int32 flag the forward kernel sets on NaN/inf x, one per device and stream, kept at 0; none
 // (no check) while the stream is being captured into a CUDA graph, whose replays cannot read it.
-at::Tensor nonfinite_flag(const Driver& d, const at::Tensor& x) {
-  void* stream = current_stream(d, x);
+at::Tensor nonfinite_flag(const Driver& d, const at::Tensor& x, void* stream) {
   if (d.capturing != 0) {
     int status = 0;
     if (reinterpret_cast<CapturingFn>(d.capturing)(stream, &status) != 0 || status != 0) return at::Tensor();
@@ -116,13 +114,14 @@ Forward launch_forward(const Driver& d, int64_t function, const at::Tensor& x, c
   at::Tensor last = at::empty(stacked(ns, x.sizes().slice(1)), x.options());
   at::Tensor seq = return_seq ? at::empty_like(x) : at::Tensor();
   if (save && nsave > 0) r.saved = at::empty(stacked(nsave, x.sizes()), x.options());
-  at::Tensor flag = check_x ? nonfinite_flag(d, x) : at::Tensor();
+  void* stream = current_stream(d, x);
+  at::Tensor flag = check_x ? nonfinite_flag(d, x, stream) : at::Tensor();
   void *px = ptr(x), *ps = ptr(state0), *pp = ptr(params), *po = ptr(r.out), *pl = ptr(last), *pv = ptr(r.saved),
        *pq = ptr(seq), *pf = ptr(flag);
   long long n_ = n, s_n = state0.numel() / ns, p_n = params.size(1);
   int steps_ = static_cast<int>(steps), hard_ = hard, decay_ = decay_input;
   void* args[] = {&px, &ps, &pp, &po, &pl, &pv, &pq, &pf, &n_, &s_n, &p_n, &steps_, &hard_, &decay_};
-  launch(d, function, x, n, args);
+  launch(d, function, stream, n, args);
   if (flag.defined() && flag.item<int>() != 0) {  // the one host sync of the check
     flag.zero_();
     throw pybind11::value_error("x contains NaN or inf");
@@ -191,7 +190,8 @@ struct CudaNeuronNode : public torch::autograd::Function<CudaNeuronNode> {
     double sg = ctx->saved_data["sg_param"].toDouble();
     void* args[] = {&px, &pv, &pp, &po, &pq, &pl, &pgx, &pgs, &pgp, &n_, &p_n, &steps_, &hard_, &detach_, &decay_, &sg};
     const auto dv = ctx->saved_data["driver"].toIntVector();
-    launch(Driver(dv[0], dv[1], dv[2] != 0), ctx->saved_data["bwd"].toInt(), like, n, args);
+    const Driver d(dv[0], dv[1], dv[2] != 0);
+    launch(d, ctx->saved_data["bwd"].toInt(), current_stream(d, like), n, args);
     at::Tensor g_state0, g_params;
     if (need_state) {
       const auto sizes = ctx->saved_data["state_sizes"].toIntVector();

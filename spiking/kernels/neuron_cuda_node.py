@@ -9,7 +9,7 @@ no CuPy argument packing, no Python in the backward. The kernels' ``CUfunction``
 up once per (kernel, device) and passed in as integers, as are the addresses of ``cuLaunchKernel`` and
 ``cuStreamIsCapturing`` (from ``libcuda``), so the extension needs no CUDA headers and builds like the
 CPU extensions: ``spiking build`` builds it ahead of time; a first use that finds no finished build
-compiles it in a background thread (about half a minute; announced on stderr), the calls going
+compiles it in a background thread (announced on stderr), the calls going
 through CuPy meanwhile.
 
 Semantics are those of the Python launchers it replaces: the same kernels and arguments, the
@@ -81,9 +81,10 @@ def _start() -> None:
 def node(wait: bool = False) -> Optional[Launcher]:
     """The :class:`Launcher` (the loaded extension and its driver functions), or ``None``:
     ``SPIKING_CUDA_LAUNCH=cupy``, the extension or the driver library cannot be loaded (the reason
-    logged once at INFO), or it is still being compiled. A first use that finds no finished build in the cache (``spiking build``
-    makes one ahead of time) starts the compile in a background thread (announced on stderr) and
-    the calls go through CuPy until it is done, so the first call does not wait for the compiler;
+    logged once at INFO), or it is still being compiled. A first use that finds no finished build
+    in the cache (``spiking build`` makes one ahead of time) starts the compile in a background
+    thread (announced on stderr) and the calls go through CuPy until it is done, so the first call
+    does not wait for the compiler;
     ``wait=True`` waits for it (tests, benchmarks of the steady state)."""
     global _builder
     if os.environ.get(ENV) == "cupy":
@@ -106,9 +107,14 @@ def _handles_of(neuron: str, dtype: torch.dtype, sg_id: Optional[int], device: i
     (backward 0 when ``sg_id`` is None: a call without a gradient compiles no backward kernel)."""
     key = (neuron, dtype, sg_id, device)
     h = _handles.get(key)
-    if h is None:
+    if h is None:  # a first call of its kind: checked here, so later calls pay nothing for it
         from .cuda import kernel_handle
-        from .neuron_cuda import kernel_name
+        from .neuron_cuda import SUPPORTED_DTYPES, TYPES, kernel_name
+
+        if neuron not in TYPES:
+            raise ValueError(f"neuron {neuron!r} has no CUDA kernel (known: {sorted(TYPES)})")
+        if dtype not in SUPPORTED_DTYPES or (neuron != "lif" and dtype not in (torch.float32, torch.float64)):
+            raise TypeError(f"x: the CUDA kernels of {neuron!r} do not take {dtype}")
 
         fwd = kernel_handle(kernel_name("forward", neuron, dtype), device)
         bwd = 0 if sg_id is None else kernel_handle(kernel_name("backward", neuron, dtype, sg_id), device)
@@ -136,7 +142,9 @@ def run(launcher: Launcher, neuron: str, x: torch.Tensor, state0: torch.Tensor, 
     CUDA ``x [T, ...]``, ``state0 [NS, ...]`` or ``[NS, 1]`` in x's dtype and ``params [NP, N]`` or
     ``[NP, 1]`` in the compute dtype. ``state``: the last state (``[NS, ...]``, no leading dim when
     ``ns == 1``), or with ``return_seq`` the state after every step. A C++ autograd node when a
-    gradient is recorded, else the forward kernel alone; ``ValueError`` on NaN/inf x with ``check_x``;
+    gradient is recorded, else the forward kernel alone; ``ValueError`` on NaN/inf x with ``check_x``
+    or an unknown neuron, ``TypeError`` for a dtype its kernels lack, ``RuntimeError`` (from C++, before
+    any launch) for shapes, layouts, devices or dtypes that do not fit;
     :class:`LaunchFailed` when the first launch of the process fails (the launcher is then off)."""
     global _launched
     ext, driver = launcher
